@@ -13,6 +13,7 @@ from agentloop.commands.init import init_command
 from agentloop.commands.replay import replay_command
 from agentloop.commands.runs import runs_command
 from agentloop.commands.show import show_command
+from agentloop.commands.undo import undo_command
 from agentloop.errors import EXIT_INTERRUPTED, AgentloopError
 
 
@@ -47,7 +48,13 @@ cli.add_command(runs_command)
 cli.add_command(show_command)
 cli.add_command(replay_command)
 cli.add_command(export_command)
+cli.add_command(undo_command)
 
 
 def main() -> None:
+    import signal
+
+    from agentloop.interrupts import raise_interrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM ends a command like Ctrl-C: exit 130, tree in order
     cli()

@@ -81,6 +81,7 @@ class Config:
     retry_max_wait: float = 30.0
     request_timeout: float = 600.0
     runs_dir: str = ".agentloop/runs"
+    in_place: bool = False  # edit the user's tree itself (pre-commit, CI) instead of a worktree of it
     source: str = "defaults"  # where the file part came from, for messages
 
     @property
@@ -203,6 +204,10 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             if not isinstance(value, str) or not value.strip():
                 raise _fail(where, key, "must be a non-empty string", f"set {key} to a string or remove it")
             changes[key] = value.strip()
+        elif key == "in_place":
+            if not isinstance(value, bool):
+                raise _fail(where, key, f"must be true or false, not {value!r}", "write in_place: true")
+            changes[key] = value
         elif key == "edit_format":
             if value not in EDIT_FORMATS:
                 raise _fail(where, key, f"must be one of {', '.join(EDIT_FORMATS)}, not {value!r}", "pick one")

@@ -16,6 +16,7 @@ from agentloop.checks import CommandResult, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
 from agentloop.errors import AgentloopError
+from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
 from agentloop.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
 from agentloop.trajectory import Trajectory
@@ -54,13 +55,28 @@ class RunResult:
     checks: list[CommandResult]
     diff: str = ""
     exit_code: int | None = None
+    workspace: dict[str, Any] = field(default_factory=dict)  # how the result reached the user's tree
+    kept_turn: int | None = None  # set when an earlier, better turn was restored at the end
+
+
+@dataclass
+class TurnTree:
+    turn: int
+    checks_passed: int
+    tree: str
 
 
 class Loop:
     def __init__(self, config: Config, model: Model | Callable[[], Model], workspace: Workspace, task: str,
                  trajectory: Trajectory, progress: Callable[[str], None] = lambda line: None,
-                 show_reply: Callable[[str], None] | None = None):
+                 show_reply: Callable[[str], None] | None = None, *, start_tree: str | None = None,
+                 guard: SignalGuard | None = None,
+                 on_end: Callable[[str, str | None], dict[str, Any]] | None = None):
         self.config, self.workspace, self.task = config, workspace, task
+        self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
+        self.guard, self.on_end = guard, on_end
+        self.turn_trees: list[TurnTree] = []  # each finished turn's tree, to keep the best at the end
+        self.result: RunResult | None = None
         self._model = model
         self.trajectory, self.progress, self.show_reply = trajectory, progress, show_reply
         self.turn_model_s = 0.0  # seconds spent waiting on the model this turn
@@ -75,10 +91,19 @@ class Loop:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> RunResult:
-        outcome, reason = ERROR, "internal error"
-        start_tree = self.workspace.snapshot()
+        """The turns, then `finish`; a KeyboardInterrupt (Ctrl-C, SIGTERM) at any moment ends it interrupted."""
         try:
+            outcome, reason = self.steps()
+        except KeyboardInterrupt:
+            outcome, reason = INTERRUPTED, "interrupted by the user"
+        return self.finish(outcome, reason)
+
+    def steps(self) -> tuple[str, str]:
+        try:
+            if self.start_tree is None:
+                self.start_tree = self.workspace.snapshot()
             results = self.run_checks()
+            self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
                 raise Stop(ACCEPTED, "the acceptance checks already pass")
             _ = self.model  # a failing run needs a model: fail now, before counting a turn, if none is set
@@ -99,24 +124,50 @@ class Loop:
                     messages.append({"role": "user", "content": self.feedback_message(applied, results)})
                 self.report_turn(applied, self.last_results)
         except Stop as stop:
-            outcome, reason = stop.outcome, stop.reason
+            return stop.outcome, stop.reason
         except AgentloopError as exc:  # provider failure, or a model needed but not configured
-            outcome, reason, self.exit_code = ERROR, str(exc), exc.exit_code
+            self.exit_code = exc.exit_code
+            return ERROR, str(exc)
         except KeyboardInterrupt:
-            outcome, reason = INTERRUPTED, "interrupted by the user"
+            raise
         except Exception as exc:  # a bug of ours: end the run recorded, the traceback in the trajectory
             import traceback
 
-            outcome, reason = ERROR, f"internal error: {type(exc).__name__}: {exc}"
             self.trajectory.event("internal_error", traceback=traceback.format_exc())
-        finally:
-            diff = self.workspace.diff(start_tree)
-            duration = round(time.monotonic() - self.started, 3)
-            self.trajectory.event("outcome", outcome=outcome, reason=reason, duration_s=duration,
-                                  totals=_plain_totals(self.totals), diff=diff,
-                                  checks=[r.to_dict() | {"passed": r.passed} for r in self.last_results],
-                                  reward=self.config.reward.score(outcome == ACCEPTED, self.totals.unusable_turns))
-        return RunResult(outcome, reason, self.totals, duration, self.last_results, diff, self.exit_code)
+            return ERROR, f"internal error: {type(exc).__name__}: {exc}"
+
+    def finish(self, outcome: str, reason: str) -> RunResult:
+        """Settle the tree (best turn kept, the workspace's own end) and write the footer. Runs once;
+        from here on signals are only noted, so the footer and the user's tree are never left half done."""
+        if self.result is not None:
+            return self.result
+        if self.guard is not None:
+            self.guard.settle()
+        extra: dict[str, Any] = {}
+        diff, final_tree = "", self.start_tree
+        if self.start_tree is not None:
+            final_tree = self.workspace.snapshot()
+            if outcome != ACCEPTED and self.turn_trees:
+                best = max(self.turn_trees, key=lambda t: (t.checks_passed, t.turn))
+                as_good = {t.tree for t in self.turn_trees if t.checks_passed == best.checks_passed}
+                if final_tree not in as_good:  # later turns passed fewer checks, or never finished
+                    self.workspace.restore(best.tree)
+                    final_tree = best.tree
+                    extra["kept_turn"] = best.turn
+                    self.progress(f"kept turn {best.turn}: {best.checks_passed} checks passed there, "
+                                  "fewer or unknown after it")
+            diff = self.workspace.diff(self.start_tree, final_tree)
+        if self.on_end is not None:
+            extra["workspace"] = self.on_end(outcome, final_tree)
+        duration = round(time.monotonic() - self.started, 3)
+        self.trajectory.event("outcome", outcome=outcome, reason=reason, duration_s=duration,
+                              totals=_plain_totals(self.totals), diff=diff,
+                              checks=[r.to_dict() | {"passed": r.passed} for r in self.last_results],
+                              reward=self.config.reward.score(outcome == ACCEPTED, self.totals.unusable_turns),
+                              **extra)
+        self.result = RunResult(outcome, reason, self.totals, duration, self.last_results, diff, self.exit_code,
+                                extra.get("workspace") or {}, extra.get("kept_turn"))
+        return self.result
 
     # -- steps ------------------------------------------------------------------------------------
     def ask(self, messages: list[dict[str, Any]]) -> ModelReply:
@@ -310,8 +361,10 @@ class Loop:
         line = (f"turn {t.turns}: model {self.turn_model_s:.1f}s, "
                 f"{t.prompt_tokens + t.completion_tokens} tokens, ${t.cost_usd:.4f}, {edits}, "
                 f"checks {passed} passed, {len(results) - passed} failed")
+        snapshot = self.workspace.snapshot()
+        self.turn_trees.append(TurnTree(t.turns, passed, snapshot))
         self.trajectory.event("turn", turn=t.turns, applied=bool(applied), checks_passed=passed,
-                              checks_total=len(results), totals=_plain_totals(t))
+                              checks_total=len(results), totals=_plain_totals(t), snapshot=snapshot)
         self.progress(line)
 
 

@@ -172,7 +172,7 @@ def replay_run(run: Run, repo: Path, runs_dir: Path, *, live: Model | None = Non
     replies = [(e.get("turn", 0), reply_from_record(e["reply"])) for e, _ in run.calls if e.get("reply")]
     recorded = sum(1 for turn, _ in replies if live is None or turn < from_turn)
     model = ReplayModel([r for _, r in replies], f"replay:{run.run_id}", recorded=recorded, then=live)
-    config = recorded_config(run, runs_dir)
+    config = replace(recorded_config(run, runs_dir), in_place=True)  # the replay's worktree is already its own
     if live is not None:
         config = replace(config, model=live.name)
     with fresh_worktree(repo, base, run.run_id) as worktree:

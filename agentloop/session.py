@@ -6,8 +6,6 @@ Shared by the CLI commands that start runs (fix, the pre-commit hook, replay).
 from __future__ import annotations
 
 import platform
-import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +14,19 @@ from typing import Any
 from agentloop import __version__
 from agentloop.config import Config, Reward
 from agentloop.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from agentloop.loop import ACCEPTED, INTERRUPTED, Loop, RunResult
+from agentloop.interrupts import SignalGuard
+from agentloop.isolation import Isolation
+from agentloop.loop import ACCEPTED, INTERRUPTED, Loop, RunResult, Totals, _plain_totals
 from agentloop.model import Model
-from agentloop.trajectory import SCHEMA_VERSION, SUMMARY, Trajectory, append_index, new_run_id, now_iso
+from agentloop.trajectory import (
+    SCHEMA_VERSION,
+    SUMMARY,
+    TRAJECTORY,
+    Trajectory,
+    append_index,
+    new_run_id,
+    now_iso,
+)
 from agentloop.workspace import Workspace
 
 EXIT_CODES = {ACCEPTED: EXIT_OK, "budget_exhausted": EXIT_FAILED, "gave_up": EXIT_FAILED,
@@ -37,6 +45,8 @@ class Session:
     def exit_code(self) -> int:
         if self.result.exit_code is not None:
             return self.result.exit_code
+        if self.result.workspace.get("conflicts") or self.result.workspace.get("apply_error"):
+            return EXIT_FAILED  # accepted on the branch, but not applied to the user's tree
         return EXIT_CODES.get(self.result.outcome, EXIT_ERROR)
 
 
@@ -65,50 +75,33 @@ def repo_identity(workspace: Workspace) -> dict[str, Any]:
     return {"repo_name": workspace.root.name, "remote": remote}
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 model: Model | Callable[[], Model] | None = None,
                 progress: Callable[[str], None] = lambda line: None,
                 show_reply: Callable[[str], None] | None = None,
                 header_extra: dict[str, Any] | None = None) -> Session:
-    """Run the loop in `workspace` and record everything under the runs directory."""
+    """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
+    under the runs directory."""
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
     run_id = new_run_id()
     runs_dir = Path(config.runs_dir)
     run_dir = (runs_dir if runs_dir.is_absolute() else workspace.root / runs_dir) / run_id
-    trajectory = Trajectory(run_dir)
-    started = now_iso()
-    from agentloop import feedback, toolbox
-
-    base_commit = workspace.head()
-    # Uncommitted changes the run starts from, so that a replay can recreate the starting tree.
-    base_patch = workspace.diff(f"{base_commit}^{{tree}}") if base_commit else ""
-    if base_patch:
-        trajectory.write_text("base.patch", base_patch)
-    trajectory.event(
-        "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
-        repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit, config=config.to_dict(),
-        model=config.model, api_base=config.api_base, model_params=config.model_params,
-        python=platform.python_version(), templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
-        tool_specs=list(toolbox.load_tool_specs()) if config.tools != "off" else [],
-        checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},
-        base_patch="base.patch" if base_patch else None,
-        **(header_extra or {}),
-    )
-    loop = Loop(config, model or (lambda: build_model(config)), workspace, task, trajectory, progress, show_reply)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
-    try:
-        result = loop.run()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        trajectory.close()
+    with SignalGuard() as guard:
+        isolation = Isolation(workspace, run_id, run_dir, in_place=config.in_place, note=progress)
+        try:
+            isolation.prepare()
+            result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
+                          header_extra)
+        except BaseException:
+            guard.settle()
+            isolation.finish("interrupted", None)  # whatever was set up is cleaned away; the tree is untouched
+            raise
+    run_dir, trajectory_path = isolation.run_dir, isolation.run_dir / TRAJECTORY
+    redactor = result.redactor
+    result, started, base_commit = result.result, result.started, result.base_commit
     t = result.totals
-    (run_dir / "final.patch").write_text(trajectory.redactor.text(result.diff), encoding="utf-8")
+    (run_dir / "final.patch").write_text(redactor.text(result.diff), encoding="utf-8")
     summary = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -133,15 +126,74 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         "checks": [{"command": r.command, "exit_code": r.exit_code, "passed": r.passed} for r in result.checks],
         "changed": bool(result.diff.strip()),
         "run_dir": str(run_dir),
-        "trajectory": str(trajectory.path),
+        "trajectory": str(trajectory_path),
         "patch": str(run_dir / "final.patch"),
+        "workspace": result.workspace,
+        "kept_turn": result.kept_turn,
     }
-    trajectory.write_json(SUMMARY, summary)
-    append_index(run_dir.parent, summary, trajectory.redactor)
+    write_summary(run_dir, summary, redactor)
+    append_index(run_dir.parent, summary, redactor)
     return Session(run_id, run_dir, result, summary)
 
 
-def _main_thread() -> bool:
-    import threading
+@dataclass
+class _Ran:
+    result: RunResult
+    started: str
+    base_commit: str | None
+    redactor: Any
 
-    return threading.current_thread() is threading.main_thread() and sys.platform != "win32"
+
+def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
+         run_dir: Path, task: str, model, progress, show_reply, header_extra) -> _Ran:
+    """Header, workspace, loop; an interrupt after the header still ends the trajectory with its footer."""
+    from agentloop import feedback, toolbox
+
+    base_commit = workspace.head()
+    start_tree = workspace.snapshot()
+    trajectory = Trajectory(run_dir)
+    started = now_iso()
+    try:
+        # Uncommitted changes the run starts from, so that a replay can recreate the starting tree.
+        base_patch = workspace.diff(f"{base_commit}^{{tree}}", start_tree) if base_commit else ""
+        if base_patch:
+            trajectory.write_text("base.patch", base_patch)
+        trajectory.event(
+            "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
+            repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit, config=config.to_dict(),
+            model=config.model, api_base=config.api_base, model_params=config.model_params,
+            python=platform.python_version(), templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
+            tool_specs=list(toolbox.load_tool_specs()) if config.tools != "off" else [],
+            checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},
+            base_patch="base.patch" if base_patch else None,
+            workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
+        )
+        loop: Loop | None = None
+        try:
+            work = isolation.begin(start_tree)
+            loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
+                        start_tree=start_tree, guard=guard, on_end=isolation.finish)
+            result = loop.run()
+        except KeyboardInterrupt:  # before the loop could catch it itself
+            guard.settle()
+            if loop is not None:
+                result = loop.finish(INTERRUPTED, "interrupted by the user")
+            else:
+                info = isolation.finish(INTERRUPTED, None)
+                totals = Totals()
+                trajectory.event("outcome", outcome=INTERRUPTED, reason="interrupted by the user", duration_s=0.0,
+                                 totals=_plain_totals(totals), diff="", checks=[],
+                                 reward=config.reward.score(False, 0), workspace=info)
+                result = RunResult(INTERRUPTED, "interrupted by the user", totals, 0.0, [], "", None, info)
+    finally:
+        trajectory.close()
+    return _Ran(result, started, base_commit, trajectory.redactor)
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any], redactor) -> None:
+    import json
+
+    from agentloop.trajectory import atomic_write_text
+
+    atomic_write_text(run_dir / SUMMARY, json.dumps(redactor.data(summary), indent=2, ensure_ascii=False,
+                                                    default=str) + "\n")

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.errors import UsageError
@@ -76,3 +77,110 @@ class Workspace:
         """A git-style patch from `old_tree` to `new_tree` (default: the working tree now)."""
         new_tree = new_tree or self.snapshot()
         return git(["diff", "--binary", "--no-color", "--no-ext-diff", old_tree, new_tree], self.root)
+
+    def changes(self, old_tree: str, new_tree: str) -> list[Change]:
+        """The files that differ between two trees, with both sides' mode and blob."""
+        return tree_changes(self.root, old_tree, new_tree)
+
+    def restore(self, tree: str, paths: set[str] | None = None) -> list[str]:
+        """Make the files git sees equal to `tree` (only `paths`, if given), each written whole;
+        returns the paths changed. Ignored files are left alone."""
+        changed = []
+        for change in self.changes(self.snapshot(), tree):
+            if paths is None or change.path in paths:
+                write_entry(self.root, change.path, change.new_mode, change.new_sha)
+                changed.append(change.path)
+        return changed
+
+
+ZERO_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    old_mode: str
+    new_mode: str
+    old_sha: str
+    new_sha: str
+
+    @property
+    def deleted(self) -> bool:
+        return self.new_sha == ZERO_SHA
+
+
+def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
+    out = git(["diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", old_tree, new_tree], cwd)
+    fields = out.split("\0")
+    changes = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(":"):
+            continue
+        old_mode, new_mode, old_sha, new_sha, _status = meta[1:].split(" ")
+        changes.append(Change(path, old_mode, new_mode, old_sha, new_sha))
+    return changes
+
+
+def read_blob(cwd: Path, sha: str) -> bytes:
+    proc = subprocess.run(["git", "cat-file", "blob", sha], cwd=cwd, capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"git cat-file failed for {sha[:12]}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def inside(root: Path, rel: str) -> Path:
+    """`root/rel`, refusing any path whose directory resolves outside `root` or into a `.git`."""
+    target = root / rel
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts or any(p.lower() == ".git" for p in parts):
+        raise RuntimeError(f"refusing to write {rel!r}: not a plain path inside the repository")
+    real_root = Path(os.path.realpath(root))
+    real_dir = Path(os.path.realpath(target.parent))
+    try:
+        rest = real_dir.relative_to(real_root)
+    except ValueError:
+        raise RuntimeError(f"refusing to write {rel!r}: its directory leads outside the repository") from None
+    if any(p.lower() == ".git" for p in rest.parts):
+        raise RuntimeError(f"refusing to write {rel!r}: its directory leads into .git/")
+    return target
+
+
+def temp_name(target: Path, tag: str) -> Path:
+    return target.with_name(f".{target.name}.{tag}.agentloop-tmp")
+
+
+def stage_entry(root: Path, rel: str, mode: str, sha: str, tag: str) -> Path | None:
+    """Write the new content of `rel` beside it under a temporary name (None for a deletion)."""
+    if sha == ZERO_SHA:
+        return None
+    target = inside(root, rel)
+    if target.is_dir() and not target.is_symlink():
+        raise RuntimeError(f"refusing to replace the directory {rel!r} with a file; move it away first")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target, tag)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    data = read_blob(root, sha)
+    if mode == "120000":
+        os.symlink(os.fsdecode(data), tmp)
+    else:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755 if mode == "100755" else 0o644)
+    return tmp
+
+
+def commit_entry(root: Path, rel: str, tmp: Path | None) -> None:
+    """Put a staged file in place (one rename), or delete `rel` when `tmp` is None."""
+    target = inside(root, rel)
+    if tmp is None:
+        if os.path.lexists(target) and not target.is_dir():
+            os.unlink(target)
+        return
+    os.replace(tmp, target)
+
+
+def write_entry(root: Path, rel: str, mode: str, sha: str) -> None:
+    commit_entry(root, rel, stage_entry(root, rel, mode, sha, f"{os.getpid()}"))

@@ -35,11 +35,14 @@ OUTCOME_WORDS = {
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Config file (default: .agentloop.yaml at the repository root).")
 @click.option("--runs-dir", help="Where runs are recorded (default: .agentloop/runs in the repository).")
+@click.option("--in-place", "in_place", is_flag=True, default=None,
+              help="Edit the working tree itself instead of a worktree of it (pre-commit, CI); "
+              "`agentloop undo RUN_ID` restores it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout at the end.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print each model reply.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
 def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_turns, max_cost, max_tokens,
-                time_limit, config_path, runs_dir, as_json, verbose, quiet):
+                time_limit, config_path, runs_dir, in_place, as_json, verbose, quiet):
     """Ask the model for edits, run the checks, feed back, until they pass.
 
     TASK is what to do in words (default: "Make the checks pass."). Checks come from --check and
@@ -54,7 +57,7 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     repo = find_repo_root(Path.cwd())
     flags = {"model": model, "api_base": api_base, "files": files, "edit_format": edit_format,
              "max_turns": max_turns, "max_cost": max_cost, "max_tokens": max_tokens, "time_limit": time_limit,
-             "runs_dir": runs_dir}
+             "runs_dir": runs_dir, "in_place": in_place}
     if checks or accepts:
         flags["checks"] = [{"run": c} for c in checks] + [{"run": a, "feedback": False} for a in accepts]
     config = load_config(repo, config_path=config_path, flags=flags)
@@ -80,10 +83,34 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
         f"{s['tokens']} tokens, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s")
     for note in s["cost_notes"]:
         say(f"note: {note}")
+    where = describe_result(s)
+    if where:
+        say(where)
     say(f"run {s['run_id']}: {s['trajectory']}")
     if as_json:
         click.echo(json.dumps(s))
     raise SystemExit(session.exit_code)
+
+
+def describe_result(s: dict) -> str | None:
+    """One line: where the result is, when it is not (only) in the user's tree."""
+    w = s.get("workspace") or {}
+    branch, patch = w.get("branch"), s["patch"]
+    if not branch:
+        return None
+    if w.get("conflicts"):
+        files = ", ".join(w["conflicts"][:3]) + (" ..." if len(w["conflicts"]) > 3 else "")
+        return (f"your tree changed meanwhile ({files}): nothing was overwritten; the result is on branch "
+                f"{branch} and in {patch}")
+    if w.get("apply_error"):
+        return f"not applied to your tree ({w['apply_error']}); the result is on branch {branch} and in {patch}"
+    if w.get("restored"):
+        return f"your tree is back as it was before the run; what it did is on branch {branch} and in {patch}"
+    if w.get("mode") == "worktree" and s["changed"] and not w.get("applied"):
+        return f"your tree is untouched; the result is on branch {branch} and in {patch}"
+    if w.get("applied"):
+        return f"applied to your tree; also on branch {branch} (agentloop undo {s['run_id']} reverts it)"
+    return None
 
 
 def _model_or_usage_error(config):
