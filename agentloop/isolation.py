@@ -208,6 +208,7 @@ class Isolation:
     start_commit: str | None = None
     workspace: Workspace | None = None
     worktree: Path | None = None
+    tip: str | None = None  # the branch's newest commit: the start, then one per turn
     finished: dict[str, Any] | None = None
 
     @property
@@ -243,6 +244,7 @@ class Isolation:
         head = self.user.head()
         self.start_commit = self.commit(self.start_tree, head, f"agentloop {self.run_id}: starting state")
         git(["update-ref", f"refs/heads/{self.branch}", self.start_commit, ""], self.user.root)
+        self.tip = self.start_commit
         write_json(self.run_dir / WORKSPACE_FILE, {
             "run_id": self.run_id, "mode": self.mode, "root": str(self.user.root), "branch": self.branch,
             "start_tree": self.start_tree, "start_commit": self.start_commit, "head": head})
@@ -265,6 +267,13 @@ class Isolation:
                 raise UsageError(f"run {other.get('run_id')} (pid {other.get('pid')}) is editing this tree in place; "
                                  "wait for it to finish, then run again")
 
+    def record_turn(self, turn: int, tree: str) -> None:
+        """One commit per turn on the run's branch, so that every turn's tree stays restorable."""
+        if self.tip is not None:
+            commit = self.commit(tree, self.tip, f"agentloop {self.run_id}: turn {turn}")
+            git(["update-ref", f"refs/heads/{self.branch}", commit, self.tip], self.user.root)
+            self.tip = commit
+
     def commit(self, tree: str, parent: str | None, message: str) -> str:
         env = {**os.environ, **IDENTITY}
         args = ["commit-tree", tree, *(["-p", parent] if parent else []), "-m", message]
@@ -281,7 +290,7 @@ class Isolation:
             if self.start_commit is None:  # interrupted before the start was recorded: nothing was changed
                 return info
             final_tree = final_tree or self.start_tree
-            result = self.commit(final_tree, self.start_commit, f"agentloop {self.run_id}: {outcome}")
+            result = self.commit(final_tree, self.tip or self.start_commit, f"agentloop {self.run_id}: {outcome}")
             git(["update-ref", f"refs/heads/{self.branch}", result], self.user.root)
             info.update(branch=self.branch, start_tree=self.start_tree, final_tree=final_tree)
             changes = self.user.changes(self.start_tree, final_tree)

@@ -71,10 +71,11 @@ class Loop:
                  trajectory: Trajectory, progress: Callable[[str], None] = lambda line: None,
                  show_reply: Callable[[str], None] | None = None, *, start_tree: str | None = None,
                  guard: SignalGuard | None = None,
-                 on_end: Callable[[str, str | None], dict[str, Any]] | None = None):
+                 on_end: Callable[[str, str | None], dict[str, Any]] | None = None,
+                 on_turn: Callable[[int, str], None] | None = None):
         self.config, self.workspace, self.task = config, workspace, task
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
-        self.guard, self.on_end = guard, on_end
+        self.guard, self.on_end, self.on_turn = guard, on_end, on_turn
         self.turn_trees: list[TurnTree] = []  # each finished turn's tree, to keep the best at the end
         self.result: RunResult | None = None
         self._model = model
@@ -363,6 +364,8 @@ class Loop:
                 f"checks {passed} passed, {len(results) - passed} failed")
         snapshot = self.workspace.snapshot()
         self.turn_trees.append(TurnTree(t.turns, passed, snapshot))
+        if self.on_turn is not None:
+            self.on_turn(t.turns, snapshot)
         self.trajectory.event("turn", turn=t.turns, applied=bool(applied), checks_passed=passed,
                               checks_total=len(results), totals=_plain_totals(t), snapshot=snapshot)
         self.progress(line)

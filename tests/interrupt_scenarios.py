@@ -92,7 +92,7 @@ def fsck_ok(repo: Path) -> bool:
 
 
 def run_once(workdir: Path, rng: random.Random, sig: int | None, window: float, in_place: bool,
-             apply_delay: float = 0.1, kill_when=None) -> dict:
+             apply_delay: float = 0.1, kill_when=None, after_first_request: bool = False) -> dict:
     """One scenario; returns what happened and whether it survived (with the reason if not)."""
     repo, before, whole = make_scenario_repo(workdir)
     script = [{"content": reply("a.py"), "delay": rng.uniform(0.0, 0.3)},
@@ -103,6 +103,11 @@ def run_once(workdir: Path, rng: random.Random, sig: int | None, window: float, 
         proc = subprocess.Popen(fix_command(server.api_base, in_place), cwd=repo, env=env(apply_delay),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         delay = rng.uniform(0, window) if sig else None
+        first = None
+        if sig is None or after_first_request:  # the delay counts from the run's first model call
+            while proc.poll() is None and not server.requests:
+                time.sleep(0.005)
+            first = time.monotonic() - started
         if sig and kill_when is not None:  # kill at a chosen moment instead of a random one
             while proc.poll() is None and not kill_when(repo):
                 time.sleep(0.01)
@@ -114,7 +119,8 @@ def run_once(workdir: Path, rng: random.Random, sig: int | None, window: float, 
             except subprocess.TimeoutExpired:
                 proc.send_signal(sig)
         out, err = proc.communicate(timeout=300)
-        result.update(delay=delay, exit_code=proc.returncode, duration=time.monotonic() - started)
+        result.update(delay=delay, exit_code=proc.returncode, duration=time.monotonic() - started, first_call=first,
+                      after_first_call=after_first_request)
     problems = []
     runs = sorted((repo / ".agentloop" / "runs").glob("2*"))
     if sig != signal.SIGKILL:
@@ -157,31 +163,35 @@ def run_once(workdir: Path, rng: random.Random, sig: int | None, window: float, 
     return result
 
 
-def calibrate(workdir: Path, in_place: bool) -> float:
-    """Seconds a whole uninterrupted run takes here (the kill window is drawn from it)."""
-    rng = random.Random(0)
-    result = run_once(workdir, rng, None, 0, in_place)
+def calibrate(workdir: Path) -> tuple[float, float]:
+    """Seconds an uninterrupted run takes here, and how many of them come after its first model call
+    (start-up, mostly importing litellm, comes before): the kill delays are drawn from these."""
+    result = run_once(workdir, random.Random(0), None, 0, False)
     if not result["survived"] or result["tree"] != "whole result":
         raise AssertionError(f"the uninterrupted scenario itself fails: {result}")
-    return result["duration"]
+    return result["duration"], result["duration"] - result["first_call"]
 
 
 def run_many(base: Path, count: int, seed: int = 1, progress=lambda line: None) -> dict:
+    """`count` scenarios: SIGINT, SIGTERM, SIGKILL in turn; a third killed at a random moment of the whole
+    run, two thirds at a random moment after the first model call (where the run edits and applies)."""
     rng = random.Random(seed)
-    windows = {mode: calibrate(base / f"calibrate-{mode}", mode) * 1.1 for mode in (False, True)}
+    whole, active = calibrate(base / "calibrate")
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
     results = []
     for i in range(count):
         sig = signals[i % 3]
         in_place = rng.random() < 0.35
-        r = run_once(base / f"s{i}", rng, sig, windows[in_place], in_place)
+        late = rng.random() < 2 / 3
+        r = run_once(base / f"s{i}", rng, sig, (active if late else whole) * 1.1, in_place, after_first_request=late)
         results.append(r)
-        progress(json.dumps({k: r[k] for k in ("signal", "in_place", "delay", "exit_code", "tree", "how",
+        progress(json.dumps({k: r[k] for k in ("signal", "in_place", "after_first_call", "delay", "exit_code", "tree",
+                                                 "how",
                                                  "survived")} | ({"problems": r["problems"]} if r["problems"] else {}),
                             default=str))
     survived = sum(r["survived"] for r in results)
     return {"tried": count, "survived": survived, "lost": count - survived,
-            "windows_s": {("in_place" if k else "worktree"): round(v, 2) for k, v in windows.items()},
+            "windows_s": {"whole run": round(whole, 2), "after the first model call": round(active, 2)},
             "by_signal": dict(Counter(f"{r['signal']} {'in-place' if r['in_place'] else 'worktree'}: {r['tree']}"
                                       f" ({r['how']})" for r in results)),
             "failures": [r for r in results if not r["survived"]]}

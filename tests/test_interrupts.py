@@ -16,7 +16,7 @@ from agentloop.isolation import state_dir
 
 
 def test_random_kills_never_lose_anything(tmp_path):
-    count = int(os.environ.get("AGENTLOOP_KILL_SCENARIOS") or 6)
+    count = int(os.environ.get("AGENTLOOP_KILL_SCENARIOS") or 3)
     report = run_many(tmp_path, count, seed=int(os.environ.get("AGENTLOOP_KILL_SEED") or 1), progress=print)
     print({k: v for k, v in report.items() if k != "failures"})
     assert report["lost"] == 0, report["failures"]

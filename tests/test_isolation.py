@@ -91,11 +91,15 @@ def test_staged_unstaged_and_untracked_changes_are_seen_and_survive(calc_repo, m
     assert git(calc_repo, "stash", "list") == ""
     assert git(calc_repo, "branch", "--show-current").strip() == "main"
     assert summary["workspace"]["applied"] and "applied to your tree" in err
-    # The branch: the user's starting state as parent of the result.
+    # The branch: the user's starting state (on top of HEAD), one commit per turn, then the result.
     branch = f"agentloop/{summary['run_id']}"
-    parent = git(calc_repo, "rev-parse", f"{branch}^").strip()
-    assert "def sub" in git(calc_repo, "show", f"{parent}:calc.py")
-    assert git(calc_repo, "rev-parse", f"{parent}^").strip() == git(calc_repo, "rev-parse", "main").strip()
+    commits = git(calc_repo, "rev-list", f"main..{branch}").split()
+    assert len(commits) == 3
+    start = commits[-1]
+    started_from = git(calc_repo, "show", f"{start}:calc.py")
+    assert "def sub" in started_from and "return a - b" in started_from
+    assert git(calc_repo, "show", f"{start}:staged.txt") == "staged\n"
+    assert git(calc_repo, "rev-parse", f"{start}^").strip() == git(calc_repo, "rev-parse", "main").strip()
     assert_no_leftovers(calc_repo)
 
 
@@ -184,8 +188,10 @@ def test_the_best_turn_is_kept_when_later_turns_are_worse(calc_repo, monkeypatch
     events = read_events(Path(summary["trajectory"]))
     turns = [e for e in events if e["type"] == "turn"]
     assert [t["checks_passed"] for t in turns] == [2, 1] and all(len(t["snapshot"]) == 40 for t in turns)
-    # Every turn's snapshot can be restored: turn 2's tree holds the broken mul.
+    # Every turn's snapshot can be restored: turn 2's tree holds the broken mul, kept reachable on the branch.
     assert "a ** b" in git(calc_repo, "show", f"{turns[1]['snapshot']}:calc.py")
+    branch = f"agentloop/{summary['run_id']}"
+    assert git(calc_repo, "rev-parse", f"{branch}~1^{{tree}}").strip() == turns[1]["snapshot"]
     assert events[-1]["kept_turn"] == 1 and "a ** b" not in events[-1]["diff"]
 
 
