@@ -289,11 +289,17 @@ class Isolation:
         try:
             if self.start_commit is None:  # interrupted before the start was recorded: nothing was changed
                 return info
+            # An interrupted `git update-ref` of ours may have left the branch's lock: it is ours alone.
+            (common_dir(self.user.root) / "refs" / "heads" / f"{self.branch}.lock").unlink(missing_ok=True)
             final_tree = final_tree or self.start_tree
-            result = self.commit(final_tree, self.tip or self.start_commit, f"agentloop {self.run_id}: {outcome}")
-            git(["update-ref", f"refs/heads/{self.branch}", result], self.user.root)
-            info.update(branch=self.branch, start_tree=self.start_tree, final_tree=final_tree)
             changes = self.user.changes(self.start_tree, final_tree)
+            info.update(start_tree=self.start_tree, final_tree=final_tree)
+            if changes or self.tip != self.start_commit:
+                result = self.commit(final_tree, self.tip, f"agentloop {self.run_id}: {outcome}")
+                git(["update-ref", f"refs/heads/{self.branch}", result], self.user.root)
+                info["branch"] = self.branch
+            else:  # no turn, no change (checks already passing, or stopped at once): no branch to clutter the repo
+                git(["update-ref", "-d", f"refs/heads/{self.branch}", self.start_commit], self.user.root, check=False)
             if self.in_place:
                 info["applied"] = bool(changes)
                 if outcome == "interrupted" and changes:
@@ -306,6 +312,8 @@ class Isolation:
                     info["apply_error"] = str(exc)
             self.update_workspace_file(final_tree=final_tree, applied=info["applied"], restored=info["restored"],
                                        outcome=outcome)
+        except RuntimeError as exc:  # git refused something: say so in the record rather than crash the footer
+            info["apply_error"] = str(exc)
         finally:
             if self.worktree is not None:
                 remove_worktree(self.user.root, self.worktree)

@@ -153,6 +153,7 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
     start_tree = workspace.snapshot()
     trajectory = Trajectory(run_dir)
     started = now_iso()
+    loop: Loop | None = None
     try:
         # Uncommitted changes the run starts from, so that a replay can recreate the starting tree.
         base_patch = workspace.diff(f"{base_commit}^{{tree}}", start_tree) if base_commit else ""
@@ -168,23 +169,21 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
             base_patch="base.patch" if base_patch else None,
             workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
         )
-        loop: Loop | None = None
-        try:
-            work = isolation.begin(start_tree)
-            loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
-                        start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn)
-            result = loop.run()
-        except KeyboardInterrupt:  # before the loop could catch it itself
-            guard.settle()
-            if loop is not None:
-                result = loop.finish(INTERRUPTED, "interrupted by the user")
-            else:
-                info = isolation.finish(INTERRUPTED, None)
-                totals = Totals()
-                trajectory.event("outcome", outcome=INTERRUPTED, reason="interrupted by the user", duration_s=0.0,
-                                 totals=_plain_totals(totals), diff="", checks=[],
-                                 reward=config.reward.score(False, 0), workspace=info)
-                result = RunResult(INTERRUPTED, "interrupted by the user", totals, 0.0, [], "", None, info)
+        work = isolation.begin(start_tree)
+        loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
+                    start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn)
+        result = loop.run()
+    except KeyboardInterrupt:  # before the loop could catch it itself
+        guard.settle()
+        if loop is not None:
+            result = loop.finish(INTERRUPTED, "interrupted by the user")
+        else:
+            info = isolation.finish(INTERRUPTED, None)
+            totals = Totals()
+            trajectory.event("outcome", outcome=INTERRUPTED, reason="interrupted by the user", duration_s=0.0,
+                             totals=_plain_totals(totals), diff="", checks=[],
+                             reward=config.reward.score(False, 0), workspace=info)
+            result = RunResult(INTERRUPTED, "interrupted by the user", totals, 0.0, [], "", None, info)
     finally:
         trajectory.close()
     return _Ran(result, started, base_commit, trajectory.redactor)

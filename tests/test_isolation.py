@@ -311,3 +311,13 @@ def test_fix_from_wrong_in_place_keeps_a_branch(calc_repo, monkeypatch):
     assert "return a + b" in branch_file(calc_repo, f"agentloop/{summary['run_id']}", "calc.py")
     header = read_events(Path(summary["trajectory"]))[0]
     assert header["workspace"]["mode"] == "in_place" and header["config"]["in_place"] is True
+
+
+def test_a_run_with_nothing_to_do_leaves_no_branch(calc_repo, monkeypatch):
+    (calc_repo / "calc.py").write_text((calc_repo / "calc.py").read_text().replace("a - b", "a + b"))
+    for mode in ([], ["--in-place"]):
+        with FakeLLM([{"content": "unused"}]) as server:
+            code, summary, err = run_fix(calc_repo, server, "--check", PYTEST, *mode, monkeypatch=monkeypatch)
+        assert code == 0 and summary["workspace"]["branch"] is None and "branch" not in err
+    assert git(calc_repo, "branch", "--list", "agentloop/*") == ""
+    assert_no_leftovers(calc_repo)
