@@ -10,8 +10,9 @@ import re
 import selectors
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ SAFE_ENV = (
     "REQUESTS_CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE",
 )
 SAFE_ENV_PREFIXES = ("LC_", "XDG_")
-SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|AUTH)", re.I)
+SECRET_NAME = re.compile(
+    r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|AUTH|_PAT$)", re.I)
 
 
 def check_env(pass_env: Iterable[str] = (), base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -90,10 +92,23 @@ class _HeadTail:
         return f"{head}\n[... {self.elided} bytes elided ...]\n{tail}"
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the command and everything it started (they share its process group)."""
+REAPER = Path(__file__).with_name("reaper.py")
+
+
+def _end_tree(proc: subprocess.Popen) -> None:
+    """Make sure the command and everything it started are gone, within a second.
+
+    SIGTERM asks the reaper to SIGKILL all its descendants (setsid ones included); if it has not
+    exited soon after, its whole process group is killed as a fallback.
+    """
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=0.9)
+        except subprocess.TimeoutExpired:
+            pass
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the reaper is unreaped until wait(): pid not reused
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -106,17 +121,20 @@ def run_command(
     output_cap: int = 10_000,
     env: Mapping[str, str] | None = None,
     output_sink: Callable[[bytes], None] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> CommandResult:
     """Run `command` through the shell in its own session; never hangs past `timeout`.
 
     Output is read as it comes (so a chatty child never blocks on a full pipe) and only the head
     and tail are kept, so memory stays bounded whatever the command prints. `output_sink`, if
-    given, receives every chunk as it is read (the trajectory streams the full output to a file).
+    given, receives every chunk as it is read (the trajectory streams the output to a file).
+    `wrapper` is put before `/bin/sh -c command` (the sandbox's bwrap arguments). The command runs
+    under reaper.py, which kills every descendant when it ends, even ones that left the group.
     """
     start = time.monotonic()
+    argv = [sys.executable, "-I", "-S", str(REAPER), *wrapper, "/bin/sh", "-c", command]
     proc = subprocess.Popen(
-        command,
-        shell=True,
+        argv,
         cwd=cwd,
         env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL,
@@ -145,9 +163,9 @@ def run_command(
                 if output_sink is not None:
                     output_sink(chunk)
         finally:
-            # End the whole group: on timeout, and also stragglers (`sleep &`) that outlive the shell.
-            # The shell is not reaped yet, so its pid (the group id) cannot have been reused.
-            _kill_group(proc)
+            # On timeout or interruption: end the whole tree. (After a normal exit the reaper has
+            # already killed any stragglers, `sleep &` or setsid ones, before closing the pipe.)
+            _end_tree(proc)
             proc.stdout.close()
             exit_code = proc.wait()
     if timed_out:

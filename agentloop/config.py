@@ -16,6 +16,7 @@ from agentloop.errors import ConfigError
 CONFIG_FILE = ".agentloop.yaml"
 EDIT_FORMATS = ("auto", "search_replace", "udiff", "whole", "apply_patch")
 TOOLS_MODES = ("auto", "on", "off")
+SANDBOX_MODES = ("off", "auto", "bwrap")  # see agentloop/sandbox.py
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Config:
     files: tuple[str, ...] = ()
     protect: tuple[str, ...] = ()
     pass_env: tuple[str, ...] = ()
+    sandbox: str = "auto"  # bubblewrap where it works (model-written code runs in the checks)
     budget: Budget = field(default_factory=Budget)
     reward: Reward = field(default_factory=Reward)
     check_timeout: float = 300
@@ -217,6 +219,11 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             if value not in TOOLS_MODES:
                 raise _fail(where, key, f"must be one of {', '.join(TOOLS_MODES)}, not {value!r}", "pick one")
             changes[key] = value
+        elif key == "sandbox":
+            value = {False: "off", True: "bwrap"}.get(value, value)
+            if value not in SANDBOX_MODES:
+                raise _fail(where, key, f"must be one of {', '.join(SANDBOX_MODES)}, not {value!r}", "pick one")
+            changes[key] = value
         elif key == "checks":
             if not isinstance(value, list):
                 raise _fail(where, key, "must be a list", "e.g. checks: [\"python -m pytest -q\"]")
@@ -265,6 +272,7 @@ ENV_VARS = {
     "AGENTLOOP_API_BASE": "api_base",
     "AGENTLOOP_EDIT_FORMAT": "edit_format",
     "AGENTLOOP_RUNS_DIR": "runs_dir",
+    "AGENTLOOP_SANDBOX": "sandbox",
 }
 
 

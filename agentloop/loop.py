@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentloop import feedback
+from agentloop import feedback, sandbox
 from agentloop.checks import CommandResult, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
 from agentloop.errors import AgentloopError
+from agentloop.guard import ProtectedFiles, scan_diff
 from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
 from agentloop.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
@@ -89,6 +90,10 @@ class Loop:
         self.unusable_in_a_row = 0
         self.last_results: list[CommandResult] = []
         self.exit_code: int | None = None  # set when an error dictates its own exit code
+        self.sandbox = sandbox.Sandbox("off")
+        self.protected: ProtectedFiles | None = None
+        self.tampered: list[str] = []  # protected files changed while this round of checks ran
+        self.flags: dict[str, int] = {}  # suspicious-edit and tampering flags of the run, by kind
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -103,6 +108,11 @@ class Loop:
         try:
             if self.start_tree is None:
                 self.start_tree = self.workspace.snapshot()
+            self.sandbox = sandbox.resolve(self.config.sandbox, self.workspace.root, _git_dirs(self.workspace),
+                                           self.trajectory.run_dir.parent)
+            if self.sandbox.note:
+                self.progress(self.sandbox.note)
+            self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
             results = self.run_checks()
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
@@ -165,7 +175,7 @@ class Loop:
                               totals=_plain_totals(self.totals), diff=diff,
                               checks=[r.to_dict() | {"passed": r.passed} for r in self.last_results],
                               reward=self.config.reward.score(outcome == ACCEPTED, self.totals.unusable_turns),
-                              **extra)
+                              flags=dict(sorted(self.flags.items())), **extra)
         self.result = RunResult(outcome, reason, self.totals, duration, self.last_results, diff, self.exit_code,
                                 extra.get("workspace") or {}, extra.get("kept_turn"))
         return self.result
@@ -231,9 +241,13 @@ class Loop:
         self.totals.replies += 1
         if reply.content.strip().upper().endswith(GIVE_UP_LINE) and len(reply.content.strip()) < 200:
             raise Stop(GAVE_UP, "the model gave up")
+        before = self.workspace.snapshot()
         result = apply_reply(self.workspace.root, reply.content, protect=self.config.protect,
                              known_files=self.in_play)
-        self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict())
+        suspicious = scan_diff(self.workspace.diff(before)) if result.applied else []
+        for flag in suspicious:
+            self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
+        self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious)
         if result.edits and not any(f.reason == "malformed" for f in result.failures):
             self.totals.replies_with_edits += 1
         if result.applied:
@@ -251,7 +265,7 @@ class Loop:
             from agentloop.edits import render_failures
 
             text = feedback.render("feedback.j2", applied=False, failures=render_failures(result),
-                                   checks=[], files=[], hidden_failed=False, changed_files=[])
+                                   checks=[], files=[], hidden_failed=False, changed_files=[], tampered=[])
         else:
             problem = ("Your reply was cut off before the edit was complete (it hit the length limit). "
                        "Send shorter edits." if reply.finish_reason == "length" else
@@ -266,6 +280,7 @@ class Loop:
     def run_checks(self) -> list[CommandResult]:
         """Feedback checks always; acceptance-only (hidden) checks once the visible ones pass."""
         results: list[CommandResult] = []
+        self.tampered = []
         visible_ok = True
         for check in sorted(self.config.checks, key=lambda c: not c.feedback):
             if not check.feedback and not visible_ok:
@@ -280,17 +295,43 @@ class Loop:
     def run_check(self, check: Check) -> CommandResult:
         remaining = self.config.budget.time_limit - (time.monotonic() - self.started)
         timeout = max(1.0, min(check.timeout or self.config.check_timeout, remaining))
+        self.keep_pristine(None)
         log = self.trajectory.check_log()
+        wrapper = self.sandbox.wrapper(self.protected.readonly_paths() if self.protected else ())
         try:
             result = run_command(check.run, self.workspace.root, timeout=timeout,
-                                 output_cap=self.config.output_cap, env=self.env, output_sink=log.feed)
+                                 output_cap=self.config.output_cap, env=self.env, output_sink=log.feed,
+                                 wrapper=wrapper)
         finally:
             log.close()
         self.trajectory.event("check", turn=self.totals.turns, name=check.label, feedback=check.feedback,
-                              accept=check.accept, passed=result.passed, output_file=log.name, **result.to_dict())
+                              accept=check.accept, passed=result.passed, output_file=log.name,
+                              sandbox=self.sandbox.mode, **result.to_dict())
+        self.tampered += self.keep_pristine(check)
         return result
 
+    def keep_pristine(self, check: Check | None) -> list[str]:
+        """Put protected files back to their start content; report the ones that had changed.
+
+        Called before each check (None) and after it (the check: its run changed them, so its
+        verdict cannot count). See agentloop.guard for why this is done in place.
+        """
+        if self.protected is None or not self.protected.patterns:
+            return []
+        changed = self.protected.changed(self.workspace.list_files())
+        if not changed:
+            return []
+        unrestored = self.protected.restore(changed)
+        self.flags["protected_changed"] = self.flags.get("protected_changed", 0) + 1
+        self.trajectory.event("guard", turn=self.totals.turns, kind="protected_changed", paths=changed,
+                              unrestored=unrestored, check=check.label if check else None)
+        self.progress(f"protected files changed{' by ' + check.label if check else ''}: "
+                      f"{', '.join(changed[:5])}; restored")
+        return changed + unrestored
+
     def accepted(self, results: list[CommandResult]) -> bool:
+        if self.tampered:  # a verdict reached while the tests were rewritten does not count
+            return False
         by_command = {r.command: r for r in results}
         return all(c.run in by_command and by_command[c.run].passed for c in self.config.acceptance_checks)
 
@@ -320,7 +361,8 @@ class Loop:
         files = [f for f in (feedback.show_file(self.workspace.root, p) for p in applied.changed_files) if f]
         text = feedback.render("feedback.j2", applied=True, changed_files=applied.changed_files, failures="",
                                checks=[feedback.check_view(r) for r in visible], files=files,
-                               hidden_failed=hidden_failed)
+                               hidden_failed=hidden_failed and not self.tampered,
+                               tampered=sorted(set(self.tampered)))
         self.trajectory.event("feedback", turn=self.totals.turns, content=text)
         return text
 
@@ -369,6 +411,16 @@ class Loop:
         self.trajectory.event("turn", turn=t.turns, applied=bool(applied), checks_passed=passed,
                               checks_total=len(results), totals=_plain_totals(t), snapshot=snapshot)
         self.progress(line)
+
+
+def _git_dirs(workspace: Workspace) -> list:
+    """The git directories checks must not write: the worktree's own and the shared one."""
+    from pathlib import Path
+
+    from agentloop.workspace import git
+
+    common = Path(git(["rev-parse", "--git-common-dir"], workspace.root).strip())
+    return [workspace.git_dir, common if common.is_absolute() else workspace.root / common]
 
 
 def _plain_totals(t: Totals) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The read-only tools the model may call, defined as data in `tools/`, answered here.
 
 The model reads; only the driver runs commands. None of these tools can write, run anything or
-see git history.
+see git history: `.git` (and symlinks into it or out of the repository) and agentloop's own run
+records are refused, and with no shell the model cannot run `git log --all` to peek at later commits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from agentloop.data import data_dir
 from agentloop.model import ToolCall
+from agentloop.workspace import AGENTLOOP_DIR
 
 MAX_READ_LINES = 400
 MAX_LIST = 500
@@ -64,8 +66,11 @@ class Toolbox:
         candidate = (self.root / rel).resolve()
         if not candidate.is_relative_to(self.root):
             raise ValueError(f"{rel}: outside the repository")
-        if ".git" in candidate.relative_to(self.root).parts:
+        parts = candidate.relative_to(self.root).parts
+        if ".git" in parts:
             raise ValueError(f"{rel}: git internals are not readable")
+        if parts[:1] == (AGENTLOOP_DIR,):
+            raise ValueError(f"{rel}: agentloop's run records are not readable")
         return candidate
 
     def answer(self, call: ToolCall) -> ToolAnswer:
@@ -112,8 +117,8 @@ class Toolbox:
             if prefix and prefix != "." and rel != prefix and not rel.startswith(prefix + "/"):
                 continue
             try:
-                data = (self.root / rel).read_bytes()
-            except OSError:
+                data = self._resolve(rel).read_bytes()  # a symlink out of the repo or into .git: skipped
+            except (OSError, ValueError):
                 continue
             if b"\0" in data[:8192]:
                 continue

@@ -25,6 +25,7 @@ INDEX_FIELDS = ("run_id", "started", "outcome", "reason", "task", "model", "turn
                 "duration_s", "reward", "run_dir")
 CHECK_LOGS = "checks"  # full check output, one file per check run: checks/<n>.log
 MAX_LINE_BUFFER = 1 << 20  # a "line" longer than this is redacted and written in pieces
+CHECK_LOG_CAP = 4 << 20  # bytes of one check's output kept in its log (head + tail halves)
 
 
 def new_run_id() -> str:
@@ -99,36 +100,73 @@ class Trajectory:
 
 
 class CheckLog:
-    """Streams a check's full output to disk, redacted line by line as it arrives.
+    """Streams a check's output to disk, redacted line by line as it arrives, capped at `cap` bytes.
 
     Redacting whole lines (not raw chunks) means a secret split across two reads is still masked.
+    A check that prints a gigabyte must not fill the disk: the first `cap // 2` bytes are written
+    as they come, the last `cap // 2` are held in memory and written on close, after a line saying
+    how many bytes were left out between them.
     """
 
-    def __init__(self, run_dir: Path, name: str, redactor: Redactor):
+    def __init__(self, run_dir: Path, name: str, redactor: Redactor, cap: int = CHECK_LOG_CAP):
         self.name = name
         self.path = run_dir / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._redactor = redactor
+        self._stream = redactor.stream()
         self._file = open(self.path, "w", encoding="utf-8")
         self._pending = bytearray()
+        self._head_left = cap // 2
+        self._tail_cap = cap - cap // 2
+        self._tail = bytearray()
+        self.total = 0
+        self.elided = 0
 
     def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if self._head_left <= 0:
+            self._feed_tail(chunk)
+            return
         self._pending += chunk
         cut = self._pending.rfind(b"\n") + 1
         if not cut and len(self._pending) > MAX_LINE_BUFFER:
             cut = len(self._pending)
         if cut:
-            self._write(bytes(self._pending[:cut]))
+            data = bytes(self._pending[:cut])
             del self._pending[:cut]
+            if len(data) <= self._head_left:
+                self._write(data)
+                self._head_left -= len(data)
+                return
+            keep = data.rfind(b"\n", 0, self._head_left) + 1 or self._head_left  # end at a line end
+            self._write(data[:keep])
+            self._head_left = 0
+            self._feed_tail(data[keep:] + bytes(self._pending))
+            self._pending.clear()
+
+    def _feed_tail(self, chunk: bytes) -> None:
+        self._tail += chunk
+        excess = len(self._tail) - self._tail_cap
+        if excess > 0:
+            del self._tail[:excess]
+            self.elided += excess
 
     def _write(self, data: bytes) -> None:
-        self._file.write(self._redactor.text(data.decode("utf-8", "replace")))
+        self._file.write(self._stream(data.decode("utf-8", "replace")))
 
     def close(self) -> None:
         if not self._file.closed:
             if self._pending:
                 self._write(bytes(self._pending))
                 self._pending.clear()
+            if self._tail:
+                tail = bytes(self._tail)
+                if self.elided:
+                    start = tail.find(b"\n") + 1  # resume at a line start, so no secret is cut in half
+                    self.elided += start
+                    tail = tail[start:]
+                    self._file.write(f"\n[... {self.elided} bytes not kept in this log ...]\n")
+                self._file.write(self._redactor.text(tail.decode("utf-8", "replace")))
             self._file.close()
 
 

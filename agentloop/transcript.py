@@ -17,7 +17,7 @@ OK, FAIL, INFO = "ok", "fail", "info"
 
 @dataclass
 class Block:
-    kind: str  # header | system | user | assistant | tool | edits | check | feedback | turn | outcome | error
+    kind: str  # header | system | user | assistant | tool | edits | check | guard | feedback | turn | outcome | error
     title: str
     body: str = ""
     is_diff: bool = False  # body is a unified diff (coloured by the renderers)
@@ -43,6 +43,11 @@ def blocks(run: Run) -> list[Block]:
             out.append(_edits(event))
         elif kind == "check":
             out.append(_check(event))
+        elif kind == "guard":
+            who = f" by `{event['check']}`" if event.get("check") else ""
+            out.append(Block("guard", f"protected files changed{who}; put back", "\n".join(
+                list(event.get("paths") or []) + [f"could not restore: {p}" for p in event.get("unrestored") or []]),
+                status=FAIL))
         elif kind == "feedback":
             out.append(Block("feedback", "feedback to the model", event.get("content", ""), foldable=True))
         elif kind == "turn":
@@ -108,8 +113,13 @@ def _edits(event: dict[str, Any]) -> Block:
     body = "\n".join(p.rstrip("\n") for p in parts)
     if failures:
         body = (body + "\n\n" if body else "") + "\n".join(failures)
+    suspicious = [f"SUSPICIOUS {s.get('kind')} in {s.get('path')}: {s.get('line')}"
+                  for s in event.get("suspicious") or []]
+    if suspicious:
+        body = (body + "\n\n" if body else "") + "\n".join(suspicious)
+    meta = list(event.get("notes") or []) + ([f"{len(suspicious)} suspicious"] if suspicious else [])
     return Block("edits", title, body, is_diff=bool(parts) and not failures, status=OK if applied else FAIL,
-                 meta=list(event.get("notes") or []))
+                 meta=meta)
 
 
 def _check(event: dict[str, Any]) -> Block:

@@ -34,6 +34,9 @@ OUTCOME_WORDS = {
 @click.option("--time-limit", type=click.FloatRange(min=1), help="Most seconds of wall time.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Config file (default: .agentloop.yaml at the repository root).")
+@click.option("--sandbox", type=click.Choice(["off", "auto", "bwrap"]),
+              help="Run checks under bubblewrap: auto (default) where it works, bwrap (required), or off "
+              "[env AGENTLOOP_SANDBOX].")
 @click.option("--runs-dir", help="Where runs are recorded (default: .agentloop/runs in the repository).")
 @click.option("--in-place", "in_place", is_flag=True, default=None,
               help="Edit the working tree itself instead of a worktree of it (pre-commit, CI); "
@@ -42,7 +45,7 @@ OUTCOME_WORDS = {
 @click.option("-v", "--verbose", is_flag=True, help="Also print each model reply.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
 def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_turns, max_cost, max_tokens,
-                time_limit, config_path, runs_dir, in_place, as_json, verbose, quiet):
+                time_limit, config_path, sandbox, runs_dir, in_place, as_json, verbose, quiet):
     """Ask the model for edits, run the checks, feed back, until they pass.
 
     TASK is what to do in words (default: "Make the checks pass."). Checks come from --check and
@@ -57,7 +60,7 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     repo = find_repo_root(Path.cwd())
     flags = {"model": model, "api_base": api_base, "files": files, "edit_format": edit_format,
              "max_turns": max_turns, "max_cost": max_cost, "max_tokens": max_tokens, "time_limit": time_limit,
-             "runs_dir": runs_dir, "in_place": in_place}
+             "runs_dir": runs_dir, "in_place": in_place, "sandbox": sandbox}
     if checks or accepts:
         flags["checks"] = [{"run": c} for c in checks] + [{"run": a, "feedback": False} for a in accepts]
     config = load_config(repo, config_path=config_path, flags=flags)
@@ -67,6 +70,9 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     for path in config.files:
         if not (repo / path).is_file():
             raise UsageError(f"--file {path}: no such file in the repository; give a path relative to {repo}")
+    from agentloop.sandbox import check_mode
+
+    check_mode(config.sandbox)  # `bwrap` asked for but unusable: a usage error before the run starts
 
     def say(line: str) -> None:
         if not quiet:

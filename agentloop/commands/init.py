@@ -57,9 +57,14 @@ TEMPLATE = """\
 checks:
 {checks}
 
-# Globs the model may not edit (its edits there are refused), e.g. your tests:
+# Globs the model may not edit (its edits there are refused), e.g. your tests. Checks also run
+# against these files as they were when the run started, whatever the model's code does to them.
 protect: []
 #  - "tests/**"
+#  - conftest.py
+
+# Run checks under bubblewrap (no network, writes only inside the repository): auto | bwrap | off.
+sandbox: auto
 
 # Files always shown to the model at the start.
 files: []

@@ -41,6 +41,8 @@ def check_rel(rel: str) -> str:
         raise PathRefused(f"path {rel!r} leaves the repository ('..')")
     if any(p.lower() == ".git" for p in parts):
         raise PathRefused(f"path {rel!r} is inside .git/, which edits may not touch")
+    if parts[0] == ".agentloop":
+        raise PathRefused(f"path {rel!r} is inside .agentloop/ (agentloop's run records), which edits may not touch")
     return str(PurePosixPath(*parts))
 
 

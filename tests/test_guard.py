@@ -1,0 +1,161 @@
+"""Acceptance that cannot be gamed: pristine protected files, suspicious-edit flags, shown in `show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import PYTEST, make_repo
+from fake_llm import FakeLLM
+from test_fix_e2e import run_fix
+
+from agentloop import sandbox
+from agentloop.cli import cli
+from agentloop.guard import ProtectedFiles, scan_diff
+from agentloop.trajectory import read_events
+from agentloop.workspace import Workspace
+
+# test_a imports calc first; calc then rewrites test_calc.py, which pytest collects after it.
+GAMING_CALC = '''\
+import pathlib
+
+_test = pathlib.Path(__file__).with_name("test_calc.py")
+_test.write_text("def test_add():\\n    assert True\\n")
+
+
+def add(a, b):
+    return a - b
+'''
+CALC = "def add(a, b):\n    return a - b\n"
+TEST_A = "import calc\n\n\ndef test_import():\n    assert calc\n"
+TEST_CALC = "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+
+
+def whole(path: str, text: str) -> str:
+    return f"{path}\n<<<<<<< SEARCH\n{CALC}=======\n{text}>>>>>>> REPLACE\n"
+
+
+@pytest.fixture
+def gaming_repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"calc.py": CALC, "test_a.py": TEST_A, "test_calc.py": TEST_CALC})
+
+
+def fix(repo: Path, monkeypatch, *args: str) -> tuple[int, dict, str, FakeLLM]:
+    reply = whole("calc.py", GAMING_CALC)
+    with FakeLLM([{"content": reply}, {"content": "GIVE UP"}]) as server:
+        code, summary, err = run_fix(repo, server, "--check", PYTEST, "--max-turns", "2", *args,
+                                     monkeypatch=monkeypatch)
+    return code, summary, err, server
+
+
+def test_the_attack_works_without_protection(gaming_repo, monkeypatch):
+    """The control: without `protect`, rewriting the test through a helper module gets accepted."""
+    code, summary, _, _ = fix(gaming_repo, monkeypatch, "--sandbox", "off")
+    assert summary["outcome"] == "accepted"
+
+
+@pytest.mark.parametrize("mode", ["off", "bwrap"])
+def test_a_test_rewritten_by_code_cannot_be_accepted(gaming_repo, monkeypatch, mode):
+    if mode == "bwrap" and sandbox.probe():
+        pytest.skip(f"bubblewrap cannot run here: {sandbox.probe()}")
+    (gaming_repo / ".agentloop.yaml").write_text("protect: ['test_*.py']\n")
+    code, summary, err, server = fix(gaming_repo, monkeypatch, "--sandbox", mode)
+    assert summary["outcome"] != "accepted" and code == 1, err
+    assert (gaming_repo / "test_calc.py").read_text() == TEST_CALC  # pristine after the run
+    events = read_events(Path(summary["trajectory"]))
+    if mode == "off":  # the rewrite happened, was caught, undone and reported to the model
+        guard = [e for e in events if e["type"] == "guard"]
+        assert guard and guard[0]["paths"] == ["test_calc.py"] and guard[0]["check"]
+        assert "does not count" in str(server.requests[1]["messages"])
+        assert events[-1]["flags"]["protected_changed"] >= 1
+    else:  # read-only inside the sandbox: the write itself fails
+        assert "Read-only file system" in "".join(e.get("output", "") for e in events if e["type"] == "check")
+
+
+def test_new_protected_file_made_by_code_is_removed(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TEST_CALC})
+    ws = Workspace(repo)
+    guard = ProtectedFiles(repo, ["conftest.py", "test_*.py"], ws.snapshot())
+    (repo / "conftest.py").write_text("import pytest\n")
+    (repo / "test_calc.py").write_text("def test_add(): pass\n")
+    (repo / "test_calc.py").chmod(0o755)
+    changed = guard.changed(ws.list_files())
+    assert changed == ["conftest.py", "test_calc.py"]
+    assert guard.restore(changed) == []
+    assert not (repo / "conftest.py").exists() and (repo / "test_calc.py").read_text() == TEST_CALC
+    assert not (repo / "test_calc.py").stat().st_mode & 0o111
+    assert guard.changed(ws.list_files()) == []
+
+
+def test_restore_never_writes_through_a_symlink_out_of_the_repo(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"tests/test_x.py": "ok\n"})
+    ws = Workspace(repo)
+    guard = ProtectedFiles(repo, ["tests/**"], ws.snapshot())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (repo / "tests/test_x.py").unlink()
+    (repo / "tests").rmdir()
+    (repo / "tests").symlink_to(outside)
+    changed = guard.changed(ws.list_files())
+    assert changed == ["tests/test_x.py"]
+    assert guard.restore(changed) == ["tests/test_x.py"]
+    assert list(outside.iterdir()) == []
+
+
+DIFF = '''\
+diff --git a/calc.py b/calc.py
+--- a/calc.py
++++ b/calc.py
+@@ -1,2 +1,6 @@
+ def add(a, b):
++    if a == 2 and b == 3:
++        return 5
++    if n == 0:
++        return 1
+     return a - b
+diff --git a/tests/test_calc.py b/tests/test_calc.py
+--- a/tests/test_calc.py
++++ b/tests/test_calc.py
+@@ -1,3 +1,4 @@
++@pytest.mark.xfail
+ def test_add():
+-    assert add(2, 3) == 5
++    import os; os._exit(0)
+'''
+
+
+def test_scan_diff_flags_gaming():
+    kinds = {(f["kind"], f["path"]) for f in scan_diff(DIFF)}
+    assert kinds == {("special_case", "calc.py"), ("skip_marker", "tests/test_calc.py"),
+                     ("exit_in_test", "tests/test_calc.py"), ("deleted_assertion", "tests/test_calc.py")}
+
+
+def test_scan_diff_leaves_honest_fixes_alone():
+    honest = DIFF.split("diff --git a/tests")[0].replace("+    if a == 2 and b == 3:\n+        return 5\n", "")
+    assert scan_diff(honest) == []  # `if n == 0: return 1` is a base case, not a special case
+    moved = "diff --git a/t.py b/t.py\n--- a/t.py\n+++ b/t.py\n@@ -1 +1 @@\n-    assert x == 1\n+    assert x == 1\n"
+    assert scan_diff(moved) == []
+
+
+SPECIAL = """calc.py
+<<<<<<< SEARCH
+    return a - b
+=======
+    if a == 2 and b == 3:
+        return 5
+    return a - b
+>>>>>>> REPLACE
+"""
+
+
+def test_suspicious_edit_is_recorded_and_shown(calc_repo, monkeypatch):
+    with FakeLLM([{"content": SPECIAL}, {"content": "GIVE UP"}]) as server:
+        _, summary, _ = run_fix(calc_repo, server, "--check", PYTEST, monkeypatch=monkeypatch)
+    events = read_events(Path(summary["trajectory"]))
+    edits = next(e for e in events if e["type"] == "edits")
+    assert edits["suspicious"] == [{"kind": "special_case", "path": "calc.py",
+                                    "line": "if a == 2 and b == 3: / return 5"}]
+    assert events[-1]["flags"] == {"special_case": 1}
+    shown = CliRunner().invoke(cli, ["show", summary["run_dir"]])
+    assert "SUSPICIOUS special_case in calc.py" in shown.output

@@ -1,0 +1,131 @@
+"""The bubblewrap sandbox, for real: no network, read-only system and .git, the workspace writable."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import make_repo
+
+from agentloop import sandbox
+from agentloop.checks import run_command
+from agentloop.cli import cli
+
+REASON = sandbox.probe()
+needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"bubblewrap cannot run here: {REASON}")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"a.txt": "a\n", "tests/test_x.py": "def test_x():\n    pass\n"})
+
+
+def boxed(repo: Path, command: str, protected: tuple[Path, ...] = ()):
+    box = sandbox.resolve("bwrap", repo, [repo / ".git"])
+    assert box.mode == "bwrap"
+    return run_command(command, repo, timeout=30, wrapper=box.wrapper(protected))
+
+
+@needs_bwrap
+def test_workspace_writable_rest_read_only(repo: Path, tmp_path: Path):
+    beside = tmp_path / "beside.txt"  # under /tmp: lands in the sandbox's own throwaway /tmp
+    result = boxed(repo, f"echo hi > inside.txt && echo x > {beside} && echo beside-ok")
+    assert (repo / "inside.txt").read_text() == "hi\n"
+    assert "beside-ok" in result.output and not beside.exists()
+    target = Path(f"/var/tmp/agentloop-sandbox-test-{tmp_path.name}")
+    assert boxed(repo, f"echo x > {target}").exit_code != 0
+    assert not target.exists()
+
+
+@needs_bwrap
+def test_git_dir_is_read_only(repo: Path):
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    result = boxed(repo, "echo 'rm -rf ~' > .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit")
+    assert result.exit_code != 0 and not hook.exists()
+    assert boxed(repo, "git config user.name Mallory").exit_code != 0
+    assert "Mallory" not in (repo / ".git" / "config").read_text()
+    assert boxed(repo, "git status --porcelain").passed  # reading git still works
+
+
+@needs_bwrap
+def test_git_worktree_git_dirs_are_read_only(repo: Path, tmp_path: Path):
+    wt = tmp_path / "wt"
+    subprocess.run(["git", "worktree", "add", "-q", "-b", "side", str(wt)], cwd=repo, check=True)
+    common = repo / ".git"
+    own = common / "worktrees" / "wt"
+    box = sandbox.resolve("bwrap", wt, [own, common])
+    result = run_command("echo evil > \"$(git rev-parse --git-dir)/HEAD\"; echo x > ok.txt", wt, timeout=30,
+                         wrapper=box.wrapper())
+    assert "ref: refs/heads/side" in (own / "HEAD").read_text(), result.output
+    assert (wt / "ok.txt").exists()
+
+
+def _accept(server: socket.socket, into: list) -> None:
+    """Record a connection, if any arrives before the listener is closed."""
+    try:
+        into.append(server.accept())
+    except OSError:
+        pass
+
+
+@needs_bwrap
+def test_network_is_blocked(repo: Path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    accepted: list[bool] = []
+    threading.Thread(target=_accept, args=(server, accepted), daemon=True).start()
+    probe = f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)\""
+    try:
+        assert run_command(probe, repo, timeout=30).passed  # the listener is reachable outside
+        assert not boxed(repo, probe).passed
+    finally:
+        server.close()
+
+
+@needs_bwrap
+def test_protected_paths_are_read_only_inside(repo: Path):
+    result = boxed(repo, "echo 'def test_x(): pass' > tests/test_x.py; echo y > tests/new_test.py; echo z > a.txt",
+                   protected=(repo / "tests",))
+    assert "Read-only file system" in result.output
+    assert (repo / "tests/test_x.py").read_text() == "def test_x():\n    pass\n"
+    assert not (repo / "tests/new_test.py").exists() and (repo / "a.txt").read_text() == "z\n"
+
+
+@needs_bwrap
+def test_processes_outside_the_sandbox_are_invisible(repo: Path):
+    result = boxed(repo, "ls /proc | grep -c '^[0-9]'")
+    assert int(result.output.strip()) < 10  # only the sandbox's own processes
+
+
+def test_auto_falls_back_with_one_line_when_bwrap_is_missing(repo: Path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    sandbox.probe.cache_clear()
+    try:
+        box = sandbox.resolve("auto", repo)
+        assert box.mode == "off" and box.wrapper() == []
+        assert "not installed" in box.note and "\n" not in box.note
+        with pytest.raises(Exception, match="bwrap was asked for"):
+            sandbox.resolve("bwrap", repo)
+    finally:
+        sandbox.probe.cache_clear()
+
+
+def test_bwrap_asked_for_but_unusable_is_a_usage_error(repo: Path, monkeypatch):
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("PATH", "/usr/bin/nonexistent:" + "/bin")  # keeps git and sh; /usr/bin has bwrap
+    sandbox.probe.cache_clear()
+    try:
+        monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+        result = CliRunner().invoke(cli, ["fix", "--check", "false", "--sandbox", "bwrap"])
+    finally:
+        sandbox.probe.cache_clear()
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bwrap" in lines[0] and "--sandbox" in lines[0]
+    assert not (repo / ".agentloop").exists()  # refused before any run started
