@@ -55,7 +55,8 @@ def test_failing_run_leaves_the_users_tree_untouched_and_keeps_its_result(calc_r
     # The check also records what the user's calc.py looks like while the run works.
     check = f"sha1sum {calc_repo / 'calc.py'} >> {seen}; {PYTEST}"
     with FakeLLM([{"content": WRONG_FIX}]) as server:
-        code, summary, err = run_fix(calc_repo, server, "--check", check, "--max-turns", "2",
+        # --sandbox off: the check writes `seen` outside the workspace, which the sandbox forbids.
+        code, summary, err = run_fix(calc_repo, server, "--check", check, "--max-turns", "2", "--sandbox", "off",
                                      monkeypatch=monkeypatch)
     assert code == 1 and summary["outcome"] == "budget_exhausted"
     assert tree_bytes(calc_repo) == before
@@ -105,9 +106,10 @@ def test_staged_unstaged_and_untracked_changes_are_seen_and_survive(calc_repo, m
 
 def test_user_edit_during_the_run_is_never_overwritten(calc_repo, monkeypatch):
     # The check edits the user's calc.py while the run works in its worktree.
+    # (--sandbox off: the sandbox would keep the check from writing outside its worktree.)
     check = f"echo '# edited meanwhile' >> {calc_repo / 'calc.py'}; {PYTEST}"
     with FakeLLM([{"content": FIX_ADD}]) as server:
-        code, summary, err = run_fix(calc_repo, server, "--check", check, monkeypatch=monkeypatch)
+        code, summary, err = run_fix(calc_repo, server, "--check", check, "--sandbox", "off", monkeypatch=monkeypatch)
     assert summary["outcome"] == "accepted" and code == 1
     assert summary["workspace"]["conflicts"] == ["calc.py"] and not summary["workspace"]["applied"]
     calc = (calc_repo / "calc.py").read_text()
