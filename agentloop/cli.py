@@ -9,6 +9,7 @@ from agentloop import __version__
 from agentloop.commands.apply import apply_command
 from agentloop.commands.export import export_command
 from agentloop.commands.fix import fix_command
+from agentloop.commands.hook import hook_command
 from agentloop.commands.init import init_command
 from agentloop.commands.replay import replay_command
 from agentloop.commands.runs import runs_command
@@ -47,6 +48,7 @@ cli.add_command(runs_command)
 cli.add_command(show_command)
 cli.add_command(replay_command)
 cli.add_command(export_command)
+cli.add_command(hook_command)
 
 
 def main() -> None:
