@@ -11,7 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,7 +82,7 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     raise SystemExit(repair(config, repo, task, failed))
 
 
-def restore_user_path(environ: os._Environ | dict[str, str], prefix: str | None = None) -> bool:
+def restore_user_path(environ: MutableMapping[str, str], prefix: str | None = None) -> bool:
     """Under pre-commit, make `python` and `pytest` in a check resolve as in the user's own shell.
 
     pre-commit runs the hook from its own virtualenv (`.../py_env-*`): it puts that venv's bin
