@@ -45,9 +45,8 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     """
     from agentloop.config import Check, load_config
     from agentloop.errors import UsageError
-    from agentloop.workspace import find_repo_root
 
-    repo = find_repo_root(Path.cwd())
+    repo = repo_root()
     restore_user_path(os.environ)
     config = load_config(repo, config_path=config_path,
                          flags={"model": model, "api_base": api_base, "in_place": True})
@@ -80,6 +79,17 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
         click.echo(MODEL_LINE)
         raise SystemExit(1)
     raise SystemExit(repair(config, repo, task, failed))
+
+
+def repo_root() -> Path:
+    """The repository's top folder. Not workspace.find_repo_root: importing the workspace module
+    (tempfile, shutil, ...) would cost the pass path time for nothing."""
+    proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        from agentloop.errors import UsageError
+
+        raise UsageError(f"{Path.cwd()}: not inside a git repository; run the hook from a git repo")
+    return Path(proc.stdout.strip()).resolve()
 
 
 def restore_user_path(environ: MutableMapping[str, str], prefix: str | None = None) -> bool:
