@@ -156,6 +156,26 @@ def test_repair_on_git_commit_leaves_the_fix_unstaged(hook_repo, tmp_path):
     assert git(repo, "show", "--name-only", "--format=", "HEAD").split() == ["calc.py", "feature.txt"]
 
 
+def test_a_fix_that_conflicts_with_unstaged_work_loses_nothing(hook_repo, tmp_path):
+    """pre-commit rolls the fix back to restore the user's unstaged edit; the fix stays saved as a patch."""
+    src, sha, home = hook_repo
+    repo = _user_repo(tmp_path, src, sha, [PYTEST])
+    (repo / "feature.txt").write_text("new feature\n")
+    git(repo, "add", "feature.txt")
+    wip = BUGGY_CALC.replace("return a - b", "return a - b  # still thinking")
+    (repo / "calc.py").write_text(wip)  # unstaged, on the very line the fix changes
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        proc = _run([str(PRE_COMMIT), "run"], repo,
+                    _env(home, AGENTLOOP_MODEL="openai/fake", AGENTLOOP_API_BASE=server.api_base))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Rolling back fixes" in out
+    assert (repo / "calc.py").read_text() == wip  # the user's edit, intact
+    assert git(repo, "diff", "--cached", "--name-only") == "feature.txt\n"
+    saved = next((repo / ".agentloop" / "runs").glob("*/final.patch")).read_text()
+    assert "+    return a + b" in saved and "final.patch" in out
+
+
 def test_no_model_prints_the_failure_and_the_line_that_sets_one(hook_repo, tmp_path):
     src, sha, home = hook_repo
     repo = _user_repo(tmp_path, src, sha, [PYTEST])
@@ -180,3 +200,15 @@ def test_try_repo_repairs_with_checks_from_agentloop_yaml(hook_repo, tmp_path):
     assert "files were modified by this hook" in out and "fixed after 1 turn(s)" in out
     assert "return a + b" in (repo / "calc.py").read_text()
     assert git(repo, "diff", "--cached") == ""
+
+
+def test_the_published_manifest_is_valid_and_says_what_the_issue_asks():
+    import yaml
+
+    proc = subprocess.run([str(PRE_COMMIT), "validate-manifest", str(ROOT / ".pre-commit-hooks.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert hook["id"] == "agentloop" and hook["language"] == "python" and hook["entry"] == "agentloop hook"
+    assert hook["pass_filenames"] is False and hook["require_serial"] is True
+    assert set(hook["stages"]) == {"pre-commit", "pre-push", "manual"}

@@ -191,6 +191,7 @@ def repair(config, repo: Path, task: str | None, failed: list) -> int:
         for path, added, removed in diff_stat(diff):
             click.echo(f"  {path} (+{added} -{removed})")
         click.echo(patch.rstrip("\n"))
+        click.echo(f"agentloop: the same patch is saved in {s['patch']} (`git apply` it if the tree was reset)")
         code = 1
     elif s["outcome"] == "accepted":
         click.echo("agentloop: the checks passed when run again with no change: is one of them flaky?")
