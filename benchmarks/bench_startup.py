@@ -2,8 +2,9 @@
 
   python benchmarks/bench_startup.py [-n 21] [--aider PATH/TO/aider] [--check CMD]
 
-Every figure is the wall time of a fresh process (as a shell or pre-commit starts it), repeated
-n times after one warm-up run; the table shows the median and the spread. The hook's pass path is
+Every figure is the wall time of a fresh process (as a shell or pre-commit starts it), over n
+rounds after one warm-up round, each round running every command once in turn (so a swing in the
+machine's load falls on all of them alike); the table shows the median and the spread. The hook's pass path is
 timed against the bare check command run through the shell, as the hook runs it: the difference
 is agentloop's overhead. Wall time is what a person waits; CPU time (user + system) is printed
 beside it because, on a shared and busy machine, it moves far less than wall time does.
@@ -36,21 +37,31 @@ class Samples(list):
     cpu: list[float]
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str], n: int) -> Samples:
-    """Milliseconds per run of `argv`, after one warm-up run; a failing run stops the benchmark."""
-    samples, samples.cpu = Samples(), []
-    for i in range(n + 1):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        elapsed = (time.perf_counter() - start) * 1000
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
-        if i:
-            samples.append(elapsed)
-            samples.cpu.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
-    return samples
+def run_once(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall ms, cpu ms) of one run of `argv`; a failing run stops the benchmark."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return elapsed, (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+
+
+def timed(cases: dict[str, tuple[list[str], Path]], env: dict[str, str], n: int) -> dict[str, Samples]:
+    """n rounds (after one warm-up round), each running every case once in turn: a swing in the
+    machine's load then falls on all cases alike instead of on whichever ran at that moment."""
+    results = {key: Samples() for key in cases}
+    for samples in results.values():
+        samples.cpu = []
+    for round_ in range(n + 1):
+        for key, (argv, cwd) in cases.items():
+            wall, cpu = run_once(argv, cwd, env)
+            if round_:
+                results[key].append(wall)
+                results[key].cpu.append(cpu)
+    return results
 
 
 def row(label: str, samples: Samples, note: str = "") -> str:
@@ -102,25 +113,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agentloop-bench-") as tmp:
         plain = make_repo(Path(tmp) / "plain", None)
         configured = make_repo(Path(tmp) / "configured", f"checks: [{args.check!r}]\nhook: {{max_turns: 3}}\n")
-        results = {}
-        results["python"] = timed([python, "-c", "pass"], plain, env, args.n)
-        print(row("python -c pass (interpreter floor)", results["python"]))
-        results["import"] = timed([python, "-c", "import agentloop"], plain, env, args.n)
-        print(row("python -c 'import agentloop'", results["import"]))
-        results["import_cli"] = timed([python, "-c", "import agentloop.cli"], plain, env, args.n)
-        print(row("python -c 'import agentloop.cli'", results["import_cli"]))
-        results["help"] = timed([args.agentloop, "--help"], plain, env, args.n)
-        ok = statistics.median(results["help"]) < HELP_TARGET_MS
-        print(row("agentloop --help", results["help"], f"target < {HELP_TARGET_MS}: {'ok' if ok else 'MISSED'}"))
+        labels = {
+            "python": ("python -c pass (interpreter floor)", [python, "-c", "pass"], plain),
+            "import": ("python -c 'import agentloop'", [python, "-c", "import agentloop"], plain),
+            "import_cli": ("python -c 'import agentloop.cli'", [python, "-c", "import agentloop.cli"], plain),
+            "help": ("agentloop --help", [args.agentloop, "--help"], plain),
+            "bare": (f"bare check: sh -c {args.check!r}", ["/bin/sh", "-c", args.check], plain),
+            "hook": ("agentloop hook CHECK (pass path)", [args.agentloop, "hook", args.check], plain),
+            "hook_yaml": ("agentloop hook, checks from .agentloop.yaml", [args.agentloop, "hook"], configured),
+        }
         if args.aider:
-            results["aider"] = timed([args.aider, "--help"], plain, env, args.n)
-            print(row("aider --help", results["aider"]))
-        results["bare"] = timed(["/bin/sh", "-c", args.check], plain, env, args.n)
-        print(row(f"bare check: sh -c {args.check!r}", results["bare"]))
-        results["hook"] = timed([args.agentloop, "hook", args.check], plain, env, args.n)
-        print(row("agentloop hook CHECK (pass path)", results["hook"]))
-        results["hook_yaml"] = timed([args.agentloop, "hook"], configured, env, args.n)
-        print(row("agentloop hook, checks from .agentloop.yaml", results["hook_yaml"]))
+            labels["aider"] = ("aider --help", [args.aider, "--help"], plain)
+        results = timed({key: (argv, cwd) for key, (_, argv, cwd) in labels.items()}, env, args.n)
+        for key, (label, _, _) in labels.items():
+            note = ""
+            if key == "help":
+                ok = statistics.median(results["help"]) < HELP_TARGET_MS
+                note = f"target < {HELP_TARGET_MS}: {'ok' if ok else 'MISSED'}"
+            print(row(label, results[key], note))
         heavy = heavy_modules_on_pass_path(args.agentloop, plain, args.check, env)
 
     bare = statistics.median(results["bare"])
