@@ -6,19 +6,63 @@ from __future__ import annotations
 import click
 
 from agentloop import __version__
-from agentloop.commands.apply import apply_command
-from agentloop.commands.export import export_command
-from agentloop.commands.fix import fix_command
-from agentloop.commands.init import init_command
-from agentloop.commands.replay import replay_command
-from agentloop.commands.runs import runs_command
-from agentloop.commands.show import show_command
-from agentloop.commands.undo import undo_command
 from agentloop.errors import EXIT_INTERRUPTED, AgentloopError
+
+# name -> (module:attribute, one-line help). A command's module is imported only when it runs, so
+# `agentloop --help` and the pre-commit hook's pass path load nothing they do not use.
+# tests/test_cli_lazy.py checks that each line matches the command's own docstring.
+COMMANDS = {
+    "fix": ("agentloop.commands.fix:fix_command",
+            "Ask the model for edits, run the checks, feed back, until they pass."),
+    "hook": ("agentloop.commands.hook:hook_command",
+             "Run the checks; when they fail and a model is set, repair the code in place."),
+    "apply": ("agentloop.commands.apply:apply_command",
+              "Apply a model reply (SEARCH/REPLACE, diff, apply_patch, whole files) to this repository."),
+    "init": ("agentloop.commands.init:init_command",
+             "Write a commented .agentloop.yaml with the checks this repository shows."),
+    "runs": ("agentloop.commands.runs:runs_command",
+             "List runs: id, start, outcome, turns, cost, duration, task."),
+    "show": ("agentloop.commands.show:show_command",
+             "Print the transcript of RUN (a run id, a unique prefix of one, or a run directory): turns, "
+             "replies, coloured diffs, check results, the outcome."),
+    "replay": ("agentloop.commands.replay:replay_command",
+               "Re-execute RUN's recorded replies against a fresh git worktree at its base commit (under "
+               ".agentloop/replay/, removed afterwards) and report whether every check verdict matches the record."),
+    "undo": ("agentloop.commands.undo:undo_command",
+             "Undo what run RUN_ID did to the working tree (an --in-place run, or a result applied back)."),
+    "export": ("agentloop.commands.export:export_command",
+               "Export RUN_OR_DIR..."),
+}
 
 
 class AgentloopGroup(click.Group):
-    """Turns agentloop's errors into one line on stderr and the documented exit code."""
+    """Loads commands on first use, and turns agentloop's errors into one line on stderr and the
+    documented exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            module, attribute = COMMANDS[name][0].split(":")
+            # __import__ rather than importlib.import_module: only the former shows in -X importtime.
+            self.add_command(getattr(__import__(module, fromlist=[attribute]), attribute), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in self.commands or name not in COMMANDS:
+                command = self.get_command(ctx, name)
+                if command is None or command.hidden:
+                    continue
+                rows.append((name, command.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -39,16 +83,6 @@ def cli() -> None:
 
     Exit codes: 0 success, 1 not fixed / refused, 2 usage error, 3 provider error, 130 interrupted.
     """
-
-
-cli.add_command(fix_command)
-cli.add_command(apply_command)
-cli.add_command(init_command)
-cli.add_command(runs_command)
-cli.add_command(show_command)
-cli.add_command(replay_command)
-cli.add_command(export_command)
-cli.add_command(undo_command)
 
 
 def main() -> None:

@@ -83,7 +83,8 @@ class Config:
     retry_max_wait: float = 30.0
     request_timeout: float = 600.0
     runs_dir: str = ".agentloop/runs"
-    in_place: bool = False  # edit the user's tree itself (pre-commit, CI) instead of a worktree of it
+    in_place: bool = False  # edit the working tree itself rather than an isolated worktree
+    hook: dict[str, Any] = field(default_factory=dict)  # the pre-commit hook's own checks and budget
     source: str = "defaults"  # where the file part came from, for messages
 
     @property
@@ -101,6 +102,8 @@ class Config:
             value = getattr(self, f.name)
             if f.name == "checks":
                 value = [vars(c) | {} for c in value]
+            elif f.name == "hook":
+                value = {k: [vars(c) | {} for c in v] if k == "checks" else v for k, v in value.items()}
             elif f.name in ("budget", "reward"):
                 value = vars(value) | {}
             elif isinstance(value, tuple):
@@ -193,6 +196,27 @@ def _parse_reward(where: str, raw: Any, base: Reward) -> Reward:
     return replace(base, **changes)
 
 
+HOOK_KEYS = ("checks", *_BUDGET_KEYS)
+
+
+def _parse_hook(where: str, raw: Any) -> dict[str, Any]:
+    """The `hook:` section: checks and budget limits that apply only to `agentloop hook`."""
+    if not isinstance(raw, dict):
+        raise _fail(where, "hook", "must be a mapping", "e.g. hook: {max_turns: 3, checks: [\"ruff check .\"]}")
+    hook: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in HOOK_KEYS:
+            raise _fail(where, f"hook.{key}", "is not a hook setting", f"use one of {', '.join(HOOK_KEYS)}")
+        if key == "checks":
+            if not isinstance(value, list):
+                raise _fail(where, "hook.checks", "must be a list", "e.g. checks: [\"ruff check {files}\"]")
+            hook[key] = tuple(_parse_check(where, i, item) for i, item in enumerate(value))
+        else:
+            integer = _BUDGET_KEYS[key].type in ("int", int)
+            hook[key] = _as_number(where, f"hook.{key}", value, integer=integer, minimum=1 if integer else 0)
+    return hook
+
+
 def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
     """Overlay `raw` (from a YAML file or flags) onto `config`, validating every key."""
     known = {f.name for f in fields(Config)} - {"source"}
@@ -234,6 +258,12 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             changes[key] = _parse_budget(where, value, config.budget)
         elif key == "reward":
             changes[key] = _parse_reward(where, value, config.reward)
+        elif key == "hook":
+            changes[key] = {**config.hook, **_parse_hook(where, value)}
+        elif key == "in_place":
+            if not isinstance(value, bool):
+                raise _fail(where, key, "must be true or false", "write in_place: true")
+            changes[key] = value
         elif key == "model_params":
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise _fail(where, key, "must be a mapping", "e.g. model_params: {temperature: 0}")

@@ -42,15 +42,18 @@ OUTCOME_WORDS = {
               help="Edit the working tree itself instead of a worktree of it (pre-commit, CI); "
               "`agentloop undo RUN_ID` restores it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout at the end.")
+@click.option("--output-patch", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Write the final diff to FILE (empty when nothing changed), e.g. for a CI artifact.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print each model reply.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
 def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_turns, max_cost, max_tokens,
-                time_limit, config_path, sandbox, runs_dir, in_place, as_json, verbose, quiet):
+                time_limit, config_path, sandbox, runs_dir, in_place, as_json, output_patch, verbose, quiet):
     """Ask the model for edits, run the checks, feed back, until they pass.
 
     TASK is what to do in words (default: "Make the checks pass."). Checks come from --check and
     --accept, or else from .agentloop.yaml. Exit codes: 0 accepted, 1 not fixed (budget exhausted
-    or gave up), 2 usage error, 3 provider error, 130 interrupted.
+    or gave up), 2 usage error, 3 provider error, 130 interrupted. Never prompts; in GitHub
+    Actions ($GITHUB_STEP_SUMMARY set) a short report is appended to the job summary.
     """
     from agentloop.config import load_config
     from agentloop.errors import UsageError
@@ -73,6 +76,8 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     from agentloop.sandbox import check_mode
 
     check_mode(config.sandbox)  # `bwrap` asked for but unusable: a usage error before the run starts
+    if output_patch is not None and not output_patch.expanduser().parent.is_dir():
+        raise UsageError(f"--output-patch {output_patch}: folder {output_patch.parent} does not exist; create it first")
 
     def say(line: str) -> None:
         if not quiet:
@@ -93,6 +98,7 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     if where:
         say(where)
     say(f"run {s['run_id']}: {s['trajectory']}")
+    _ci_outputs(s, output_patch, say)
     if as_json:
         click.echo(json.dumps(s))
     raise SystemExit(session.exit_code)
@@ -117,6 +123,20 @@ def describe_result(s: dict) -> str | None:
     if w.get("applied"):
         return f"applied to your tree; also on branch {branch} (agentloop undo {s['run_id']} reverts it)"
     return None
+
+
+def _ci_outputs(summary: dict, output_patch: Path | None, say) -> None:
+    """The patch file and the GitHub job summary, both from the recorded (redacted) final.patch."""
+    from agentloop.ci import append_step_summary, write_patch
+
+    diff = Path(summary["patch"]).read_text(encoding="utf-8")
+    if output_patch is not None:
+        write_patch(output_patch, diff)
+        say(f"patch: {output_patch}")
+    try:
+        append_step_summary(summary, diff)
+    except OSError as exc:
+        say(f"note: could not append to $GITHUB_STEP_SUMMARY ({exc.strerror})")
 
 
 def _model_or_usage_error(config):
