@@ -321,3 +321,28 @@ def test_a_run_with_nothing_to_do_leaves_no_branch(calc_repo, monkeypatch):
         assert code == 0 and summary["workspace"]["branch"] is None and "branch" not in err
     assert git(calc_repo, "branch", "--list", "agentloop/*") == ""
     assert_no_leftovers(calc_repo)
+
+
+def test_an_in_place_run_killed_mid_edit_is_undone_with_force(calc_repo, monkeypatch):
+    (calc_repo / "notes.txt").write_text("mine\n")
+    before = tree_bytes(calc_repo)
+    with FakeLLM([{"content": WRONG_FIX}, {"content": FIX_FROM_WRONG, "delay": 60}]) as server:
+        proc = _spawn_fix(calc_repo, server, PYTEST, "--in-place")
+        deadline = time.monotonic() + 120
+        while len(server.requests) < 2 and time.monotonic() < deadline:  # turn 1's edit is in the tree now
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    assert "a - b + 0" in (calc_repo / "calc.py").read_text()
+    run_id = next((calc_repo / ".agentloop" / "runs").glob("2*")).name
+    monkeypatch.chdir(calc_repo)
+    nothing_to_do = CliRunner().invoke(cli, ["fix", "--check", "true"])  # the next run says what to do
+    assert nothing_to_do.exit_code == 0
+    assert f"run {run_id} was killed while editing this tree in place" in nothing_to_do.stderr
+    assert f"agentloop undo {run_id} --force" in nothing_to_do.stderr
+    refused = CliRunner().invoke(cli, ["undo", run_id])
+    assert refused.exit_code == 1 and "did not finish" in refused.stderr
+    forced = CliRunner().invoke(cli, ["undo", run_id, "--force"])
+    assert forced.exit_code == 0, forced.stderr
+    assert tree_bytes(calc_repo) == before
+    assert_no_leftovers(calc_repo)
