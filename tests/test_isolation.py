@@ -346,3 +346,14 @@ def test_an_in_place_run_killed_mid_edit_is_undone_with_force(calc_repo, monkeyp
     assert forced.exit_code == 0, forced.stderr
     assert tree_bytes(calc_repo) == before
     assert_no_leftovers(calc_repo)
+
+
+def test_restore_keeps_line_endings_that_git_converts(tmp_path):
+    repo = make_repo(tmp_path / "r", {".gitattributes": "*.txt eol=crlf\n", "a.txt": "one\r\ntwo\r\n"})
+    ws = Workspace(repo)
+    start = ws.snapshot()
+    before = tree_bytes(repo)
+    (repo / "a.txt").write_bytes(b"changed\r\n")
+    (repo / "b.txt").write_bytes(b"new\r\n")
+    assert sorted(ws.restore(start)) == ["a.txt", "b.txt"]
+    assert tree_bytes(repo) == before and (repo / "a.txt").read_bytes() == b"one\r\ntwo\r\n"
