@@ -286,6 +286,14 @@ def test_a_half_applied_result_is_finished_or_undone_by_the_next_run(calc_repo):
     changes = ws.changes(start, final)
     dead = subprocess.Popen(["true"])
     dead.wait()
+    (state / "runs").mkdir()
+    stray = state / "runs" / f".x.json.{dead.pid}.tmp"  # a record half written when its run was killed
+    stray.write_text("{")
+    live = state / "runs" / f".y.json.{os.getpid()}.tmp"
+    live.write_text("{")
+    recover(calc_repo)
+    assert not stray.exists() and live.exists()
+    live.unlink()
     for phase, expect in (("committing", "fixed\n"), ("staging", None)):
         tmps = [str(stage_entry(calc_repo, c.path, c.new_mode, c.new_sha, "t")) for c in changes]
         # One rename done, one not: the moment a SIGKILL could hit.
