@@ -67,7 +67,7 @@ def fix_command(api_base: str, in_place: bool) -> list[str]:
 
 def env(apply_delay: float) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOOP_") and not k.endswith("_API_KEY")}
-    out.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONDONTWRITEBYTECODE="1",
+    out.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONDONTWRITEBYTECODE="1", PYTHONFAULTHANDLER="1",
                AGENTLOOP_TEST_APPLY_DELAY=str(apply_delay))
     return out
 
@@ -121,7 +121,15 @@ def run_once(workdir: Path, rng: random.Random, sig: int | None, window: float, 
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
                 proc.send_signal(sig)
-        out, err = proc.communicate(timeout=300)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # hung: have faulthandler print every thread's stack, count it lost
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=60)
+            result.update(delay=delay, exit_code="hung", duration=time.monotonic() - started, first_call=None,
+                          anchor=anchor, problems=["hung after the signal: " + err[-4000:]], survived=False,
+                          tree="unknown")
+            return result
         result.update(delay=delay, exit_code=proc.returncode, duration=time.monotonic() - started, first_call=first,
                       anchor=anchor)
     problems = []
