@@ -68,11 +68,22 @@ def alive(pid: int, ticks: str | None) -> bool:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Whole file or nothing, and on disk before we go on."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_dead_temp_files(folder: Path) -> None:
+    """`.<name>.<pid>.tmp` files of write_json whose writer died before renaming them."""
+    for tmp in folder.glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not alive(int(pid), None):
+            tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -167,6 +178,9 @@ def recover(root: Path, note: Callable[[str], None] = lambda line: None) -> None
     with repo_lock(state):
         for journal in sorted(state.glob("journal-*.json")):
             repair_journal(journal, note)
+        remove_dead_temp_files(state)
+    if (state / "runs").is_dir():
+        remove_dead_temp_files(state / "runs")
     live_worktrees = set()
     for path in sorted((state / "runs").glob("*.json")):
         record = read_json(path)
@@ -379,7 +393,10 @@ def undo(run_dir: Path, *, force: bool = False) -> list[str]:
             raise Refused(f"{shown} changed since run {run_id} ended; undo would overwrite that: "
                           f"pass --force to restore the start anyway")
         paths = set(ours)
-    with repo_lock(state_dir(user.root)):
+    from agentloop.interrupts import SignalGuard
+
+    with SignalGuard() as guard, repo_lock(state_dir(user.root)):
+        guard.settle()  # Ctrl-C is noted, not obeyed, until every file is back
         changes = [c for c in user.changes(now, start) if c.path in paths]
         apply_changes(user.root, changes, state_dir(user.root) / f"journal-undo-{run_id}.json", f"undo-{run_id}",
                       {"run_id": run_id})

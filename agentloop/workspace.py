@@ -121,8 +121,11 @@ def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
     return changes
 
 
-def read_blob(cwd: Path, sha: str) -> bytes:
-    proc = subprocess.run(["git", "cat-file", "blob", sha], cwd=cwd, capture_output=True)
+def read_blob(cwd: Path, sha: str, path: str | None = None) -> bytes:
+    """A blob's content as git would check it out at `path`: line endings and smudge filters applied,
+    so a file snapshotted (cleaned) and written back comes out with the bytes it had."""
+    args = ["cat-file", "--filters", f"--path={path}", sha] if path else ["cat-file", "blob", sha]
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"git cat-file failed for {sha[:12]}: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout
@@ -160,7 +163,7 @@ def stage_entry(root: Path, rel: str, mode: str, sha: str, tag: str) -> Path | N
     tmp = temp_name(target, tag)
     if os.path.lexists(tmp):
         os.unlink(tmp)
-    data = read_blob(root, sha)
+    data = read_blob(root, sha, None if mode == "120000" else rel)
     if mode == "120000":
         os.symlink(os.fsdecode(data), tmp)
     else:

@@ -1,9 +1,11 @@
 """Kill `agentloop fix` at many random moments; print how many scenarios left the user's tree intact.
 
 Each scenario is a real subprocess against the scripted model server (tests/interrupt_scenarios.py):
-SIGINT, SIGTERM and SIGKILL in turn, worktree or --in-place at random, a random delay drawn from the
-length of an uninterrupted run. Survived = tree byte-identical to before or holding the whole result,
-`git fsck` clean, nothing left behind, trajectory ending with its footer (SIGINT/SIGTERM).
+SIGINT, SIGTERM and SIGKILL in turn, worktree or --in-place at random; a fifth of the kills at a random
+moment of the whole run (start-up included), the rest 0-1.5 s after the run's first or second model
+request, where it edits, checks, snapshots and applies the result back. Survived = the tree is
+byte-identical to before or holds the whole result, `git fsck` is clean, nothing is left behind, and
+the trajectory ends with its footer (SIGINT/SIGTERM).
 
 Run:  python benchmarks/bench_interrupts.py [--count 200] [--seed 1]
 """
@@ -33,7 +35,7 @@ def main() -> None:
         report = run_many(Path(tmp), args.count, args.seed,
                           progress=(lambda line: print(line, flush=True)) if args.verbose else (lambda line: None))
     print(f"scenarios tried: {report['tried']}, survived: {report['survived']}, lost: {report['lost']}")
-    print(f"kill window (s): {report['windows_s']}")
+    print(f"kill window (s): {report['windows_s']}; exit codes: {report['exit_codes']}")
     for key, n in sorted(report["by_signal"].items()):
         print(f"  {n:4d}  {key}")
     for failure in report["failures"]:

@@ -67,7 +67,7 @@ def fix_command(api_base: str, in_place: bool) -> list[str]:
 
 def env(apply_delay: float) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOOP_") and not k.endswith("_API_KEY")}
-    out.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONDONTWRITEBYTECODE="1",
+    out.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONDONTWRITEBYTECODE="1", PYTHONFAULTHANDLER="1",
                AGENTLOOP_TEST_APPLY_DELAY=str(apply_delay))
     return out
 
@@ -92,8 +92,11 @@ def fsck_ok(repo: Path) -> bool:
 
 
 def run_once(workdir: Path, rng: random.Random, sig: int | None, window: float, in_place: bool,
-             apply_delay: float = 0.1, kill_when=None, after_first_request: bool = False) -> dict:
-    """One scenario; returns what happened and whether it survived (with the reason if not)."""
+             apply_delay: float = 0.1, kill_when=None, anchor: int = 0) -> dict:
+    """One scenario; returns what happened and whether it survived (with the reason if not).
+
+    The signal comes `window * random` seconds after the start, or, with `anchor` n, after the run's
+    n-th model request reached the server (so kills land among the edits, checks and the apply-back)."""
     repo, before, whole = make_scenario_repo(workdir)
     script = [{"content": reply("a.py"), "delay": rng.uniform(0.0, 0.3)},
               {"content": reply("b.py", "c.py"), "delay": rng.uniform(0.0, 0.3)}]
@@ -104,8 +107,8 @@ def run_once(workdir: Path, rng: random.Random, sig: int | None, window: float, 
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         delay = rng.uniform(0, window) if sig else None
         first = None
-        if sig is None or after_first_request:  # the delay counts from the run's first model call
-            while proc.poll() is None and not server.requests:
+        if sig is None or anchor:  # the delay counts from the run's n-th model request
+            while proc.poll() is None and len(server.requests) < max(anchor, 1):
                 time.sleep(0.005)
             first = time.monotonic() - started
         if sig and kill_when is not None:  # kill at a chosen moment instead of a random one
@@ -118,9 +121,17 @@ def run_once(workdir: Path, rng: random.Random, sig: int | None, window: float, 
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
                 proc.send_signal(sig)
-        out, err = proc.communicate(timeout=300)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # hung: have faulthandler print every thread's stack, count it lost
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=60)
+            result.update(delay=delay, exit_code="hung", duration=time.monotonic() - started, first_call=None,
+                          anchor=anchor, problems=["hung after the signal: " + err[-4000:]], survived=False,
+                          tree="unknown")
+            return result
         result.update(delay=delay, exit_code=proc.returncode, duration=time.monotonic() - started, first_call=first,
-                      after_first_call=after_first_request)
+                      anchor=anchor)
     problems = []
     runs = sorted((repo / ".agentloop" / "runs").glob("2*"))
     if sig != signal.SIGKILL:
@@ -173,8 +184,8 @@ def calibrate(workdir: Path) -> tuple[float, float]:
 
 
 def run_many(base: Path, count: int, seed: int = 1, progress=lambda line: None) -> dict:
-    """`count` scenarios: SIGINT, SIGTERM, SIGKILL in turn; a third killed at a random moment of the whole
-    run, two thirds at a random moment after the first model call (where the run edits and applies)."""
+    """`count` scenarios: SIGINT, SIGTERM, SIGKILL in turn; a fifth killed at a random moment of the whole
+    run, the rest 0-1.5 s after its first or second model request (edits, checks, snapshots, apply-back)."""
     rng = random.Random(seed)
     whole, active = calibrate(base / "calibrate")
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]
@@ -182,16 +193,17 @@ def run_many(base: Path, count: int, seed: int = 1, progress=lambda line: None) 
     for i in range(count):
         sig = signals[i % 3]
         in_place = rng.random() < 0.35
-        late = rng.random() < 2 / 3
-        r = run_once(base / f"s{i}", rng, sig, (active if late else whole) * 1.1, in_place, after_first_request=late)
+        anchor = rng.choice([0, 1, 1, 2, 2])
+        r = run_once(base / f"s{i}", rng, sig, 1.5 if anchor else whole * 1.1, in_place, anchor=anchor)
         results.append(r)
-        progress(json.dumps({k: r[k] for k in ("signal", "in_place", "after_first_call", "delay", "exit_code", "tree",
+        progress(json.dumps({k: r[k] for k in ("signal", "in_place", "anchor", "delay", "exit_code", "tree",
                                                  "how",
                                                  "survived")} | ({"problems": r["problems"]} if r["problems"] else {}),
                             default=str))
     survived = sum(r["survived"] for r in results)
     return {"tried": count, "survived": survived, "lost": count - survived,
             "windows_s": {"whole run": round(whole, 2), "after the first model call": round(active, 2)},
+            "exit_codes": dict(Counter(str(r["exit_code"]) for r in results)),
             "by_signal": dict(Counter(f"{r['signal']} {'in-place' if r['in_place'] else 'worktree'}: {r['tree']}"
                                       f" ({r['how']})" for r in results)),
             "failures": [r for r in results if not r["survived"]]}

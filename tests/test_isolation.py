@@ -288,6 +288,14 @@ def test_a_half_applied_result_is_finished_or_undone_by_the_next_run(calc_repo):
     changes = ws.changes(start, final)
     dead = subprocess.Popen(["true"])
     dead.wait()
+    (state / "runs").mkdir()
+    stray = state / "runs" / f".x.json.{dead.pid}.tmp"  # a record half written when its run was killed
+    stray.write_text("{")
+    live = state / "runs" / f".y.json.{os.getpid()}.tmp"
+    live.write_text("{")
+    recover(calc_repo)
+    assert not stray.exists() and live.exists()
+    live.unlink()
     for phase, expect in (("committing", "fixed\n"), ("staging", None)):
         tmps = [str(stage_entry(calc_repo, c.path, c.new_mode, c.new_sha, "t")) for c in changes]
         # One rename done, one not: the moment a SIGKILL could hit.
@@ -323,3 +331,39 @@ def test_a_run_with_nothing_to_do_leaves_no_branch(calc_repo, monkeypatch):
         assert code == 0 and summary["workspace"]["branch"] is None and "branch" not in err
     assert git(calc_repo, "branch", "--list", "agentloop/*") == ""
     assert_no_leftovers(calc_repo)
+
+
+def test_an_in_place_run_killed_mid_edit_is_undone_with_force(calc_repo, monkeypatch):
+    (calc_repo / "notes.txt").write_text("mine\n")
+    before = tree_bytes(calc_repo)
+    with FakeLLM([{"content": WRONG_FIX}, {"content": FIX_FROM_WRONG, "delay": 60}]) as server:
+        proc = _spawn_fix(calc_repo, server, PYTEST, "--in-place")
+        deadline = time.monotonic() + 120
+        while len(server.requests) < 2 and time.monotonic() < deadline:  # turn 1's edit is in the tree now
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    assert "a - b + 0" in (calc_repo / "calc.py").read_text()
+    run_id = next((calc_repo / ".agentloop" / "runs").glob("2*")).name
+    monkeypatch.chdir(calc_repo)
+    nothing_to_do = CliRunner().invoke(cli, ["fix", "--check", "true"])  # the next run says what to do
+    assert nothing_to_do.exit_code == 0
+    assert f"run {run_id} was killed while editing this tree in place" in nothing_to_do.stderr
+    assert f"agentloop undo {run_id} --force" in nothing_to_do.stderr
+    refused = CliRunner().invoke(cli, ["undo", run_id])
+    assert refused.exit_code == 1 and "did not finish" in refused.stderr
+    forced = CliRunner().invoke(cli, ["undo", run_id, "--force"])
+    assert forced.exit_code == 0, forced.stderr
+    assert tree_bytes(calc_repo) == before
+    assert_no_leftovers(calc_repo)
+
+
+def test_restore_keeps_line_endings_that_git_converts(tmp_path):
+    repo = make_repo(tmp_path / "r", {".gitattributes": "*.txt eol=crlf\n", "a.txt": "one\r\ntwo\r\n"})
+    ws = Workspace(repo)
+    start = ws.snapshot()
+    before = tree_bytes(repo)
+    (repo / "a.txt").write_bytes(b"changed\r\n")
+    (repo / "b.txt").write_bytes(b"new\r\n")
+    assert sorted(ws.restore(start)) == ["a.txt", "b.txt"]
+    assert tree_bytes(repo) == before and (repo / "a.txt").read_bytes() == b"one\r\ntwo\r\n"
