@@ -6,6 +6,7 @@ summary is written in a `finally`, whatever ends the run.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,6 +121,10 @@ class Loop:
             outcome, reason = ERROR, f"internal error: {type(exc).__name__}: {exc}"
             self.trajectory.event("internal_error", traceback=traceback.format_exc())
         finally:
+            try:  # interrupted mid-check, protected files may be left as the model's code made them
+                self.keep_pristine(None)
+            except (OSError, RuntimeError, subprocess.CalledProcessError):
+                pass
             diff = self.workspace.diff(start_tree)
             duration = round(time.monotonic() - self.started, 3)
             self.trajectory.event("outcome", outcome=outcome, reason=reason, duration_s=duration,

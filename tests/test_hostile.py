@@ -99,6 +99,13 @@ def test_edit_protected_file_refused_with_reason(repo):
     assert "protected" in res.failures[0].message and "may not be edited" in res.failures[0].message
 
 
+def test_edit_through_a_symlink_to_a_protected_file(repo):
+    (repo / "helper.py").symlink_to("tests/test_calc.py")  # e.g. made by code a check ran
+    before = (repo / "tests/test_calc.py").read_text()
+    res = apply_reply(repo, sr("helper.py", "    assert add(2, 3) == 5\n", "    pass\n"), protect=["tests/**"])
+    assert not res.applied and res.failures[0].reason == "protected"
+    assert (repo / "tests/test_calc.py").read_text() == before
+
 def test_edit_into_run_records(repo):
     res = apply_reply(repo, sr(".agentloop/runs/x/summary.json", "", "{}\n"))
     assert not res.applied and not (repo / ".agentloop").exists()
