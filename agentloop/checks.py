@@ -100,14 +100,10 @@ def _set_dumpable(on: bool) -> None:
     """While checks run, agentloop is not "dumpable": then other processes of the same (non-root)
     user cannot read its /proc/<pid>/environ, where the provider keys it was started with live.
     (Root can; the sandbox's PID namespace hides agentloop from checks altogether.)"""
-    if sys.platform != "linux":
-        return
-    try:
-        import ctypes
+    if sys.platform == "linux":
+        from agentloop.reaper import _prctl
 
-        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, int(on), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+        _prctl(PR_SET_DUMPABLE, int(on))
 
 
 def _end_tree(proc: subprocess.Popen) -> None:
