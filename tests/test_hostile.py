@@ -245,6 +245,22 @@ def test_setsid_child_is_killed_on_timeout(repo, tmp_path):
     assert not marker.exists()
 
 
+def test_checks_die_when_agentloop_is_killed(repo):
+    """SIGKILL to agentloop mid-check (no cleanup code runs): the reaper's parent-death signal
+    still takes the check's whole tree down, setsid children included."""
+    marker = f"hostile-orphan-{os.getpid()}"
+    check = f"setsid sh -c 'sleep 41; : {marker}' & sh -c 'sleep 42; : {marker}'; true"
+    proc = subprocess.Popen([sys.executable, "-m", "agentloop", "fix", "--check", check, "--sandbox", "off"],
+                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while len([p for p in _alive(marker) if "sleep" in p]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len([p for p in _alive(marker) if "sleep" in p]) >= 2
+    proc.kill()
+    proc.wait()
+    time.sleep(1.0)
+    assert [p for p in _alive(marker) if "sleep" in p] == []
+
 FORK_STORM = r"""
 import os, sys, time
 depth = 0
