@@ -93,6 +93,17 @@ class _HeadTail:
 
 
 REAPER = Path(__file__).with_name("reaper.py")
+PR_SET_DUMPABLE = 4
+
+
+def _set_dumpable(on: bool) -> None:
+    """While checks run, agentloop is not "dumpable": then other processes of the same (non-root)
+    user cannot read its /proc/<pid>/environ, where the provider keys it was started with live.
+    (Root can; the sandbox's PID namespace hides agentloop from checks altogether.)"""
+    if sys.platform == "linux":
+        from agentloop.reaper import _prctl
+
+        _prctl(PR_SET_DUMPABLE, int(on))
 
 
 def _end_tree(proc: subprocess.Popen) -> None:
@@ -133,6 +144,16 @@ def run_command(
     """
     start = time.monotonic()
     argv = [sys.executable, "-I", "-S", str(REAPER), *wrapper, "/bin/sh", "-c", command]
+    _set_dumpable(False)
+    try:
+        return _run(argv, command, cwd, timeout, output_cap, env, output_sink, start)
+    finally:
+        _set_dumpable(True)
+
+
+def _run(argv: list[str], command: str, cwd: Path, timeout: float, output_cap: int,
+         env: Mapping[str, str] | None, output_sink: Callable[[bytes], None] | None,
+         start: float) -> CommandResult:
     proc = subprocess.Popen(
         argv,
         cwd=cwd,

@@ -6,6 +6,7 @@ summary is written in a `finally`, whatever ends the run.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,6 +155,10 @@ class Loop:
             return self.result
         if self.guard is not None:
             self.guard.settle()
+        try:  # interrupted mid-check, protected files may be left as the model's code made them
+            self.keep_pristine(None)
+        except (OSError, RuntimeError, subprocess.CalledProcessError):
+            pass
         extra: dict[str, Any] = {}
         diff, final_tree = "", self.start_tree
         if self.start_tree is not None:

@@ -12,9 +12,13 @@ Standalone on purpose (standard library only, no agentloop import): it starts in
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
+
+try:  # the C modules: `signal` imports enum and `ctypes` much more; this runs once per check
+    import _signal as signal
+except ImportError:  # pragma: no cover - other Pythons
+    import signal  # type: ignore[no-redef]
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -27,12 +31,16 @@ class _Stop(Exception):
 
 def _prctl(option: int, value: int) -> bool:
     try:
-        import ctypes
+        import _ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(option, value, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+        return _ctypes.call_function(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"), (option, value, 0, 0, 0)) == 0
+    except (ImportError, OSError, AttributeError, TypeError):
+        try:
+            import ctypes
+
+            return ctypes.CDLL(None).prctl(option, value, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            return False
 
 
 def descendants(root: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 Inside: `/` read-only, a fresh `/tmp`, the workspace writable, but its `.git` (and, for a git
 worktree, the git directories it points to), the runs directory and the protected paths read-only;
+credential stores and shell start-up files under $HOME (SECRET_HOME_PATHS) hidden;
 network, PID and IPC namespaces unshared; the sandbox dies with agentloop. `auto` uses bubblewrap
 where it works and says in one line when it cannot; `bwrap` insists (a usage error otherwise).
 """
@@ -18,6 +19,14 @@ from pathlib import Path
 from agentloop.errors import UsageError
 
 MODES = ("off", "auto", "bwrap")
+# Credential stores and shell start-up files (where keys are often exported) under $HOME, hidden
+# inside the sandbox: a directory behind an empty tmpfs, a file behind /dev/null.
+SECRET_HOME_PATHS = (
+    ".aws", ".azure", ".config/gcloud", ".config/gh", ".docker", ".gnupg", ".kube", ".ssh",
+    ".config/anthropic", ".config/openai", ".netrc", ".git-credentials", ".pypirc", ".npmrc", ".env",
+    ".bashrc", ".bash_profile", ".bash_history", ".profile", ".zshrc", ".zprofile", ".zsh_history",
+    ".zshenv", ".config/fish/config.fish", ".python_history",
+)
 _NAMESPACES = ("--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
                "--new-session")
 
@@ -46,6 +55,7 @@ class Sandbox:
     mode: str  # "off" or "bwrap", as resolved
     root: Path | None = None
     readonly: tuple[Path, ...] = ()  # always read-only inside: .git, git dirs, runs directory
+    hidden: tuple[Path, ...] = ()  # credential files and directories made empty inside
     note: str = ""
 
     def wrapper(self, protected: Iterable[Path] = ()) -> list[str]:
@@ -59,7 +69,24 @@ class Sandbox:
             if path.exists() or path.is_symlink():
                 real = str(path.resolve()) if path.is_symlink() else str(path)
                 args += ["--ro-bind", real, real]
+        for path in self.hidden:
+            args += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
         return [*args, *_NAMESPACES, "--chdir", root, "--"]
+
+
+def _secret_home_paths(root: Path) -> tuple[Path, ...]:
+    """The SECRET_HOME_PATHS that exist (symlinks resolved), except any holding the workspace."""
+    found = []
+    home = Path.home()
+    for rel in SECRET_HOME_PATHS:
+        path = home / rel
+        if not (path.exists() and (path.is_dir() or path.is_file())):
+            continue
+        path = path.resolve()
+        if path == Path("/") or root.is_relative_to(path) or path in found:
+            continue
+        found.append(path)
+    return tuple(found)
 
 
 def check_mode(mode: str) -> None:
@@ -84,5 +111,5 @@ def resolve(mode: str, root: Path, git_paths: Iterable[Path] = (), runs_dir: Pat
     if runs_dir is not None:
         readonly.append(runs_dir)
     unique = tuple(dict.fromkeys(Path(p) for p in readonly))
-    return Sandbox("bwrap", root, unique,
+    return Sandbox("bwrap", root, unique, _secret_home_paths(root),
                    note="sandbox: checks run under bubblewrap (no network; writes only inside the repository)")

@@ -69,6 +69,8 @@ def test_a_test_rewritten_by_code_cannot_be_accepted(gaming_repo, monkeypatch, m
         assert guard and guard[0]["paths"] == ["test_calc.py"] and guard[0]["check"]
         assert "does not count" in str(server.requests[1]["messages"])
         assert events[-1]["flags"]["protected_changed"] >= 1
+        shown = CliRunner().invoke(cli, ["show", summary["run_dir"]]).output
+        assert "protected files changed by" in shown and "test_calc.py" in shown
     else:  # read-only inside the sandbox: the write itself fails
         assert "Read-only file system" in "".join(e.get("output", "") for e in events if e["type"] == "check")
 

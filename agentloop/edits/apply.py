@@ -64,6 +64,9 @@ class _Plan:
         except PathRefused as exc:
             raise _Refuse("path_refused", str(exc)) from None
         pat = is_protected(rel, self.protect)
+        if not pat and self.protect and path.is_symlink():  # a link to a protected file is protected too
+            real = Path(os.path.realpath(path)).relative_to(Path(os.path.realpath(self.root))).as_posix()
+            pat = is_protected(real, self.protect)
         if pat:
             raise _Refuse(
                 "protected", f"{rel} is protected ({pat!r}) and may not be edited; change other files instead"
