@@ -59,8 +59,9 @@ class RunResult:
 class Loop:
     def __init__(self, config: Config, model: Model | Callable[[], Model], workspace: Workspace, task: str,
                  trajectory: Trajectory, progress: Callable[[str], None] = lambda line: None,
-                 show_reply: Callable[[str], None] | None = None):
+                 show_reply: Callable[[str], None] | None = None, first_results: list[CommandResult] | None = None):
         self.config, self.workspace, self.task = config, workspace, task
+        self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self._model = model
         self.trajectory, self.progress, self.show_reply = trajectory, progress, show_reply
         self.turn_model_s = 0.0  # seconds spent waiting on the model this turn
@@ -78,7 +79,7 @@ class Loop:
         outcome, reason = ERROR, "internal error"
         start_tree = self.workspace.snapshot()
         try:
-            results = self.run_checks()
+            results = self.record_first_results() if self.first_results else self.run_checks()
             if self.accepted(results):
                 raise Stop(ACCEPTED, "the acceptance checks already pass")
             _ = self.model  # a failing run needs a model: fail now, before counting a turn, if none is set
@@ -224,6 +225,21 @@ class Loop:
                 visible_ok = False
         self.last_results = results
         return results
+
+    def record_first_results(self) -> list[CommandResult]:
+        """Record checks the caller has just run instead of running a slow suite twice.
+
+        Their side files hold the head and tail the caller kept, not the full output."""
+        checks = {c.run: c for c in self.config.checks}
+        for result in self.first_results or []:
+            check = checks[result.command]
+            log = self.trajectory.check_log()
+            log.feed(result.output.encode("utf-8"))
+            log.close()
+            self.trajectory.event("check", turn=self.totals.turns, name=check.label, feedback=check.feedback,
+                                  accept=check.accept, passed=result.passed, output_file=log.name, **result.to_dict())
+        self.last_results = list(self.first_results or [])
+        return self.last_results
 
     def run_check(self, check: Check) -> CommandResult:
         remaining = self.config.budget.time_limit - (time.monotonic() - self.started)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop import __version__
+from agentloop.checks import CommandResult
 from agentloop.config import Config, Reward
 from agentloop.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from agentloop.loop import ACCEPTED, INTERRUPTED, Loop, RunResult
@@ -73,8 +74,12 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 model: Model | Callable[[], Model] | None = None,
                 progress: Callable[[str], None] = lambda line: None,
                 show_reply: Callable[[str], None] | None = None,
-                header_extra: dict[str, Any] | None = None) -> Session:
-    """Run the loop in `workspace` and record everything under the runs directory."""
+                header_extra: dict[str, Any] | None = None,
+                first_results: list[CommandResult] | None = None) -> Session:
+    """Run the loop in `workspace` and record everything under the runs directory.
+
+    `first_results`: the checks as the caller has just run them, so the loop need not run them again.
+    """
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
     run_id = new_run_id()
@@ -99,7 +104,8 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         base_patch="base.patch" if base_patch else None,
         **(header_extra or {}),
     )
-    loop = Loop(config, model or (lambda: build_model(config)), workspace, task, trajectory, progress, show_reply)
+    loop = Loop(config, model or (lambda: build_model(config)), workspace, task, trajectory, progress, show_reply,
+                first_results=first_results)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         result = loop.run()
