@@ -74,8 +74,10 @@ class Loop:
                  show_reply: Callable[[str], None] | None = None, *, start_tree: str | None = None,
                  guard: SignalGuard | None = None,
                  on_end: Callable[[str, str | None], dict[str, Any]] | None = None,
-                 on_turn: Callable[[int, str], None] | None = None):
+                 on_turn: Callable[[int, str], None] | None = None,
+                 first_results: list[CommandResult] | None = None):
         self.config, self.workspace, self.task = config, workspace, task
+        self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
         self.guard, self.on_end, self.on_turn = guard, on_end, on_turn
         self.turn_trees: list[TurnTree] = []  # each finished turn's tree, to keep the best at the end
@@ -114,7 +116,7 @@ class Loop:
             if self.sandbox.note:
                 self.progress(self.sandbox.note)
             self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
-            results = self.run_checks()
+            results = self.record_first_results() if self.first_results else self.run_checks()
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
                 raise Stop(ACCEPTED, "the acceptance checks already pass")
@@ -296,6 +298,21 @@ class Loop:
                 visible_ok = False
         self.last_results = results
         return results
+
+    def record_first_results(self) -> list[CommandResult]:
+        """Record checks the caller has just run instead of running a slow suite twice.
+
+        Their side files hold the head and tail the caller kept, not the full output."""
+        checks = {c.run: c for c in self.config.checks}
+        for result in self.first_results or []:
+            check = checks[result.command]
+            log = self.trajectory.check_log()
+            log.feed(result.output.encode("utf-8"))
+            log.close()
+            self.trajectory.event("check", turn=self.totals.turns, name=check.label, feedback=check.feedback,
+                                  accept=check.accept, passed=result.passed, output_file=log.name, **result.to_dict())
+        self.last_results = list(self.first_results or [])
+        return self.last_results
 
     def run_check(self, check: Check) -> CommandResult:
         remaining = self.config.budget.time_limit - (time.monotonic() - self.started)

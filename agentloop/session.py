@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop import __version__
+from agentloop.checks import CommandResult
 from agentloop.config import Config, Reward
 from agentloop.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from agentloop.interrupts import SignalGuard
@@ -79,9 +80,13 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 model: Model | Callable[[], Model] | None = None,
                 progress: Callable[[str], None] = lambda line: None,
                 show_reply: Callable[[str], None] | None = None,
-                header_extra: dict[str, Any] | None = None) -> Session:
+                header_extra: dict[str, Any] | None = None,
+                first_results: list[CommandResult] | None = None) -> Session:
     """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
-    under the runs directory."""
+    under the runs directory.
+
+    `first_results`: the checks as the caller has just run them, so the loop need not run them again.
+    """
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
     run_id = new_run_id()
@@ -92,7 +97,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         try:
             isolation.prepare()
             result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
-                          header_extra)
+                          header_extra, first_results)
         except BaseException:
             guard.settle()
             isolation.finish("interrupted", None)  # whatever was set up is cleaned away; the tree is untouched
@@ -145,7 +150,7 @@ class _Ran:
 
 
 def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
-         run_dir: Path, task: str, model, progress, show_reply, header_extra) -> _Ran:
+         run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None) -> _Ran:
     """Header, workspace, loop; an interrupt after the header still ends the trajectory with its footer."""
     from agentloop import feedback, toolbox
 
@@ -171,7 +176,8 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
         )
         work = isolation.begin(start_tree)
         loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
-                    start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn)
+                    start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
+                    first_results=first_results)
         result = loop.run()
     except KeyboardInterrupt:  # before the loop could catch it itself
         guard.settle()

@@ -67,13 +67,14 @@ def test_no_model_prints_the_failure_and_one_config_line(calc_repo, monkeypatch)
     assert status(calc_repo) == ""  # nothing written, not even a run
 
 
-def test_repair_leaves_the_fix_unstaged_and_exits_1(calc_repo, monkeypatch):
+def test_repair_leaves_the_fix_unstaged_and_exits_1(calc_repo, tmp_path, monkeypatch):
     (calc_repo / "notes.txt").write_text("staged work\n")
     git(calc_repo, "add", "notes.txt")
-    git(calc_repo, "stash", "list")
     staged_before = git(calc_repo, "diff", "--cached")
+    counter = tmp_path / "runs.txt"
+    check = f"echo run >> {counter} && {PYTEST}"
     with FakeLLM([{"content": FIX_ADD}]) as server:
-        result = run_hook(calc_repo, PYTEST, "-m", "openai/fake", "--api-base", server.api_base,
+        result = run_hook(calc_repo, check, "-m", "openai/fake", "--api-base", server.api_base,
                           monkeypatch=monkeypatch)
     assert result.exit_code == 1, result.stdout
     assert "return a + b" in (calc_repo / "calc.py").read_text()
@@ -85,9 +86,14 @@ def test_repair_leaves_the_fix_unstaged_and_exits_1(calc_repo, monkeypatch):
     assert "NOT staged" in result.stdout
     assert git(calc_repo, "log", "--oneline").count("\n") == 1  # no commit made
     # The loop ran with the hook's small budget and in place.
-    header = json.loads(next((calc_repo / ".agentloop" / "runs").glob("*/trajectory.jsonl")).read_text()
-                        .splitlines()[0])
-    assert header["budget"]["max_turns"] == 3 and header["config"]["in_place"] is True
+    trajectory = next((calc_repo / ".agentloop" / "runs").glob("*/trajectory.jsonl"))
+    events = [json.loads(line) for line in trajectory.read_text().splitlines()]
+    assert events[0]["budget"]["max_turns"] == 3 and events[0]["config"]["in_place"] is True
+    # The hook's own first run of the checks is the loop's starting point: run twice in all, not three times.
+    assert counter.read_text().count("run") == 2
+    first = next(e for e in events if e["type"] == "check")
+    assert first["turn"] == 0 and not first["passed"] and "assert -1 == 5" in first["output"]
+    assert "assert -1 == 5" in (trajectory.parent / first["output_file"]).read_text()
 
 
 def test_failed_repair_puts_the_files_back(calc_repo, monkeypatch):

@@ -69,7 +69,8 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     if not config.checks:
         raise SystemExit(0)
 
-    failed = run_checks(config, repo)
+    results = run_checks(config, repo)
+    failed = failures(config, results)
     if not failed:
         click.echo(f"agentloop: {len(config.checks)} check(s) pass")
         raise SystemExit(0)
@@ -78,7 +79,7 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
             _show_failure(result)
         click.echo(MODEL_LINE)
         raise SystemExit(1)
-    raise SystemExit(repair(config, repo, task, failed))
+    raise SystemExit(repair(config, repo, task, results))
 
 
 def repo_root() -> Path:
@@ -148,17 +149,27 @@ def expand_files(checks, repo: Path) -> list:
 
 
 def run_checks(config, repo: Path) -> list:
-    """The acceptance checks' failures, running every check once in order; no trajectory, no model."""
+    """The checks as the loop runs them (mirrors Loop.run_checks: visible ones first, hidden ones only
+    once those pass), so a repair can start from these results; no trajectory, no model."""
     from agentloop.checks import check_env, run_command
 
     env = check_env(config.pass_env)
-    failed = []
-    for check in config.checks:
+    results, visible_ok = [], True
+    for check in sorted(config.checks, key=lambda c: not c.feedback):
+        if not check.feedback and not visible_ok:
+            continue
         result = run_command(check.run, repo, timeout=check.timeout or config.check_timeout,
                              output_cap=config.output_cap, env=env)
-        if check.accept and not result.passed:
-            failed.append(result)
-    return failed
+        results.append(result)
+        if check.feedback and check.accept and not result.passed:
+            visible_ok = False
+    return results
+
+
+def failures(config, results: list) -> list:
+    """The results that keep the commit out: acceptance checks that did not pass."""
+    accept = {c.run for c in config.checks if c.accept}
+    return [r for r in results if r.command in accept and not r.passed]
 
 
 def _show_failure(result) -> None:
@@ -168,17 +179,19 @@ def _show_failure(result) -> None:
         click.echo(result.output.rstrip("\n"))
 
 
-def repair(config, repo: Path, task: str | None, failed: list) -> int:
-    """Run the loop in place. A fix stays in the working tree, unstaged; a failed attempt is undone."""
+def repair(config, repo: Path, task: str | None, results: list) -> int:
+    """Run the loop in place, from the check results just seen. A fix stays in the working tree,
+    unstaged; a failed attempt is undone."""
     from agentloop.ci import append_step_summary
     from agentloop.session import run_session
     from agentloop.workspace import Workspace
 
+    failed = failures(config, results)
     click.echo(f"agentloop: {len(failed)} check(s) failed ({', '.join(r.command for r in failed)}); "
                f"asking {config.model}, at most {config.budget.max_turns} turn(s)")
     replies: list[str] = []
     session = run_session(config, Workspace(repo), task, progress=lambda line: click.echo(f"agentloop: {line}"),
-                          show_reply=replies.append)
+                          show_reply=replies.append, first_results=results)
     s, diff = session.summary, session.result.diff
     patch = Path(s["patch"]).read_text(encoding="utf-8")  # redacted: what is shown and reported
     spent = f"{s['turns']} turn(s), {s['tokens']} tokens, ${s['cost_usd']:.4f}"
