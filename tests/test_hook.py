@@ -73,6 +73,7 @@ def test_repair_leaves_the_fix_unstaged_and_exits_1(calc_repo, tmp_path, monkeyp
     staged_before = git(calc_repo, "diff", "--cached")
     counter = tmp_path / "runs.txt"
     check = f"echo run >> {counter} && {PYTEST}"
+    monkeypatch.setenv("AGENTLOOP_SANDBOX", "off")  # the counter lies outside the repo, which the sandbox keeps out
     with FakeLLM([{"content": FIX_ADD}]) as server:
         result = run_hook(calc_repo, check, "-m", "openai/fake", "--api-base", server.api_base,
                           monkeypatch=monkeypatch)
