@@ -49,17 +49,23 @@ def template_hashes() -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def edit_format_for(model: str, requested: str) -> str:
-    """Resolve `auto` through `prompts/models.yaml`."""
-    if requested != "auto":
-        return requested
+def model_rule(model: str) -> dict[str, Any]:
+    """What `prompts/models.yaml` says for this model: its first matching rule over the defaults."""
     import yaml
 
     rules = yaml.safe_load((data_dir("prompts") / "models.yaml").read_text(encoding="utf-8")) or {}
+    chosen = {"format": rules.get("default", "search_replace"), "params": dict(rules.get("params") or {})}
     for rule in rules.get("rules", []):
         if re.search(rule["match"], model or ""):
-            return rule["format"]
-    return rules.get("default", "search_replace")
+            chosen["format"] = rule.get("format", chosen["format"])
+            chosen["params"].update(rule.get("params") or {})
+            break
+    return chosen
+
+
+def edit_format_for(model: str, requested: str) -> str:
+    """Resolve `auto` through `prompts/models.yaml`."""
+    return requested if requested != "auto" else model_rule(model)["format"]
 
 
 @dataclass

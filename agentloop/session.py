@@ -40,10 +40,19 @@ class Session:
         return EXIT_CODES.get(self.result.outcome, EXIT_ERROR)
 
 
+def model_params_for(model: str | None, user_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Request parameters: prompts/models.yaml's for this model (e.g. a reply length limit that stops a
+    small model rambling), under the user's `model_params`, which always win."""
+    from agentloop.feedback import model_rule
+
+    return model_rule(model or "")["params"] | dict(user_params or {})
+
+
 def build_model(config: Config) -> Model:
     from agentloop.model import LiteLLMModel
 
-    return LiteLLMModel(config.model or "", api_base=config.api_base, params=config.model_params,
+    params = model_params_for(config.model, config.model_params)
+    return LiteLLMModel(config.model or "", api_base=config.api_base, params=params,
                         retries=config.retries, retry_max_wait=config.retry_max_wait,
                         request_timeout=config.request_timeout)
 
@@ -92,7 +101,8 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
     trajectory.event(
         "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
         repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit, config=config.to_dict(),
-        model=config.model, api_base=config.api_base, model_params=config.model_params,
+        model=config.model, api_base=config.api_base,
+        model_params=model_params_for(config.model, config.model_params),
         python=platform.python_version(), templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
         tool_specs=list(toolbox.load_tool_specs()) if config.tools != "off" else [],
         checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},

@@ -1,0 +1,164 @@
+"""Forgiveness for the replies small local models write, through the applier and through the CLI.
+
+Real replies of Qwen2.5-Coder-1.5B: the placeholder path from the instructions, a file's name
+that is not quite its path, a whole file with no path line, while a test file is also in play.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import PYTEST, make_repo
+from fake_llm import FakeLLM
+from test_fix_e2e import run_fix
+
+from agentloop import feedback
+from agentloop.config import Config, load_config
+from agentloop.edits import apply_reply
+from agentloop.session import model_params_for
+
+GEOMETRY = '''\
+def area(width, height):
+    """Area of a width x height rectangle."""
+    return width + height
+
+
+def perimeter(width, height):
+    return 2 * (width + height)
+'''
+GEOMETRY_TEST = '''\
+from geometry import area, perimeter
+
+
+def test_area():
+    assert area(3, 4) == 12
+
+
+def test_perimeter():
+    assert perimeter(3, 4) == 14
+'''
+FIXED = GEOMETRY.replace("width + height\n\n", "width * height\n\n")
+KNOWN = ["geometry.py", "test_geometry.py"]  # what agentloop has in play for this failing test
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"geometry.py": GEOMETRY, "test_geometry.py": GEOMETRY_TEST})
+
+
+def block(path: str) -> str:
+    head = f"{path}\n" if path else ""
+    return f"{head}```python\n<<<<<<< SEARCH\n    return width + height\n=======\n    return width * height\n" \
+           ">>>>>>> REPLACE\n```\n"
+
+
+@pytest.mark.parametrize("written", ["path/to/file.py", "path/to/geometry_module.py", "src/geom.py", "file.py", ""])
+def test_search_replace_with_a_bad_path_finds_the_one_file_holding_its_lines(repo, written):
+    res = apply_reply(repo, block(written), known_files=KNOWN)
+    assert res.applied, res.failures
+    assert (repo / "geometry.py").read_text() == FIXED
+    assert any("geometry.py" in n for n in res.notes)
+
+
+def test_search_text_in_two_files_is_not_guessed(repo):
+    (repo / "other.py").write_text(GEOMETRY)
+    res = apply_reply(repo, block("path/to/file.py"), known_files=KNOWN + ["other.py"])
+    assert not res.applied and res.failures[0].reason == "path_refused"
+    assert (repo / "geometry.py").read_text() == GEOMETRY
+
+
+def test_a_real_new_file_is_still_created(repo):
+    reply = "helpers.py\n<<<<<<< SEARCH\n=======\ndef helper():\n    return 1\n>>>>>>> REPLACE\n"
+    res = apply_reply(repo, reply, known_files=KNOWN)
+    assert res.applied and (repo / "helpers.py").read_text() == "def helper():\n    return 1\n"
+
+
+@pytest.mark.parametrize("header", ["", "path/to/file.py\n"])
+def test_whole_file_without_its_path_goes_to_the_file_it_rewrites(repo, header):
+    reply = f"Here is the fixed code:\n\n{header}```python\n{FIXED}```\n"
+    res = apply_reply(repo, reply, known_files=KNOWN)
+    assert res.applied, res.failures
+    assert (repo / "geometry.py").read_text() == FIXED
+    assert (repo / "test_geometry.py").read_text() == GEOMETRY_TEST
+
+
+def test_whole_file_unlike_any_file_is_not_applied(repo):
+    reply = "```python\nimport os\nprint(os.getcwd())\nprint(1)\n```\n"
+    res = apply_reply(repo, reply, known_files=KNOWN)
+    assert not res.applied
+    assert (repo / "geometry.py").read_text() == GEOMETRY
+
+
+def test_a_placeholder_reply_fixes_the_bug_end_to_end(repo, monkeypatch):
+    with FakeLLM([{"content": "The operator is wrong.\n\n" + block("path/to/file.py")}]) as server:
+        code, summary, err = run_fix(repo, server, "--check", PYTEST, "--file", "geometry.py",
+                                     "--edit-format", "search_replace", monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert summary["outcome"] == "accepted" and summary["replies_with_edits"] == 1
+    assert (repo / "geometry.py").read_text() == FIXED
+    system = server.requests[0]["messages"][0]["content"]
+    assert "geometry.py\n<<<<<<< SEARCH" in system  # the format example names the real file
+    assert "path/to" not in system
+
+
+def test_format_error_feedback_shows_an_example_from_the_file_at_hand(repo, monkeypatch):
+    with FakeLLM([{"content": "I think the area function is wrong."}, {"content": block("geometry.py")}]) as server:
+        code, summary, _ = run_fix(repo, server, "--check", PYTEST, "--file", "geometry.py",
+                                   "--edit-format", "search_replace", monkeypatch=monkeypatch)
+    assert code == 0 and summary["replies"] == 2 and summary["replies_with_edits"] == 1
+    text = server.requests[1]["messages"][-1]["content"]
+    assert "geometry.py\n<<<<<<< SEARCH\ndef area(width, height):\n=======" in text
+    assert len(text) < 600  # short: the problem and one example, not the instructions again
+
+
+def test_prompt_prefix_stays_the_same_from_turn_to_turn(repo, monkeypatch):
+    """A local server reuses its cache for a shared prefix: earlier messages must never change."""
+    wrong = block("geometry.py").replace("width * height", "width - height")
+    with FakeLLM([{"content": wrong}, {"content": block("geometry.py").replace("width + height", "width - height")}]) \
+            as server:
+        code, _, _ = run_fix(repo, server, "--check", PYTEST, "--edit-format", "search_replace",
+                             monkeypatch=monkeypatch)
+    assert code == 0
+    first, second = server.requests[0]["messages"], server.requests[1]["messages"]
+    assert second[: len(first)] == first
+
+
+def test_small_local_models_get_a_reply_length_limit(repo, monkeypatch):
+    assert model_params_for("openai/qwen2.5-coder-1.5b")["max_tokens"] <= 2048
+    assert model_params_for("gpt-4.1")["max_tokens"] == 4096
+    with FakeLLM([{"content": block("geometry.py")}]) as server:
+        monkeypatch.chdir(repo)
+        from click.testing import CliRunner
+
+        from agentloop.cli import cli
+
+        CliRunner().invoke(cli, ["fix", "-m", "openai/qwen2.5-coder-1.5b", "--api-base", server.api_base,
+                                 "--check", PYTEST], catch_exceptions=False)
+    body = server.requests[0]
+    assert body["max_tokens"] == model_params_for("openai/qwen2.5-coder-1.5b")["max_tokens"]
+    assert body["temperature"] == 0.0
+
+
+def test_the_user_s_model_params_win_over_the_per_model_ones(repo):
+    (repo / ".agentloop.yaml").write_text("model_params:\n  max_tokens: 300\n")
+    config = load_config(repo, flags={"model": "openai/qwen2.5-coder-1.5b"})
+    assert model_params_for(config.model, config.model_params)["max_tokens"] == 300
+    assert model_params_for("openai/qwen2.5-coder-1.5b", Config().model_params)["max_tokens"] != 300
+
+
+def test_small_qwen_models_get_their_own_edit_format():
+    assert feedback.edit_format_for("openai/qwen2.5-coder-1.5b", "auto") in ("whole", "search_replace")
+    assert feedback.edit_format_for("openai/qwen2.5-coder-1.5b", "udiff") == "udiff"
+
+
+def test_file_flag_shows_the_file(repo, monkeypatch):
+    with FakeLLM([{"content": block("geometry.py")}]) as server:
+        code, _, _ = run_fix(repo, server, "--check", PYTEST, "--file", "geometry.py", monkeypatch=monkeypatch)
+    assert code == 0
+    assert "geometry.py\n```python\ndef area" in server.requests[0]["messages"][1]["content"]
+
+
+def test_a_code_block_that_only_quotes_a_file_is_not_an_edit(repo):
+    res = apply_reply(repo, f"The current code:\n\n```python\n{GEOMETRY}```\n", known_files=KNOWN)
+    assert res.edits == [] and not res.applied
