@@ -40,7 +40,27 @@ def _environment():
 
 def render(template: str, **context: Any) -> str:
     text = _environment().get_template(template).render(**context)
-    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    return _tidy(text).strip() + "\n"
+
+
+_FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+
+def _tidy(text: str) -> str:
+    """Collapse the blank-line runs that template logic leaves, but never inside a fenced block:
+    a file shown with its blank lines changed is a file the model will quote wrongly."""
+    out: list[str] = []
+    fence = ""
+    for line in text.split("\n"):
+        m = _FENCE_LINE.match(line)
+        if m and not fence:
+            fence = m.group(1)
+        elif m and line.strip() == fence[0] * len(line.strip()) and len(line.strip()) >= len(fence):
+            fence = ""
+        elif not fence and not line.strip() and out and not out[-1].strip():
+            continue
+        out.append(line)
+    return "\n".join(out)
 
 
 def template_hashes() -> dict[str, str]:

@@ -162,3 +162,12 @@ def test_file_flag_shows_the_file(repo, monkeypatch):
 def test_a_code_block_that_only_quotes_a_file_is_not_an_edit(repo):
     res = apply_reply(repo, f"The current code:\n\n```python\n{GEOMETRY}```\n", known_files=KNOWN)
     assert res.edits == [] and not res.applied
+
+
+def test_files_are_shown_with_their_blank_lines(repo, monkeypatch):
+    with FakeLLM([{"content": block("geometry.py")}]) as server:
+        code, _, _ = run_fix(repo, server, "--check", PYTEST, "--file", "geometry.py", monkeypatch=monkeypatch)
+    assert code == 0
+    user = server.requests[0]["messages"][1]["content"]
+    assert f"geometry.py\n```python\n{GEOMETRY}```" in user
+    assert "\n\n\n" not in user.replace(GEOMETRY, "").replace(GEOMETRY_TEST, "")
