@@ -70,6 +70,7 @@ class Loop:
         self.toolbox = Toolbox(workspace.root, workspace.list_files)
         self.in_play: list[str] = list(config.files)  # files shown to the model so far
         self.unusable_in_a_row = 0
+        self.examples: set[str] = set()  # format examples shown to the model, verbatim
         self.last_results: list[CommandResult] = []
         self.exit_code: int | None = None  # set when an error dictates its own exit code
 
@@ -159,6 +160,10 @@ class Loop:
             self.trajectory.event("model_call", turn=self.totals.turns, model=model.name,
                                   **self.trajectory.conversation_delta(messages),
                                   error=str(exc), attempts=[vars(a) for a in exc.attempts])
+            if time.monotonic() - self.started >= self.config.budget.time_limit - 1:
+                # The call was cut short by the run's own time limit: the budget ended the run.
+                raise Stop(BUDGET, f"time_limit ({self.config.budget.time_limit}s) reached while waiting "
+                                   "for the model") from None
             raise
         t = self.totals
         self.turn_model_s += reply.latency_s
@@ -179,8 +184,13 @@ class Loop:
         self.totals.replies += 1
         if reply.content.strip().upper().endswith(GIVE_UP_LINE) and len(reply.content.strip()) < 200:
             raise Stop(GAVE_UP, "the model gave up")
-        result = apply_reply(self.workspace.root, reply.content, protect=self.config.protect,
-                             known_files=self.in_play)
+        content, copied = reply.content, 0
+        for example in self.examples:  # small models copy the format example as if it were an edit
+            copied += content.count(example)
+            content = content.replace(example, "")
+        result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
+        if copied:
+            result.notes.append(f"{copied} copy(ies) of the format example ignored")
         self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict())
         if result.edits and not any(f.reason == "malformed" for f in result.failures):
             self.totals.replies_with_edits += 1
@@ -205,8 +215,9 @@ class Loop:
                        "Send shorter edits." if reply.finish_reason == "length" else
                        "Your reply contained no edit that I could find.")
             path = self.in_play[0] if self.in_play else ""
-            text = feedback.render("format_error.j2", problem=problem,
-                                   example=feedback.format_example(self.edit_format, path, self.workspace.root))
+            example = feedback.format_example(self.edit_format, path, self.workspace.root)
+            self.examples.add(example)
+            text = feedback.render("format_error.j2", problem=problem, example=example)
         messages.append({"role": "user", "content": text})
         self.trajectory.event("feedback", turn=self.totals.turns, content=text)
         return None
@@ -256,6 +267,7 @@ class Loop:
         example_path = next((p for p in self.in_play if "test" not in p.lower()), next(iter(self.in_play), ""))
         system = feedback.render("system.j2", tools=self.tools_enabled, edit_format=self.edit_format,
                                  **feedback.example_values(example_path, self.workspace.root))
+        self.examples.add(feedback.format_example(self.edit_format, example_path, self.workspace.root))
         user = feedback.render("task.j2", task=self.task, checks=[feedback.check_view(r) for r in visible],
                                files=files, file_list="\n".join(repo_files[:300]))
         self.trajectory.event("prompt", system=system, user=user, edit_format=self.edit_format,

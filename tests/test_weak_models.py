@@ -171,3 +171,21 @@ def test_files_are_shown_with_their_blank_lines(repo, monkeypatch):
     user = server.requests[0]["messages"][1]["content"]
     assert f"geometry.py\n```python\n{GEOMETRY}```" in user
     assert "\n\n\n" not in user.replace(GEOMETRY, "").replace(GEOMETRY_TEST, "")
+
+
+def test_a_copied_format_example_is_not_applied(repo, monkeypatch):
+    example = feedback.format_example("search_replace", "geometry.py", repo).rstrip()
+    with FakeLLM([{"content": f"{example}\n\n{block('geometry.py')}"}]) as server:
+        code, summary, _ = run_fix(repo, server, "--check", PYTEST, "--file", "geometry.py",
+                                   "--edit-format", "search_replace", monkeypatch=monkeypatch)
+    assert code == 0 and summary["outcome"] == "accepted"
+    assert (repo / "geometry.py").read_text() == FIXED  # no "# changed" comment from the example
+
+
+def test_a_model_call_cut_by_the_time_limit_ends_the_run_as_out_of_budget(repo, monkeypatch):
+    with FakeLLM([{"delay": 40, "content": block("geometry.py")}]) as server:
+        code, summary, err = run_fix(repo, server, "--check", PYTEST, "--time-limit", "12",
+                                     monkeypatch=monkeypatch)
+    assert code == 1, err
+    assert summary["outcome"] == "budget_exhausted" and "time_limit" in summary["reason"]
+    assert summary["duration_s"] < 35
