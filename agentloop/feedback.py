@@ -79,6 +79,8 @@ def model_rule(model: str) -> dict[str, Any]:
         if re.search(rule["match"], model or ""):
             chosen["format"] = rule.get("format", chosen["format"])
             chosen["params"].update(rule.get("params") or {})
+            if "tools" in rule:
+                chosen["tools"] = bool(rule["tools"])
             break
     return chosen
 

@@ -313,7 +313,7 @@ class Loop:
 
     @property
     def tools_enabled(self) -> bool:
-        return self.config.tools != "off"
+        return tools_enabled(self.config.tools, getattr(self._model, "name", self.config.model or ""))
 
     def report_turn(self, applied: ApplyResult | None, results: list[CommandResult]) -> None:
         t = self.totals
@@ -325,6 +325,11 @@ class Loop:
         self.trajectory.event("turn", turn=t.turns, applied=bool(applied), checks_passed=passed,
                               checks_total=len(results), totals=_plain_totals(t))
         self.progress(line)
+
+
+def tools_enabled(mode: str, model: str) -> bool:
+    """`auto` offers the tools unless prompts/models.yaml says the model does better without them."""
+    return mode == "on" or (mode == "auto" and feedback.model_rule(model).get("tools", True))
 
 
 def _plain_totals(t: Totals) -> dict[str, Any]:

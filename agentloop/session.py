@@ -16,7 +16,7 @@ from typing import Any
 from agentloop import __version__
 from agentloop.config import Config, Reward
 from agentloop.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from agentloop.loop import ACCEPTED, INTERRUPTED, Loop, RunResult
+from agentloop.loop import ACCEPTED, INTERRUPTED, Loop, RunResult, tools_enabled
 from agentloop.model import Model
 from agentloop.trajectory import SCHEMA_VERSION, SUMMARY, Trajectory, append_index, new_run_id, now_iso
 from agentloop.workspace import Workspace
@@ -104,7 +104,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         model=config.model, api_base=config.api_base,
         model_params=model_params_for(config.model, config.model_params),
         python=platform.python_version(), templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
-        tool_specs=list(toolbox.load_tool_specs()) if config.tools != "off" else [],
+        tool_specs=list(toolbox.load_tool_specs()) if tools_enabled(config.tools, config.model or "") else [],
         checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},
         base_patch="base.patch" if base_patch else None,
         **(header_extra or {}),

@@ -189,3 +189,18 @@ def test_a_model_call_cut_by_the_time_limit_ends_the_run_as_out_of_budget(repo, 
     assert code == 1, err
     assert summary["outcome"] == "budget_exhausted" and "time_limit" in summary["reason"]
     assert summary["duration_s"] < 35
+
+
+def test_small_local_models_are_not_offered_tools_unless_asked(repo, monkeypatch):
+    from click.testing import CliRunner
+
+    from agentloop.cli import cli
+
+    monkeypatch.chdir(repo)
+    for extra, offered in (([], False), (["--config", "tools.yaml"], True)):
+        (repo / "tools.yaml").write_text(f"checks: [{PYTEST!r}]\ntools: on\n")
+        with FakeLLM([{"content": block("geometry.py")}]) as server:
+            CliRunner().invoke(cli, ["fix", "-m", "openai/qwen2.5-coder-1.5b", "--api-base", server.api_base,
+                                     "--check", PYTEST, *extra], catch_exceptions=False)
+        assert ("tools" in server.requests[0]) == offered
+        (repo / "geometry.py").write_text(GEOMETRY)
