@@ -213,6 +213,8 @@ class Loop:
         else:
             problem = ("Your reply was cut off before the edit was complete (it hit the length limit). "
                        "Send shorter edits." if reply.finish_reason == "length" else
+                       "Your reply only repeated the format example, which changes nothing. Write the edit "
+                       "that fixes the problem, with the real lines of the file." if copied else
                        "Your reply contained no edit that I could find.")
             path = self.in_play[0] if self.in_play else ""
             example = feedback.format_example(self.edit_format, path, self.workspace.root)

@@ -148,7 +148,8 @@ def test_the_user_s_model_params_win_over_the_per_model_ones(repo):
 
 
 def test_small_qwen_models_get_their_own_edit_format():
-    assert feedback.edit_format_for("openai/qwen2.5-coder-1.5b", "auto") in ("whole", "search_replace")
+    assert feedback.edit_format_for("openai/qwen2.5-coder-1.5b", "auto") == "whole"
+    assert feedback.edit_format_for("gpt-4o", "auto") == "search_replace"
     assert feedback.edit_format_for("openai/qwen2.5-coder-1.5b", "udiff") == "udiff"
 
 
@@ -175,11 +176,12 @@ def test_files_are_shown_with_their_blank_lines(repo, monkeypatch):
 
 def test_a_copied_format_example_is_not_applied(repo, monkeypatch):
     example = feedback.format_example("search_replace", "geometry.py", repo).rstrip()
-    with FakeLLM([{"content": f"{example}\n\n{block('geometry.py')}"}]) as server:
+    with FakeLLM([{"content": example}, {"content": f"{example}\n\n{block('geometry.py')}"}]) as server:
         code, summary, _ = run_fix(repo, server, "--check", PYTEST, "--file", "geometry.py",
                                    "--edit-format", "search_replace", monkeypatch=monkeypatch)
-    assert code == 0 and summary["outcome"] == "accepted"
+    assert code == 0 and summary["outcome"] == "accepted" and summary["replies_with_edits"] == 1
     assert (repo / "geometry.py").read_text() == FIXED  # no "# changed" comment from the example
+    assert "only repeated the format example" in server.requests[1]["messages"][-1]["content"]
 
 
 def test_a_model_call_cut_by_the_time_limit_ends_the_run_as_out_of_budget(repo, monkeypatch):
