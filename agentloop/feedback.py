@@ -79,8 +79,9 @@ def model_rule(model: str) -> dict[str, Any]:
         if re.search(rule["match"], model or ""):
             chosen["format"] = rule.get("format", chosen["format"])
             chosen["params"].update(rule.get("params") or {})
-            if "tools" in rule:
-                chosen["tools"] = bool(rule["tools"])
+            for key in ("tools", "give_up"):
+                if key in rule:
+                    chosen[key] = bool(rule[key])
             break
     return chosen
 

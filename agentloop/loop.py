@@ -182,7 +182,8 @@ class Loop:
     def apply(self, reply: ModelReply, messages: list[dict[str, Any]]) -> ApplyResult | None:
         """Apply the reply's edits; on an unusable reply, say so to the model and return None."""
         self.totals.replies += 1
-        if reply.content.strip().upper().endswith(GIVE_UP_LINE) and len(reply.content.strip()) < 200:
+        if (self.give_up_offered and reply.content.strip().upper().endswith(GIVE_UP_LINE)
+                and len(reply.content.strip()) < 200):
             raise Stop(GAVE_UP, "the model gave up")
         content, copied = reply.content, 0
         for example in self.examples:  # small models copy the format example as if it were an edit
@@ -268,6 +269,7 @@ class Loop:
         # The format example uses a real file, preferably code rather than a test.
         example_path = next((p for p in self.in_play if "test" not in p.lower()), next(iter(self.in_play), ""))
         system = feedback.render("system.j2", tools=self.tools_enabled, edit_format=self.edit_format,
+                                 give_up=self.give_up_offered,
                                  **feedback.example_values(example_path, self.workspace.root))
         self.examples.add(feedback.format_example(self.edit_format, example_path, self.workspace.root))
         user = feedback.render("task.j2", task=self.task, checks=[feedback.check_view(r) for r in visible],
@@ -312,6 +314,11 @@ class Loop:
     def edit_format(self) -> str:
         return feedback.edit_format_for(getattr(self._model, "name", self.config.model or ""),
                                         self.config.edit_format)
+
+    @property
+    def give_up_offered(self) -> bool:
+        """Small models answer GIVE UP to a task they could do when offered it: models.yaml can withhold it."""
+        return feedback.model_rule(getattr(self._model, "name", self.config.model or "")).get("give_up", True)
 
     @property
     def tools_enabled(self) -> bool:

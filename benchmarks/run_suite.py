@@ -219,7 +219,8 @@ def run_aider(task: Task, repo: Path, args: argparse.Namespace, log: Path | None
     for rel in task.test_files():
         cmd += ["--read", rel]
     cmd += task.files
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | {"PYTHONDONTWRITEBYTECODE": "1"}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | {
+        "PYTHONDONTWRITEBYTECODE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # offline: no price-map fetch
     code, out, secs = run_limited(cmd, repo, args.task_timeout, env, log)
     rec.exit_code, rec.seconds, rec.timed_out = code, secs, code is None
     m = aider_metrics(out)

@@ -206,3 +206,18 @@ def test_small_local_models_are_not_offered_tools_unless_asked(repo, monkeypatch
                                      "--check", PYTEST, *extra], catch_exceptions=False)
         assert ("tools" in server.requests[0]) == offered
         (repo / "geometry.py").write_text(GEOMETRY)
+
+
+def test_small_local_models_are_not_offered_a_give_up_line(repo, monkeypatch):
+    from click.testing import CliRunner
+
+    from agentloop.cli import cli
+
+    monkeypatch.chdir(repo)
+    whole = f"geometry.py\n```python\n{FIXED}```\n"
+    with FakeLLM([{"content": "GIVE UP"}, {"content": whole}]) as server:
+        result = CliRunner().invoke(cli, ["fix", "-m", "openai/qwen2.5-coder-1.5b", "--api-base", server.api_base,
+                                          "--check", PYTEST, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "GIVE UP" not in server.requests[0]["messages"][0]["content"]
+    assert (repo / "geometry.py").read_text() == FIXED
