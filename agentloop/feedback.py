@@ -74,7 +74,8 @@ def model_rule(model: str) -> dict[str, Any]:
     import yaml
 
     rules = yaml.safe_load((data_dir("prompts") / "models.yaml").read_text(encoding="utf-8")) or {}
-    chosen = {"format": rules.get("default", "search_replace"), "params": dict(rules.get("params") or {})}
+    chosen = {"format": rules.get("default", "search_replace"), "params": dict(rules.get("params") or {}),
+              "repeat_temperature": float(rules.get("repeat_temperature", 0.7))}
     for rule in rules.get("rules", []):
         if re.search(rule["match"], model or ""):
             chosen["format"] = rule.get("format", chosen["format"])

@@ -71,6 +71,8 @@ class Loop:
         self.in_play: list[str] = list(config.files)  # files shown to the model so far
         self.unusable_in_a_row = 0
         self.examples: set[str] = set()  # format examples shown to the model, verbatim
+        self.replies_seen: set[str] = set()
+        self.repeat_next = False  # the last reply repeated an earlier one: sample the next one warmer
         self.last_results: list[CommandResult] = []
         self.exit_code: int | None = None  # set when an error dictates its own exit code
 
@@ -154,6 +156,14 @@ class Loop:
         if hasattr(model, "deadline"):  # never wait on the provider past the time limit
             model.deadline = self.started + self.config.budget.time_limit
         self.totals.model_calls += 1
+        override: dict[str, Any] = {}
+        saved = getattr(model, "params", None)
+        if self.repeat_next and isinstance(saved, dict):
+            # At temperature 0 a model that repeated itself will repeat itself again: break the loop.
+            warm = feedback.model_rule(model.name).get("repeat_temperature", 0.7)
+            override = {"temperature": max(warm, saved.get("temperature") or 0.0)}
+            model.params = saved | override  # type: ignore[attr-defined]
+        self.repeat_next = False
         try:
             reply = model.query(messages, tools)
         except ModelCallFailed as exc:
@@ -165,6 +175,9 @@ class Loop:
                 raise Stop(BUDGET, f"time_limit ({self.config.budget.time_limit}s) reached while waiting "
                                    "for the model") from None
             raise
+        finally:
+            if override:
+                model.params = saved  # type: ignore[attr-defined]
         t = self.totals
         self.turn_model_s += reply.latency_s
         if self.show_reply and reply.content:
@@ -176,12 +189,16 @@ class Loop:
             t.cost_notes.add(reply.cost_note)
         self.trajectory.event("model_call", turn=t.turns, model=model.name,
                               **self.trajectory.conversation_delta(messages),
-                              tools=[s["function"]["name"] for s in tools or []], reply=reply.to_dict())
+                              tools=[s["function"]["name"] for s in tools or []], reply=reply.to_dict(),
+                              **({"params_override": override} if override else {}))
         return reply
 
     def apply(self, reply: ModelReply, messages: list[dict[str, Any]]) -> ApplyResult | None:
         """Apply the reply's edits; on an unusable reply, say so to the model and return None."""
         self.totals.replies += 1
+        said = reply.content.strip()
+        self.repeat_next = bool(said) and said in self.replies_seen
+        self.replies_seen.add(said)
         if (self.give_up_offered and reply.content.strip().upper().endswith(GIVE_UP_LINE)
                 and len(reply.content.strip()) < 200):
             raise Stop(GAVE_UP, "the model gave up")

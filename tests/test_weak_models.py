@@ -221,3 +221,21 @@ def test_small_local_models_are_not_offered_a_give_up_line(repo, monkeypatch):
     assert result.exit_code == 0, result.stderr
     assert "GIVE UP" not in server.requests[0]["messages"][0]["content"]
     assert (repo / "geometry.py").read_text() == FIXED
+
+
+def test_a_repeated_reply_is_followed_by_a_warmer_request(repo, monkeypatch):
+    unchanged = f"geometry.py\n```python\n{GEOMETRY}```\n"
+    with FakeLLM([{"content": unchanged}, {"content": unchanged}, {"content": block("geometry.py")}]) as server:
+        code, summary, _ = run_fix(repo, server, "--check", PYTEST, "--file", "geometry.py",
+                                   "--edit-format", "whole", monkeypatch=monkeypatch)
+    assert code == 0 and summary["outcome"] == "accepted"
+    temps = [r.get("temperature") for r in server.requests]
+    assert temps == [0.0, 0.0, 0.7]  # only the request after the repeat is warmer
+    assert "changes nothing" in server.requests[1]["messages"][-1]["content"]
+    from agentloop.schema import validate_event
+    from agentloop.trajectory import read_events
+
+    events = read_events(Path(summary["trajectory"]))
+    calls = [e for e in events if e["type"] == "model_call"]
+    assert [c.get("params_override") for c in calls] == [None, None, {"temperature": 0.7}]
+    assert all(validate_event(e) == [] for e in events)

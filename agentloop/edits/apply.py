@@ -172,7 +172,8 @@ class _Plan:
             return self.create(e)
         old = s.file.lines
         if [x.rstrip() for x in old] == [x.rstrip() for x in new]:
-            raise _Refuse("already_applied", f"{e.path} already has exactly this content")
+            raise _Refuse("already_applied", f"the content sent for {e.path} is the file exactly as it is now, "
+                          "so it changes nothing; change the lines that cause the failure")
         _check_whole(e, old, new)
         s.file.splice(0, len(old), new)
         self.touch(e.path)
