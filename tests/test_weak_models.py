@@ -239,3 +239,12 @@ def test_a_repeated_reply_is_followed_by_a_warmer_request(repo, monkeypatch):
     calls = [e for e in events if e["type"] == "model_call"]
     assert [c.get("params_override") for c in calls] == [None, None, {"temperature": 0.7}]
     assert all(validate_event(e) == [] for e in events)
+
+
+def test_a_whole_file_sent_back_unchanged_does_not_sink_the_real_edit(repo):
+    reply = f"geometry.py\n```python\n{FIXED}```\n\ntest_geometry.py\n```python\n{GEOMETRY_TEST}```\n"
+    res = apply_reply(repo, reply, known_files=KNOWN)
+    assert res.applied, res.failures
+    assert res.changed_files == ["geometry.py"] and any("unchanged; skipped" in n for n in res.notes)
+    only_unchanged = apply_reply(repo, f"test_geometry.py\n```python\n{GEOMETRY_TEST}```\n", known_files=KNOWN)
+    assert not only_unchanged.applied and only_unchanged.failures[0].reason == "already_applied"
