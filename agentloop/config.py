@@ -78,7 +78,8 @@ class Config:
     output_cap: int = 10_000  # characters of check output shown per check (head + tail)
     max_format_errors: int = 3  # unusable replies in a row before giving up
     max_tool_rounds: int = 8  # tool calls answered within one turn before the model must edit
-    model_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 4096})
+    # Request parameters; per-model defaults (max_tokens) come from prompts/models.yaml, these win over them.
+    model_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.0})
     retries: int = 4  # extra attempts on transient provider errors
     retry_max_wait: float = 30.0
     request_timeout: float = 600.0
@@ -123,8 +124,8 @@ def _fail(where: str, key: str, problem: str, fix: str) -> ConfigError:
 def _as_str_list(where: str, key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)  # a tuple comes from a repeatable command-line flag
     raise _fail(where, key, "must be a list of strings", f"write e.g. {key}: [\"a\", \"b\"]")
 
 

@@ -40,7 +40,27 @@ def _environment():
 
 def render(template: str, **context: Any) -> str:
     text = _environment().get_template(template).render(**context)
-    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+    return _tidy(text).strip() + "\n"
+
+
+_FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+
+def _tidy(text: str) -> str:
+    """Collapse the blank-line runs that template logic leaves, but never inside a fenced block:
+    a file shown with its blank lines changed is a file the model will quote wrongly."""
+    out: list[str] = []
+    fence = ""
+    for line in text.split("\n"):
+        m = _FENCE_LINE.match(line)
+        if m and not fence:
+            fence = m.group(1)
+        elif m and line.strip() == fence[0] * len(line.strip()) and len(line.strip()) >= len(fence):
+            fence = ""
+        elif not fence and not line.strip() and out and not out[-1].strip():
+            continue
+        out.append(line)
+    return "\n".join(out)
 
 
 def template_hashes() -> dict[str, str]:
@@ -49,17 +69,27 @@ def template_hashes() -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def edit_format_for(model: str, requested: str) -> str:
-    """Resolve `auto` through `prompts/models.yaml`."""
-    if requested != "auto":
-        return requested
+def model_rule(model: str) -> dict[str, Any]:
+    """What `prompts/models.yaml` says for this model: its first matching rule over the defaults."""
     import yaml
 
     rules = yaml.safe_load((data_dir("prompts") / "models.yaml").read_text(encoding="utf-8")) or {}
+    chosen = {"format": rules.get("default", "search_replace"), "params": dict(rules.get("params") or {}),
+              "repeat_temperature": float(rules.get("repeat_temperature", 0.7))}
     for rule in rules.get("rules", []):
         if re.search(rule["match"], model or ""):
-            return rule["format"]
-    return rules.get("default", "search_replace")
+            chosen["format"] = rule.get("format", chosen["format"])
+            chosen["params"].update(rule.get("params") or {})
+            for key in ("tools", "give_up"):
+                if key in rule:
+                    chosen[key] = bool(rule[key])
+            break
+    return chosen
+
+
+def edit_format_for(model: str, requested: str) -> str:
+    """Resolve `auto` through `prompts/models.yaml`."""
+    return requested if requested != "auto" else model_rule(model)["format"]
 
 
 @dataclass

@@ -91,6 +91,9 @@ class Loop:
         self.toolbox = Toolbox(workspace.root, workspace.list_files)
         self.in_play: list[str] = list(config.files)  # files shown to the model so far
         self.unusable_in_a_row = 0
+        self.examples: set[str] = set()  # format examples shown to the model, verbatim
+        self.replies_seen: set[str] = set()
+        self.repeat_next = False  # the last reply repeated an earlier one: sample the next one warmer
         self.last_results: list[CommandResult] = []
         self.exit_code: int | None = None  # set when an error dictates its own exit code
         self.sandbox = sandbox.Sandbox("off")
@@ -222,13 +225,28 @@ class Loop:
         if hasattr(model, "deadline"):  # never wait on the provider past the time limit
             model.deadline = self.started + self.config.budget.time_limit
         self.totals.model_calls += 1
+        override: dict[str, Any] = {}
+        saved = getattr(model, "params", None)
+        if self.repeat_next and isinstance(saved, dict):
+            # At temperature 0 a model that repeated itself will repeat itself again: break the loop.
+            warm = feedback.model_rule(model.name).get("repeat_temperature", 0.7)
+            override = {"temperature": max(warm, saved.get("temperature") or 0.0)}
+            model.params = saved | override  # type: ignore[attr-defined]
+        self.repeat_next = False
         try:
             reply = model.query(messages, tools)
         except ModelCallFailed as exc:
             self.trajectory.event("model_call", turn=self.totals.turns, model=model.name,
                                   **self.trajectory.conversation_delta(messages),
                                   error=str(exc), attempts=[vars(a) for a in exc.attempts])
+            if time.monotonic() - self.started >= self.config.budget.time_limit - 1:
+                # The call was cut short by the run's own time limit: the budget ended the run.
+                raise Stop(BUDGET, f"time_limit ({self.config.budget.time_limit}s) reached while waiting "
+                                   "for the model") from None
             raise
+        finally:
+            if override:
+                model.params = saved  # type: ignore[attr-defined]
         t = self.totals
         self.turn_model_s += reply.latency_s
         if self.show_reply and reply.content:
@@ -240,17 +258,27 @@ class Loop:
             t.cost_notes.add(reply.cost_note)
         self.trajectory.event("model_call", turn=t.turns, model=model.name,
                               **self.trajectory.conversation_delta(messages),
-                              tools=[s["function"]["name"] for s in tools or []], reply=reply.to_dict())
+                              tools=[s["function"]["name"] for s in tools or []], reply=reply.to_dict(),
+                              **({"params_override": override} if override else {}))
         return reply
 
     def apply(self, reply: ModelReply, messages: list[dict[str, Any]]) -> ApplyResult | None:
         """Apply the reply's edits; on an unusable reply, say so to the model and return None."""
         self.totals.replies += 1
-        if reply.content.strip().upper().endswith(GIVE_UP_LINE) and len(reply.content.strip()) < 200:
+        said = reply.content.strip()
+        self.repeat_next = bool(said) and said in self.replies_seen
+        self.replies_seen.add(said)
+        if (self.give_up_offered and reply.content.strip().upper().endswith(GIVE_UP_LINE)
+                and len(reply.content.strip()) < 200):
             raise Stop(GAVE_UP, "the model gave up")
+        content, copied = reply.content, 0
+        for example in self.examples:  # small models copy the format example as if it were an edit
+            copied += content.count(example)
+            content = content.replace(example, "")
         before = self.workspace.snapshot()
-        result = apply_reply(self.workspace.root, reply.content, protect=self.config.protect,
-                             known_files=self.in_play)
+        result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
+        if copied:
+            result.notes.append(f"{copied} copy(ies) of the format example ignored")
         suspicious = scan_diff(self.workspace.diff(before)) if result.applied else []
         for flag in suspicious:
             self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
@@ -276,10 +304,13 @@ class Loop:
         else:
             problem = ("Your reply was cut off before the edit was complete (it hit the length limit). "
                        "Send shorter edits." if reply.finish_reason == "length" else
+                       "Your reply only repeated the format example, which changes nothing. Write the edit "
+                       "that fixes the problem, with the real lines of the file." if copied else
                        "Your reply contained no edit that I could find.")
             path = self.in_play[0] if self.in_play else ""
-            text = feedback.render("format_error.j2", problem=problem,
-                                   example=feedback.format_example(self.edit_format, path, self.workspace.root))
+            example = feedback.format_example(self.edit_format, path, self.workspace.root)
+            self.examples.add(example)
+            text = feedback.render("format_error.j2", problem=problem, example=example)
         messages.append({"role": "user", "content": text})
         self.trajectory.event("feedback", turn=self.totals.turns, content=text)
         return None
@@ -370,7 +401,9 @@ class Loop:
         # The format example uses a real file, preferably code rather than a test.
         example_path = next((p for p in self.in_play if "test" not in p.lower()), next(iter(self.in_play), ""))
         system = feedback.render("system.j2", tools=self.tools_enabled, edit_format=self.edit_format,
+                                 give_up=self.give_up_offered,
                                  **feedback.example_values(example_path, self.workspace.root))
+        self.examples.add(feedback.format_example(self.edit_format, example_path, self.workspace.root))
         user = feedback.render("task.j2", task=self.task, checks=[feedback.check_view(r) for r in visible],
                                files=files, file_list="\n".join(repo_files[:300]))
         self.trajectory.event("prompt", system=system, user=user, edit_format=self.edit_format,
@@ -416,8 +449,13 @@ class Loop:
                                         self.config.edit_format)
 
     @property
+    def give_up_offered(self) -> bool:
+        """Small models answer GIVE UP to a task they could do when offered it: models.yaml can withhold it."""
+        return feedback.model_rule(getattr(self._model, "name", self.config.model or "")).get("give_up", True)
+
+    @property
     def tools_enabled(self) -> bool:
-        return self.config.tools != "off"
+        return tools_enabled(self.config.tools, getattr(self._model, "name", self.config.model or ""))
 
     def report_turn(self, applied: ApplyResult | None, results: list[CommandResult]) -> None:
         t = self.totals
@@ -443,6 +481,11 @@ def _git_dirs(workspace: Workspace) -> list:
 
     common = Path(git(["rev-parse", "--git-common-dir"], workspace.root).strip())
     return [workspace.git_dir, common if common.is_absolute() else workspace.root / common]
+
+
+def tools_enabled(mode: str, model: str) -> bool:
+    """`auto` offers the tools unless prompts/models.yaml says the model does better without them."""
+    return mode == "on" or (mode == "auto" and feedback.model_rule(model).get("tools", True))
 
 
 def _plain_totals(t: Totals) -> dict[str, Any]:

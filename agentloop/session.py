@@ -17,7 +17,7 @@ from agentloop.config import Config, Reward
 from agentloop.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from agentloop.interrupts import SignalGuard
 from agentloop.isolation import Isolation
-from agentloop.loop import ACCEPTED, INTERRUPTED, Loop, RunResult, Totals, _plain_totals
+from agentloop.loop import ACCEPTED, INTERRUPTED, Loop, RunResult, Totals, _plain_totals, tools_enabled
 from agentloop.model import Model
 from agentloop.trajectory import (
     SCHEMA_VERSION,
@@ -51,10 +51,19 @@ class Session:
         return EXIT_CODES.get(self.result.outcome, EXIT_ERROR)
 
 
+def model_params_for(model: str | None, user_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Request parameters: prompts/models.yaml's for this model (e.g. a reply length limit that stops a
+    small model rambling), under the user's `model_params`, which always win."""
+    from agentloop.feedback import model_rule
+
+    return model_rule(model or "")["params"] | dict(user_params or {})
+
+
 def build_model(config: Config) -> Model:
     from agentloop.model import LiteLLMModel
 
-    return LiteLLMModel(config.model or "", api_base=config.api_base, params=config.model_params,
+    params = model_params_for(config.model, config.model_params)
+    return LiteLLMModel(config.model or "", api_base=config.api_base, params=params,
                         retries=config.retries, retry_max_wait=config.retry_max_wait,
                         request_timeout=config.request_timeout)
 
@@ -167,9 +176,10 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
         trajectory.event(
             "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
             repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit, config=config.to_dict(),
-            model=config.model, api_base=config.api_base, model_params=config.model_params,
+            model=config.model, api_base=config.api_base,
+            model_params=model_params_for(config.model, config.model_params),
             python=platform.python_version(), templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
-            tool_specs=list(toolbox.load_tool_specs()) if config.tools != "off" else [],
+            tool_specs=list(toolbox.load_tool_specs()) if tools_enabled(config.tools, config.model or "") else [],
             checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},
             base_patch="base.patch" if base_patch else None,
             workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),

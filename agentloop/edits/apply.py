@@ -175,7 +175,8 @@ class _Plan:
             return self.create(e)
         old = s.file.lines
         if [x.rstrip() for x in old] == [x.rstrip() for x in new]:
-            raise _Refuse("already_applied", f"{e.path} already has exactly this content")
+            raise _Refuse("already_applied", f"the content sent for {e.path} is the file exactly as it is now, "
+                          "so it changes nothing; change the lines that cause the failure")
         _check_whole(e, old, new)
         s.file.splice(0, len(old), new)
         self.touch(e.path)
@@ -328,11 +329,16 @@ def apply_reply(
     if not edits:
         return result
     plan = _Plan(root, protect)
+    unchanged: list[EditFailure] = []  # whole files sent back as they are: no-ops, unless nothing else applies
     for e in edits:
         try:
             notes = plan.do(e)
         except _Refuse as exc:
-            result.failures.append(EditFailure(e.index, e.path, exc.reason, exc.message))
+            failure = EditFailure(e.index, e.path, exc.reason, exc.message)
+            if e.kind == "write" and exc.reason == "already_applied":
+                unchanged.append(failure)
+            else:
+                result.failures.append(failure)
             continue
         except (OSError, UnicodeError) as exc:
             result.failures.append(
@@ -341,6 +347,10 @@ def apply_reply(
             continue
         result.would_apply.append(e.index)
         result.notes += [f"edit {e.index}: {n}" for n in notes]
+    if unchanged and not result.would_apply:
+        result.failures = sorted(result.failures + unchanged, key=lambda f: f.index)
+    else:
+        result.notes += [f"edit {f.index}: {f.path} sent back unchanged; skipped" for f in unchanged]
     if result.failures:
         return result
     for rel in plan.order:

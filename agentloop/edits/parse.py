@@ -12,7 +12,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agentloop.edits.paths import clean_rel, is_placeholder, looks_like_path, resolve_path
+from agentloop.edits.paths import (
+    PathRefused,
+    clean_rel,
+    is_placeholder,
+    looks_like_path,
+    resolve_by_content,
+    resolve_path,
+    safe_path,
+)
 from agentloop.edits.types import Edit
 
 _SR_START = re.compile(r"^\s*<{5,9}\s*(?:SEARCH|ORIGINAL|FIND)\b.*$")
@@ -561,18 +569,49 @@ def resolve_paths(edits: list[Edit], known_files: Sequence[str], root=None) -> l
             if len(set(known_files)) == 1 and lang_fits(e.lang, known_files[0]):
                 e.path = clean_rel(known_files[0])
                 notes.append(f"edit {e.index}: a code block with no path taken as the whole of {e.path!r}")
+                continue
+            found = resolve_by_content(e.replace, whole=True, known_files=known_files, root=root)
+            if found and lang_fits(e.lang, found[0]) and not _same_text(root, found[0], e.replace):
+                e.path = found[0]
+                notes.append(f"edit {e.index}: a code block with no path taken as the whole of {e.path!r}, "
+                             f"{found[1]}")
             else:
                 edits.remove(e)  # just code in prose: not an edit unless one file can be meant
             continue
         new, note = resolve_path(e.path, known_files=known_files, root=root, creating=creating)
         if creating and is_placeholder(e.path) and note is None:
             new = e.path
+        if note is None and e.kind in ("replace", "write") and not _exists(root, new):
+            # A placeholder or a wrong path: the edit's own text may say which file it is for.
+            if e.kind == "replace" or not new or is_placeholder(new):
+                text = e.search if e.kind == "replace" else e.replace
+                found = resolve_by_content(text, whole=e.kind == "write", known_files=known_files, root=root)
+                if found:
+                    new, note = found[0], f"path {e.path!r} taken to mean {found[0]!r}, {found[1]}"
         if note:
             notes.append(f"edit {e.index}: {note}")
         e.path = new
         if e.new_path:
             e.new_path = clean_rel(e.new_path)
     return notes
+
+
+def _same_text(root, rel: str, text: str) -> bool:
+    """Whether a code block only quotes the file as it is (then it is not an edit)."""
+    try:
+        old = safe_path(root, rel).read_text(encoding="utf-8", errors="replace")
+    except (PathRefused, OSError):
+        return False
+    return [ln.rstrip() for ln in old.strip().splitlines()] == [ln.rstrip() for ln in text.strip().splitlines()]
+
+
+def _exists(root, rel: str) -> bool:
+    if root is None or not rel:
+        return False
+    try:
+        return safe_path(root, rel).is_file()
+    except PathRefused:
+        return False
 
 
 def parse_edits(reply: str, *, known_files: Sequence[str] = ()) -> list[Edit]:

@@ -187,3 +187,42 @@ def resolve_path(
     if (not rel or is_placeholder(rel)) and len(set(known)) == 1:
         return known[0], f"path {raw!r} taken to mean {known[0]!r}, the only file in play"
     return rel, None
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def resolve_by_content(
+    text: str, *, whole: bool, known_files: Sequence[str], root: Path | None
+) -> tuple[str, str] | None:
+    """The one known file an edit with no usable path can only be meant for, judged by its text.
+
+    For a SEARCH text (whole=False): the only known file that contains those lines. For a whole-file
+    block: the known file that shares most of its lines with the block, if clearly the best and
+    at least half of the file's lines are kept. Returns (path, why) or None when it is not clear.
+    """
+    if root is None or not text.strip():
+        return None
+    want = _lines(text)
+    if not want:
+        return None
+    contents: dict[str, list[str]] = {}
+    for rel in dict.fromkeys(clean_rel(k) for k in known_files):
+        try:
+            path = safe_path(root, rel)
+            if path.is_file():
+                contents[rel] = _lines(path.read_text(encoding="utf-8", errors="replace"))
+        except (PathRefused, OSError):
+            continue
+    if not whole:
+        n = len(want)
+        hits = [rel for rel, have in contents.items()
+                if any(have[i:i + n] == want for i in range(len(have) - n + 1))]
+        return (hits[0], "the only file in play that holds the lines it searches for") if len(hits) == 1 else None
+    new = set(want)
+    scores = sorted(((sum(ln in new for ln in have) / len(have), rel) for rel, have in contents.items() if have),
+                    reverse=True)
+    if not scores or scores[0][0] < 0.5 or (len(scores) > 1 and scores[1][0] >= scores[0][0] - 0.2):
+        return None
+    return scores[0][1], "the file in play whose lines it keeps"

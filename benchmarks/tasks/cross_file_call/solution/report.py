@@ -1,0 +1,5 @@
+import mathutil
+
+
+def summary(values):
+    return f"total={mathutil.total(values)} max={mathutil.largest(values)}"

@@ -1,0 +1,3 @@
+def format_price(amount):
+    """A price in dollars with two decimals, like $3.50."""
+    return "$%d" % amount

@@ -1,0 +1,2 @@
+def greet(name, greeting="Hi"):
+    return f"{greeting}, {name}!"
