@@ -9,9 +9,11 @@ where it works and says in one line when it cannot; `bwrap` insists (a usage err
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -64,7 +66,10 @@ class Sandbox:
             return []
         root = str(self.root)
         args = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                "--tmpfs", "/tmp", "--bind", root, root]  # after /tmp: the workspace may live under it
+                "--tmpfs", "/tmp"]
+        for top in _tools_under_tmp(os.environ):  # the private /tmp must not hide the checks' own tools
+            args += ["--ro-bind", top, top]
+        args += ["--bind", root, root]  # after /tmp: the workspace may live under it
         for path in (*self.readonly, *protected):
             if path.exists() or path.is_symlink():
                 real = str(path.resolve()) if path.is_symlink() else str(path)
@@ -87,6 +92,21 @@ def _secret_home_paths(root: Path) -> tuple[Path, ...]:
             continue
         found.append(path)
     return tuple(found)
+
+
+def _tools_under_tmp(environ: Mapping[str, str]) -> list[str]:
+    """Folders directly under /tmp that hold the checks' interpreter or tools (PATH, VIRTUAL_ENV,
+    PYTHONPATH, this Python): shown read-only inside, else a venv made under /tmp disappears."""
+    entries = [*environ.get("PATH", "").split(os.pathsep), environ.get("VIRTUAL_ENV", ""),
+               *environ.get("PYTHONPATH", "").split(os.pathsep), sys.prefix]
+    tops: list[str] = []
+    for entry in entries:
+        parts = Path(entry).parts if entry and os.path.isabs(entry) else ()
+        if len(parts) > 2 and parts[1] == "tmp":
+            top = os.path.join("/tmp", parts[2])
+            if os.path.isdir(top) and top not in tops:
+                tops.append(top)
+    return tops
 
 
 def check_mode(mode: str) -> None:

@@ -129,3 +129,22 @@ def test_bwrap_asked_for_but_unusable_is_a_usage_error(repo: Path, monkeypatch):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "bwrap" in lines[0] and "--sandbox" in lines[0]
     assert not (repo / ".agentloop").exists()  # refused before any run started
+
+
+@needs_bwrap
+def test_tools_under_tmp_stay_visible_read_only(repo: Path, tmp_path: Path, monkeypatch):
+    """A venv made under /tmp (CI clones often live there) is still on PATH inside the private /tmp."""
+    tools = Path("/tmp") / f"agentloop-tools-{tmp_path.name}"
+    (tools / "bin").mkdir(parents=True)
+    try:
+        script = tools / "bin" / "mytool"
+        script.write_text("#!/bin/sh\necho tool-ran\n")
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tools / 'bin'}:{__import__('os').environ['PATH']}")
+        result = boxed(repo, f"mytool && echo x > {tools / 'written'}")
+        assert "tool-ran" in result.output  # without the bind, /bin/sh: mytool: not found
+        assert result.exit_code != 0 and not (tools / "written").exists()  # visible, but read-only
+    finally:
+        import shutil
+
+        shutil.rmtree(tools)
