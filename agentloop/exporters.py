@@ -118,7 +118,8 @@ def task_key(run: Run) -> tuple[str, str, str, str] | None:
 
 def failed_on_the_merits(run: Run) -> bool:
     """Out of budget or gave up after at least one turn: a real attempt that did not pass."""
-    turns = (run.footer.get("totals") or {}).get("turns") or len(run.turn_numbers())
+    totals = run.footer.get("totals") or {}
+    turns = totals["turns"] if isinstance(totals.get("turns"), int) else len(run.turn_numbers())
     return run.outcome in FAILED_ON_THE_MERITS and turns >= 1
 
 
