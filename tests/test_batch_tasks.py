@@ -218,3 +218,40 @@ def test_content_id_follows_the_files_not_the_commit_ids(world):
     assert sorted(p.name for p in plain.iterdir()) == before  # the snapshot wrote nothing into the folder
     (repo / "calc.py").write_text("uncommitted\n")
     assert content_id(rows[0].source) == ids[0]  # a git source is its commit, not its working tree
+
+
+def test_schema_and_validator_agree_on_generated_rows(world):
+    """Rows mixing valid and invalid values field by field: the schema accepts a row exactly when the
+    validator does (all paths here exist, so only structure decides)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    tmp, repo, plain, held = world
+    validator = jsonschema.Draft202012Validator(task_schema())
+    absent = object()
+    pools = {
+        "id": ["a", "calc-1", "x.y_z", "", " a", "a b", "-a", 3, absent],
+        "task": ["fix it", "", "  ", None, absent],
+        "source": [{"path": str(repo)}, {"path": str(plain)}, {"path": str(repo), "commit": "HEAD"},
+                   {"path": str(repo), "commit": ""}, {"path": ""}, {}, {"path": str(repo), "x": 1}, "repo", absent],
+        "checks": [["pytest -q"], [], [""], ["a", "b"], "pytest", [1], absent],
+        "accept": [["pytest -q held"], [], [" "], None, absent],
+        "accept_files": [{str(held): "held"}, {str(held): "."}, {str(held): "a/../b"}, {str(held): "/x"}, {},
+                         {str(held): ""}, [str(held)], absent],
+        "setup": [["make"], [], [""], "make", absent],
+        "limits": [{"max_turns": 2}, {"max_turns": 0}, {"max_turns": 2.0}, {"max_turns": 2.5}, {"max_cost": 0},
+                   {"max_cost": 0.1}, {"verify_timeout": "5"}, {"max_tokens": True}, {"turns": 1}, {}, absent],
+        "samples": [1, 4, 0, -1, 2.0, "2", True, absent],
+        "meta": [{}, {"a": [1]}, [], "m", absent],
+        "extra_field": [absent, absent, absent, 1],
+    }
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.fixed_dictionaries({k: st.sampled_from(v) for k, v in pools.items()}))
+    def agree(choice):
+        raw = {k: v for k, v in choice.items() if v is not absent}
+        schema_ok = not list(validator.iter_errors(raw))
+        row, problems = validate_row(raw, "t:1", tmp)
+        assert schema_ok == (row is not None), (raw, problems)
+
+    agree()
