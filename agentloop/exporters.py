@@ -266,9 +266,10 @@ def rlef(runs: list[Run]) -> Iterator[Row]:
     """One row per episode for multi-turn RL on execution feedback (RLEF): its group_id (samples of one
     task share it, for GRPO-style training), the opening prompt, each turn's messages (the model's
     replies and the tool answers, exactly as in the conversation), the check verdicts and the feedback
-    the model then got, the final reward."""
+    the model then got, the final reward. Only episodes that ended on the merits (accepted, out of
+    budget, gave up): an interrupted or error run's reward says nothing about the model."""
     for run in runs:
-        if not run.footer:
+        if run.outcome != ACCEPTED and run.outcome not in FAILED_ON_THE_MERITS:
             continue
         turns = []
         for number in run.turn_numbers():

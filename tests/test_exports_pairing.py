@@ -181,3 +181,13 @@ def test_group_id_is_in_every_episode_row(runs):
     assert {r["group_id"] for r in rows} == {group_id(r) for r in done.values()}
     assert all(r["extra"]["group_id"] == group_id(run) for r, run in zip(FORMATS["atif"](list(done.values())),
                                                                              done.values(), strict=True))
+
+
+def test_rl_episodes_leave_out_runs_that_did_not_end_on_the_merits(runs, tmp_path):
+    _, done = runs
+    failed = done["no_edit"]
+    broken = [edited_copy(failed, tmp_path, outcome={"outcome": "interrupted"}),
+              edited_copy(failed, tmp_path, outcome={"outcome": "error"}),
+              edited_copy(failed, tmp_path, drop_footer=True)]
+    rows = list(FORMATS["rlef"]([done["accepted"], failed, *broken]))
+    assert [r["episode_id"] for r in rows] == [done["accepted"].run_id, failed.run_id]
