@@ -32,6 +32,8 @@ COMMANDS = {
              "Undo what run RUN_ID did to the working tree (an --in-place run, or a result applied back)."),
     "export": ("agentloop.commands.export:export_command",
                "Export RUN_OR_DIR..."),
+    "import": ("agentloop.commands.import_cmd:import_command",
+               "Write a task file (for batch runs) from another format: agentloop import swebench FILE --repos DIR."),
 }
 
 

@@ -6,13 +6,16 @@ The field names follow the formats exactly; docs/trajectory.md explains each map
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 from agentloop import __version__
-from agentloop.runlog import Run, assistant_message
+from agentloop.runlog import Run, _read_json, assistant_message
 
 Row = dict[str, Any]
 ACCEPTED = "accepted"
@@ -65,24 +68,92 @@ def _first_reply(run: Run) -> dict[str, Any] | None:
     return assistant_message(answered[0]["reply"]) if answered else None
 
 
-def task_key(run: Run) -> tuple[str, str]:
-    """Runs of "the same task": same task text on the same base commit."""
-    return run.task, str(run.header.get("base_commit") or "")
+FAILED_ON_THE_MERITS = ("budget_exhausted", "gave_up")  # never interrupted, error (infra) or incomplete runs
+
+
+def start_tree(run: Run) -> str | None:
+    """The git tree id of the content the run started from: the footer's `workspace.start_tree`, else
+    workspace.json's (a run that never finished), else for an older run with no uncommitted start
+    (`base_patch` null) its base commit's tree, looked up in the recorded repository. None if unknown."""
+    tree = (run.footer.get("workspace") or {}).get("start_tree")
+    if not tree:
+        tree = (_read_json(run.run_dir / "workspace.json") or {}).get("start_tree")
+    if tree:
+        return str(tree)
+    header = run.header
+    repo = Path(str(header.get("repo") or ""))
+    if header.get("base_commit") and not header.get("base_patch") and header.get("repo") and repo.is_dir():
+        proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{header['base_commit']}^{{tree}}"],
+                              cwd=repo, capture_output=True, text=True)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    return None
+
+
+def checks_id(run: Run) -> str:
+    """What decides the run's verdict, as a hash: every check's command and role (feedback, accept)."""
+    checks = [[c.get("run", ""), bool(c.get("feedback", True)), bool(c.get("accept", True))]
+              for c in run.header.get("checks") or []]
+    return _digest(checks)
+
+
+def group_id(run: Run) -> str:
+    """The group a run is a sample of (GRPO-style): the header's `task_id` when the run has one (batch
+    runs), else a hash of the task text, the starting tree content and the checks."""
+    task_id = run.header.get("task_id")
+    if isinstance(task_id, str) and task_id:
+        return task_id
+    return _digest([run.task, start_tree(run) or f"commit:{run.header.get('base_commit') or ''}", checks_id(run)])
+
+
+def task_key(run: Run) -> tuple[str, str, str, str] | None:
+    """Runs of "the same task": same task id (if any), same task text, same starting tree content (not
+    commit id: identical trees at different commits match), same checks. None when the starting tree is
+    unknown: such a run is never paired."""
+    tree = start_tree(run)
+    if tree is None:
+        return None
+    return str(run.header.get("task_id") or ""), run.task, tree, checks_id(run)
+
+
+def failed_on_the_merits(run: Run) -> bool:
+    """Out of budget or gave up after at least one turn: a real attempt that did not pass."""
+    totals = run.footer.get("totals") or {}
+    turns = totals["turns"] if isinstance(totals.get("turns"), int) else len(run.turn_numbers())
+    return run.outcome in FAILED_ON_THE_MERITS and turns >= 1
 
 
 def preference_pairs(runs: list[Run]) -> Iterator[tuple[Run, Run]]:
-    """(chosen, rejected) for every two runs of one task with different outcomes, the higher reward
-    chosen; both must have a first reply to compare."""
-    groups: dict[tuple[str, str], list[Run]] = {}
+    """(chosen, rejected) for runs of one task (task_key): chosen accepted, rejected failed on the
+    merits; never an interrupted, error or incomplete run; never two identical first replies; and the
+    chosen reward above the rejected one when both are recorded."""
+    groups: dict[tuple[str, str, str, str], list[Run]] = {}
     for run in runs:
-        if run.footer and _first_reply(run) is not None:
-            groups.setdefault(task_key(run), []).append(run)
+        key = task_key(run) if run.footer and _first_reply(run) is not None else None
+        if key is not None:
+            groups.setdefault(key, []).append(run)
     for group in groups.values():
         good = [r for r in group if r.outcome == ACCEPTED]
-        bad = [r for r in group if r.outcome != ACCEPTED]
+        bad = [r for r in group if failed_on_the_merits(r)]
         for chosen, rejected in product(good, bad):
-            if (chosen.reward or 0) > (rejected.reward or 0):
-                yield chosen, rejected
+            if _same_reply(_first_reply(chosen), _first_reply(rejected)):
+                continue
+            if chosen.reward is not None and rejected.reward is not None and chosen.reward <= rejected.reward:
+                continue
+            yield chosen, rejected
+
+
+def _same_reply(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Equal as training outputs: same text and same tool calls (their ids aside)."""
+    def essence(message: dict[str, Any] | None) -> Any:
+        message = message or {}
+        calls = [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
+        return message.get("content") or "", calls
+    return essence(a) == essence(b)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 # -- formats -----------------------------------------------------------------------------------
@@ -180,7 +251,8 @@ def _atif_trajectory(run: Run) -> Row:
             "steps": steps,
             "final_metrics": {"total_prompt_tokens": totals.get("prompt_tokens", 0),
                               "total_completion_tokens": totals.get("completion_tokens", 0),
-                              "total_cost_usd": totals.get("cost_usd", 0.0), "total_steps": len(steps)}}
+                              "total_cost_usd": totals.get("cost_usd", 0.0), "total_steps": len(steps)},
+            "extra": {"group_id": group_id(run), "outcome": run.outcome, "reward": run.reward}}
 
 
 def _token_logprobs(logprobs: Any) -> list[float] | None:
@@ -191,11 +263,13 @@ def _token_logprobs(logprobs: Any) -> list[float] | None:
 
 
 def rlef(runs: list[Run]) -> Iterator[Row]:
-    """One row per episode for multi-turn RL on execution feedback (RLEF): the opening prompt, each
-    turn's messages (the model's replies and the tool answers, exactly as in the conversation), the
-    check verdicts and the feedback the model then got, the final reward."""
+    """One row per episode for multi-turn RL on execution feedback (RLEF): its group_id (samples of one
+    task share it, for GRPO-style training), the opening prompt, each turn's messages (the model's
+    replies and the tool answers, exactly as in the conversation), the check verdicts and the feedback
+    the model then got, the final reward. Only episodes that ended on the merits (accepted, out of
+    budget, gave up): an interrupted or error run's reward says nothing about the model."""
     for run in runs:
-        if not run.footer:
+        if run.outcome != ACCEPTED and run.outcome not in FAILED_ON_THE_MERITS:
             continue
         turns = []
         for number in run.turn_numbers():
@@ -208,8 +282,8 @@ def rlef(runs: list[Run]) -> Iterator[Row]:
                                       "passed": bool(e.get("passed")), "feedback": bool(e.get("feedback", True))}
                                      for e in events if e.get("type") == "check"],
                           "feedback": feedback})
-        yield {"episode_id": run.run_id, "task": run.task, "prompt": _openai_messages(_opening(run)),
-               "turns": turns, "outcome": run.outcome, "reward": run.reward}
+        yield {"episode_id": run.run_id, "group_id": group_id(run), "task": run.task,
+               "prompt": _openai_messages(_opening(run)), "turns": turns, "outcome": run.outcome, "reward": run.reward}
 
 
 def _turn_messages(run: Run, turn: int, feedback: str | None) -> list[dict[str, Any]]:

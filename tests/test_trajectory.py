@@ -305,8 +305,8 @@ FIELDS = {
     "openai-dpo": {"input", "preferred_output", "non_preferred_output"},
     "trl-sft": {"messages", "tools"},
     "trl-dpo": {"prompt", "chosen", "rejected"},
-    "atif": {"schema_version", "session_id", "agent", "steps", "final_metrics"},
-    "rlef": {"episode_id", "task", "prompt", "turns", "outcome", "reward"},
+    "atif": {"schema_version", "session_id", "agent", "steps", "final_metrics", "extra"},
+    "rlef": {"episode_id", "group_id", "task", "prompt", "turns", "outcome", "reward"},
 }
 
 

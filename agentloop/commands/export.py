@@ -23,8 +23,9 @@ FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"
 def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text):
     """Export RUN_OR_DIR... (run ids, run directories, or directories of runs) as FORMAT.
 
-    Filters apply before pairing: DPO formats pair runs of the same task (same task text and base
-    commit) where one was accepted and the other not. Exit code 0, or 2 on a bad argument.
+    Filters apply before pairing: DPO formats pair an accepted run with a run of the same task (same
+    task text, starting tree content and checks) that failed on the merits, never an interrupted or
+    error run, never two identical outputs. Exit code 0, or 2 on a bad argument.
     """
     import json
 
