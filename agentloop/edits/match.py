@@ -283,10 +283,67 @@ def _gap_is_safe(ops: list[tuple[str, int, int, int, int]], op_of: dict[int, int
     return True
 
 
+def _lay_onto_mapping(
+    lines: Sequence[str], cand: _Cand, search: list[str], replace: list[str], fix: Callable[[str], str]
+) -> list[str] | None:
+    """The new text when the search skipped file lines (blank ones): REPLACE laid onto the file's span.
+
+    The span is read as the model's search lines where they matched, and the file's own lines where the
+    search skipped them; REPLACE is then diffed against that. A skipped line that REPLACE keeps comes out
+    once, from the file. Returns None when REPLACE does not keep every skipped line (then where they go
+    relative to the new lines is decided, or refused, by `_build`).
+    """
+    by_file = {f: s for s, f in cand.mapping.items()}
+    span: list[tuple[str, int | None]] = []  # (search-side text, file line or None), in file order
+    exact: set[str] = set()
+    skipped = False
+    s_next = 0
+
+    def search_line(s: int, f: int | None) -> None:
+        text = search[s]
+        exact_line = f is not None and lines[f] == text
+        if exact_line:
+            exact.add(text)
+        span.append((text if exact_line else text.rstrip(), f))
+
+    for f in range(cand.start, cand.end):
+        s = by_file.get(f)
+        if s is None:
+            skipped = True
+            span.append((lines[f].rstrip(), f))  # a file line the search left out
+            continue
+        while s_next < s:  # search lines the file does not have here (extra blank lines)
+            skipped = True
+            search_line(s_next, None)
+            s_next += 1
+        search_line(s, f)
+        s_next = s + 1
+    while s_next < len(search):
+        skipped = True
+        search_line(s_next, None)
+        s_next += 1
+    if not skipped:
+        return None
+    keys = [k for k, _ in span]
+    r_keys = [r if r in exact else r.rstrip() for r in replace]
+    out: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, keys, r_keys, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out += [lines[f] for _, f in span[i1:i2] if f is not None]
+            continue
+        if any(f is not None and f not in by_file for _, f in span[i1:i2]):
+            return None  # REPLACE drops or rewrites a line the search never quoted
+        out += [fix(replace[j]) for j in range(j1, j2)]
+    return out
+
+
 def _build(
     lines: Sequence[str], cand: _Cand, search: list[str], replace: list[str], fix: Callable[[str], str]
 ) -> list[str]:
     """The new text for one matched run: file lines for context, fixed-up model lines for new ones."""
+    laid = _lay_onto_mapping(lines, cand, search, replace, fix)
+    if laid is not None:
+        return laid
     ops = _ops(search, replace)
     op_of = {i: n for n, op in enumerate(ops) for i in range(op[1], op[2])}
     # Gaps: file lines inside the span that no search line matched (blank lines the model skipped).

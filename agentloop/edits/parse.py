@@ -17,6 +17,7 @@ from agentloop.edits.paths import (
     clean_rel,
     is_placeholder,
     looks_like_path,
+    may_stand_in,
     resolve_by_content,
     resolve_path,
     safe_path,
@@ -581,7 +582,7 @@ def resolve_paths(edits: list[Edit], known_files: Sequence[str], root=None) -> l
         new, note = resolve_path(e.path, known_files=known_files, root=root, creating=creating)
         if creating and is_placeholder(e.path) and note is None:
             new = e.path
-        if note is None and e.kind in ("replace", "write") and not _exists(root, new):
+        if note is None and e.kind in ("replace", "write") and may_stand_in(root, new):
             # A placeholder or a wrong path: the edit's own text may say which file it is for.
             if e.kind == "replace" or not new or is_placeholder(new):
                 text = e.search if e.kind == "replace" else e.replace
@@ -603,15 +604,6 @@ def _same_text(root, rel: str, text: str) -> bool:
     except (PathRefused, OSError):
         return False
     return [ln.rstrip() for ln in old.strip().splitlines()] == [ln.rstrip() for ln in text.strip().splitlines()]
-
-
-def _exists(root, rel: str) -> bool:
-    if root is None or not rel:
-        return False
-    try:
-        return safe_path(root, rel).is_file()
-    except PathRefused:
-        return False
 
 
 def parse_edits(reply: str, *, known_files: Sequence[str] = ()) -> list[Edit]:
