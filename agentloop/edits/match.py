@@ -314,10 +314,14 @@ def _lay_onto_mapping(
     if not skipped:
         return None
     # Trailing spaces are noise in forgiven lines, but say which blank line is which when REPLACE
-    # repeats one exactly: try that reading first.
-    for exact in (True, False):
+    # repeats one exactly: try that reading first. If REPLACE's blank lines then fall on blank lines
+    # the search quoted rather than on those it skipped, try again with only the skipped ones to match.
+    for exact, skipped_only in ((True, False), (False, False), (True, True), (False, True)):
         as_written = {t for t, f in span if f is not None and lines[f] == t and t in replace} if exact else set()
         keys = [t if t in as_written else t.rstrip() for t, _ in span]
+        if skipped_only:
+            keys = [k if k or (f is not None and f not in quoted) else "\0quoted blank"
+                    for k, (_, f) in zip(keys, span, strict=True)]  # fmt: skip
         r_keys = [r if r in as_written else r.rstrip() for r in replace]
         ops = difflib.SequenceMatcher(None, keys, r_keys, autojunk=False).get_opcodes()
         parts: list[list[str]] = []
