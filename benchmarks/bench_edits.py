@@ -4,6 +4,10 @@ Corpus: Python standard-library sources. Each case is a real change to a real fi
 format (SEARCH/REPLACE, unified diff, apply_patch, whole file) with one mistake models make.
 "wrong" means the tool reported success but the file differs from the intended result.
 
+Must-refuse cases aim the edit outside the repository (`../x.py`, an absolute path outside, a
+symlinked directory leading out, `.git/`) while an in-repository file holds the same text: the only
+right outcome is a refusal that changes nothing, inside the repository or out.
+
 Run:  /work/venv/bin/python benchmarks/bench_edits.py [--files 40] [--changes 3] [--seed 1]
 """
 
@@ -43,7 +47,21 @@ MISTAKES = {
     "wrong_path_prefix": FORMATS,
     "basename_path": FORMATS,
     "placeholder_path": ["search_replace", "whole"],
+    # SEARCH leaves out a blank line the file has, REPLACE keeps it (only cases that have one).
+    "blank_kept": ["search_replace", "udiff", "apply_patch"],
+    # The file has no extension (`Makefile`-like name); a copy with the same text is also in play,
+    # so only the path line can say which file is meant.
+    "no_extension": FORMATS,
 }
+# Edits aimed outside the repository: refused, never redirected onto the in-repository file.
+MUST_REFUSE = {
+    "escaping_path": FORMATS,
+    "absolute_outside": FORMATS,
+    "symlink_escape": FORMATS,
+    "git_dir_path": ["search_replace", "udiff", "apply_patch"],
+}
+MISTAKES.update(MUST_REFUSE)
+MISTAKES_AGENTLOOP_ONLY = set(MUST_REFUSE) | {"no_extension"}
 CURLY = str.maketrans({'"': "\u201c", "'": "\u2019"})
 
 
@@ -151,6 +169,8 @@ def mutate(hl: list[tuple[str, str]], mistake: str) -> list[tuple[str, str]]:
         return [(tag, t.translate(CURLY)) for tag, t in hl]
     if mistake == "collapsed_blanks":
         return [(tag, t) for tag, t in hl if not (tag == " " and not t.strip())]
+    if mistake == "blank_kept":  # a blank context line only REPLACE has: `+` in a diff
+        return [("+", t) if tag == " " and not t.strip() else (tag, t) for tag, t in hl]
     if mistake == "elided_lines":
         lead = 0
         while lead < len(hl) and hl[lead][0] == " ":
@@ -161,15 +181,29 @@ def mutate(hl: list[tuple[str, str]], mistake: str) -> list[tuple[str, str]]:
     return hl
 
 
-def render(change: Change, fmt: str, mistake: str, rng: random.Random) -> str:
-    rel = change.rel
+def target_rel(change: Change, mistake: str) -> str:
+    """Where the changed file sits in the repository for this mistake."""
+    return extensionless(change.rel) if mistake == "no_extension" else change.rel
+
+
+def extensionless(rel: str) -> str:
+    return Path(rel).stem.capitalize() + "file"  # json/decoder.py -> Decoderfile
+
+
+def render(change: Change, fmt: str, mistake: str, rng: random.Random, outside: Path | None = None) -> str | None:
+    rel = target_rel(change, mistake)
     path = {"wrong_path_prefix": "cpython/Lib/" + rel, "basename_path": Path(rel).name,
-            "placeholder_path": "path/to/file.py"}.get(mistake, rel)  # fmt: skip
+            "placeholder_path": "path/to/file.py", "escaping_path": "../" + rel,
+            "absolute_outside": f"{outside}/{rel}", "symlink_escape": f"vendored/{Path(rel).name}",
+            "git_dir_path": f".git/{Path(rel).name}"}.get(mistake, rel)  # fmt: skip
     if fmt == "whole":
         return f"Here is the updated file.\n\n{path}\n```python\n{change.new}```\n"
     n = {"no_context": 0, "extra_context": 8, "elided_lines": 8}.get(mistake, 3)
     n = max(n, unique_context(change, n)) if mistake != "no_context" else 0
     hs = [(start, mutate(hl, mistake)) for start, hl in hunks(change.old, change.new, n)]
+    if mistake == "blank_kept" and all(hl == orig for (_, hl), (_, orig) in
+                                       zip(hs, hunks(change.old, change.new, n), strict=True)):
+        return None  # no blank context line to leave out: not a case of this mistake
     if fmt == "search_replace":
         out = []
         for _, hl in hs:
@@ -181,7 +215,7 @@ def render(change: Change, fmt: str, mistake: str, rng: random.Random) -> str:
         body = "".join("@@\n" + "".join(f"{tag}{t}\n" for tag, t in hl) for _, hl in hs)
         return f"*** Begin Patch\n*** Update File: {path}\n{body}*** End Patch\n"
     # unified diff
-    a, b = (f"a/{path}", f"b/{path}")
+    a, b = (f"a/{path}", f"b/{path}") if not path.startswith("/") else (path, path)
     out = [f"--- {a}\n+++ {b}\n"]
     for start, hl in hs:
         oc = sum(1 for tag, _ in hl if tag != "+")
@@ -195,12 +229,36 @@ def render(change: Change, fmt: str, mistake: str, rng: random.Random) -> str:
 
 
 # -- running ---------------------------------------------------------------------------------------
-def run_agentloop(root: Path, change: Change, reply: str) -> str:
-    target = root / change.rel
+def snapshot(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def run_agentloop(root: Path, change: Change, reply: str, mistake: str = "none", outside: Path | None = None) -> str:
+    rel = target_rel(change, mistake)
+    target = root / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(change.old)
-    res = apply_reply(root, reply, known_files=[change.rel])
+    known = [rel]
+    if mistake == "no_extension":  # a twin with the same text: only the path can tell them apart
+        (root / "twin.py").write_text(change.old)
+        known.append("twin.py")
+    if mistake in MUST_REFUSE and outside is not None:
+        before_out = snapshot(outside)
+        before_in = snapshot(root)
+        res = apply_reply(root, reply, known_files=known)
+        ok = not res.applied and snapshot(outside) == before_out and snapshot(root) == before_in
+        if not ok and os.environ.get("BENCH_DEBUG"):
+            print("=" * 30, "NOT REFUSED", mistake, res.notes, res.changed_files)
+            print(reply[:800])
+        return "refused" if ok else "wrong"
+    res = apply_reply(root, reply, known_files=known)
     got = target.read_text() if target.exists() else None
+    if mistake == "no_extension":
+        twin_ok = (root / "twin.py").read_text() == change.old
+        (root / "twin.py").unlink()
+        target.unlink()
+        if not twin_ok:
+            return "wrong"
     if res.applied and not res.failures:
         if got != change.new and os.environ.get("BENCH_DEBUG"):
             print("=" * 30, change.rel, res.notes, res.changed_files)
@@ -289,17 +347,30 @@ def main() -> int:
         for r in roots.values():
             r.mkdir()
             subprocess.run(["git", "init", "-q", str(r)], check=True)
+        # Outside the repository: a copy of each file, reachable through the `vendored` symlink.
+        outside = tmp / "outside"
+        outside.mkdir()
+        (roots["agentloop"] / "vendored").symlink_to(outside)
         for k, ch in enumerate(changes):
             for mistake, fmts in MISTAKES.items():
                 if args.only and mistake != args.only:
                     continue
+                if mistake in MUST_REFUSE:
+                    for p in list(outside.rglob("*")):
+                        if p.is_file():
+                            p.unlink()
+                    (outside / Path(ch.rel).name).write_text(ch.old)
+                    (outside / ch.rel).parent.mkdir(parents=True, exist_ok=True)
+                    (outside / ch.rel).write_text(ch.old)
                 for fmt in fmts:
-                    reply = render(ch, fmt, mistake, random.Random(args.seed * 1000 + k))
+                    reply = render(ch, fmt, mistake, random.Random(args.seed * 1000 + k), outside)
+                    if reply is None:
+                        continue
                     for tool in tools:
-                        if tool != "agentloop" and fmt != "udiff":
+                        if tool != "agentloop" and (fmt != "udiff" or mistake in MISTAKES_AGENTLOOP_ONLY):
                             continue
                         if tool == "agentloop":
-                            out = run_agentloop(roots[tool], ch, reply)
+                            out = run_agentloop(roots[tool], ch, reply, mistake, outside)
                         else:
                             out = run_tool(tool, roots[tool], ch, reply)
                         results[(tool, fmt, mistake)][out] += 1
@@ -316,11 +387,14 @@ def main() -> int:
         n = sum(c.values())
         print(f"{tool:<10} {fmt:<15} {mistake:<19} {c['correct'] / n:>8.1%} {c['refused'] / n:>8.1%} "
               f"{c['wrong']:>6} {n:>5}")  # fmt: skip
-        totals[(tool, mistake == "none")].update(c)
+        label = "must-refuse" if mistake in MUST_REFUSE else "well-formed" if mistake == "none" else "malformed"
+        totals[(tool, label)].update(c)
     print()
-    for (tool, well), c in sorted(totals.items()):
+    for (tool, label), c in sorted(totals.items()):
         n = sum(c.values())
-        label = "well-formed" if well else "malformed"
+        if label == "must-refuse":
+            print(f"{tool:<10} {label:<12} refused {c['refused'] / n:6.1%}  wrong {c['wrong']} of {n}")
+            continue
         print(f"{tool:<10} {label:<12} correct {c['correct'] / n:6.1%}  refused {c['refused'] / n:6.1%}  "
               f"wrong {c['wrong']} of {n}")  # fmt: skip
     if not shutil.which("patch"):

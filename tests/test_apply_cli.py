@@ -77,3 +77,29 @@ def test_module_entry_point(repo: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert (repo / "calc.py").read_text() == "def add(a, b):\n    return b + a\n"
+
+
+def test_new_files_get_gits_mode(repo: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        reply = "pkg/new.py\n<<<<<<< SEARCH\n=======\nX = 1\n>>>>>>> REPLACE\n"
+        reply += "diff --git a/run.sh b/run.sh\nnew file mode 100755\n--- /dev/null\n+++ b/run.sh\n"
+        reply += "@@ -0,0 +1 @@\n+echo hi\n"
+        res = run(["-"], reply)
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert (repo / "pkg/new.py").stat().st_mode & 0o777 == 0o644
+    assert (repo / "run.sh").stat().st_mode & 0o777 == 0o755
+
+
+def test_edit_through_a_symlink_out_is_refused(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("vendor")
+    (outside / "calc.py").write_text(CALC)
+    (repo / "vendored").symlink_to(outside)
+    subprocess.run(["git", "add", "calc.py"], cwd=repo, check=True)
+    res = run(["--json", "-"], GOOD.replace("calc.py", "vendored/calc.py", 1))
+    assert res.exit_code == 1
+    data = json.loads(res.output)
+    assert data["failures"][0]["reason"] == "path_refused" and "symlink" in data["failures"][0]["message"]
+    assert (repo / "calc.py").read_text() == CALC and (outside / "calc.py").read_text() == CALC

@@ -114,3 +114,31 @@ def test_anchor_and_eof() -> None:
     assert isinstance(res, Found) and res.start == 3
     res = locate(lines, ["    return 1"], ["    return 2"], at_eof=True)
     assert isinstance(res, Found) and res.start == 3
+
+
+# -- a search that skips blank lines, a replace that keeps them: each file line comes out once ------
+def test_blank_line_search_drops_and_replace_keeps_comes_out_once() -> None:
+    lines = ["A = 1", "", "B = 2"]
+    res = locate(lines, ["A = 1", "B = 2"], ["A = 3", "", "B = 2"])
+    assert isinstance(res, Found) and res.rung == "blank lines ignored"
+    assert apply(res, lines) == ["A = 3", "", "B = 2"]
+
+
+def test_whitespace_only_blank_line_kept_by_replace_comes_out_once() -> None:
+    lines = ["def f():", "    a = 1", "    ", "    return a"]
+    res = locate(lines, ["    a = 1", "    return a"], ["    a = 2", "", "    return a"])
+    assert apply(res, lines) == ["def f():", "    a = 2", "    ", "    return a"]
+
+
+def test_blank_runs_kept_by_replace_with_insertion_and_trailing_spaces() -> None:
+    lines = ["x = 1", "", "", "def g():", "    return 2", "", "y = 3"]
+    search = ["x = 1  ", "def g():  ", "    return 2  ", "y = 3  "]
+    replace = ["x = 1  ", "", "", "def g():  ", "    z = 0", "    return 2  ", "", "y = 3  "]
+    res = locate(lines, search, replace)
+    assert apply(res, lines) == ["x = 1", "", "", "def g():", "    z = 0", "    return 2", "", "y = 3"]
+
+
+def test_replace_that_drops_a_skipped_blank_next_to_new_lines_is_still_refused() -> None:
+    lines = ["A = 1", "", "B = 2"]
+    res = locate(lines, ["A = 1", "B = 2"], ["A = 1", "X = 0", "B = 2"])
+    assert isinstance(res, Refused) and res.reason == "ambiguous"

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentloop.edits.match import Found, locate
 from agentloop.edits.parse import parse_raw, resolve_paths
-from agentloop.edits.paths import PathRefused, is_placeholder, is_protected, safe_path
+from agentloop.edits.paths import PathRefused, file_test, is_placeholder, is_protected, safe_path
 from agentloop.edits.textfile import BinaryFile, TextFile, split_lines
 from agentloop.edits.types import ApplyResult, Edit, EditFailure, FailureReason
 
@@ -39,7 +39,8 @@ class _Slot:
 
     original: bytes | None  # None: did not exist
     file: TextFile | None  # None: does not exist (now)
-    mode: int | None = None
+    mode: int | None = None  # of the existing file; None: a new file gets git's mode for new files
+    executable: bool = False  # a new file a diff made executable (`new file mode 100755`)
     shifts: list[tuple[int, int]] = field(default_factory=list)  # (line, delta) of applied edits
     data: bytes | None = None  # the encoded new content, once validation is over
 
@@ -165,6 +166,7 @@ class _Plan:
                     "path_refused", f"cannot create {e.path}: {parent.relative_to(self.root)} is a file"
                 )
             s.file = TextFile.from_text("".join(ln + "\n" for ln in new))
+            s.executable = e.mode == "100755"
         self.touch(e.path)
         return []
 
@@ -210,7 +212,7 @@ class _Plan:
             raise self._missing(e)
         if dst.file is not None:
             raise _Refuse("path_refused", f"cannot move {e.path} to {e.new_path}: that file already exists")
-        dst.file, dst.mode, src.file = src.file, src.mode, None
+        dst.file, dst.mode, dst.executable, src.file = src.file, src.mode, src.executable, None
         self.touch(e.path)
         self.touch(e.new_path)
         return [f"moved {e.path} to {e.new_path}"]
@@ -270,7 +272,7 @@ def _write_all(root: Path, plan: _Plan) -> list[str]:
                 for d in reversed(missing):
                     d.mkdir()
                     made_dirs.append(d)
-                _atomic_write(target, new, s.mode)
+                _atomic_write(target, new, s.mode, executable=s.executable)
                 done.append((target, s.original, s.mode))
             changed.append(rel)
     except OSError:
@@ -291,8 +293,13 @@ def _write_all(root: Path, plan: _Plan) -> list[str]:
     return changed
 
 
-def _atomic_write(path: Path, data: bytes, mode: int | None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".agentloop")
+def _atomic_write(path: Path, data: bytes, mode: int | None, *, executable: bool = False) -> None:
+    """Write via a temporary file in the same directory, then rename over `path`.
+
+    `mode` keeps an existing file's permissions. A new file (mode None) gets what git gives one:
+    0666, or 0777 when executable, less the umask (the kernel applies it when the file is created).
+    """
+    fd, tmp = _create_temp(path, 0o777 if executable else 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -307,6 +314,16 @@ def _atomic_write(path: Path, data: bytes, mode: int | None) -> None:
         raise
 
 
+def _create_temp(path: Path, perms: int) -> tuple[int, str]:
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.agentloop")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), perms), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file next to {path}")
+
+
 def apply_reply(
     root: Path,
     reply: str | list[Edit],
@@ -319,7 +336,7 @@ def apply_reply(
     root = Path(root)
     result = ApplyResult(dry_run=dry_run)
     if isinstance(reply, str):
-        edits = parse_raw(reply)
+        edits = parse_raw(reply, is_file=file_test(root, known_files))
         result.notes += resolve_paths(edits, known_files, root=root)
     else:
         edits = list(reply)

@@ -283,10 +283,103 @@ def _gap_is_safe(ops: list[tuple[str, int, int, int, int]], op_of: dict[int, int
     return True
 
 
+def _lay_onto_mapping(
+    lines: Sequence[str], cand: _Cand, search: list[str], replace: list[str], fix: Callable[[str], str]
+) -> list[str] | None:
+    """The new text when the search skipped file lines (blank ones): REPLACE laid onto the file's span.
+
+    The span is read as the model's search lines where they matched, and the file's own lines where the
+    search skipped them; REPLACE is then diffed against that. A skipped line that REPLACE keeps comes out
+    once, from the file. Returns None when REPLACE does not keep every skipped line (then where they go
+    relative to the new lines is decided, or refused, by `_build`).
+    """
+    mapped = sorted(cand.mapping.items())  # (search line, file line), both increasing
+    quoted = {f for _, f in mapped}  # file lines the search quotes (its blank lines included)
+    span: list[tuple[str, int | None]] = []  # (search-side text, file line or None), in file order
+    skipped = False
+    s_prev, f_prev = -1, cand.start - 1
+    for s, f in [*mapped, (len(search), cand.end)]:
+        extra_s = list(range(s_prev + 1, s))  # search lines unmatched here (blank lines)
+        gap = list(range(f_prev + 1, f))  # file lines the search did not match (blank lines)
+        pairs = min(len(extra_s), len(gap))
+        skipped = skipped or bool(extra_s) or bool(gap)
+        for k in range(pairs):  # a blank line of the search stands for one of the file's here
+            quoted.add(gap[k])
+            span.append((search[extra_s[k]], gap[k]))
+        span += [(lines[g], g) for g in gap[pairs:]]
+        span += [(search[x], None) for x in extra_s[pairs:]]
+        if s < len(search):
+            span.append((search[s], f))
+        s_prev, f_prev = s, f
+    if not skipped:
+        return None
+    # Trailing spaces are noise in forgiven lines, but say which blank line is which when REPLACE
+    # repeats one exactly: try that reading first. If REPLACE's blank lines then fall on blank lines
+    # the search quoted rather than on those it skipped, try again with only the skipped ones to match.
+    for exact, skipped_only in ((True, False), (False, False), (True, True), (False, True)):
+        as_written = {t for t, f in span if f is not None and lines[f] == t and t in replace} if exact else set()
+        keys = [t if t in as_written else t.rstrip() for t, _ in span]
+        if skipped_only:
+            keys = [k if k or (f is not None and f not in quoted) else "\0quoted blank"
+                    for k, (_, f) in zip(keys, span, strict=True)]  # fmt: skip
+        r_keys = [r if r in as_written else r.rstrip() for r in replace]
+        ops = difflib.SequenceMatcher(None, keys, r_keys, autojunk=False).get_opcodes()
+        parts: list[list[str]] = []
+        for tag, i1, i2, j1, j2 in ops:
+            if tag == "equal":
+                parts.append([lines[f] for _, f in span[i1:i2] if f is not None])
+            elif any(f is not None and f not in quoted for _, f in span[i1:i2]):
+                break  # REPLACE drops or rewrites a line the search never quoted
+            else:
+                parts.append([fix(replace[j]) for j in range(j1, j2)])
+        else:
+            _check_unique_reading(ops, parts, span, quoted, replace, fix)
+            return [ln for part in parts for ln in part]
+    return None
+
+
+def _check_unique_reading(ops, parts: list[list[str]], span, quoted: set[int], replace: list[str], fix) -> None:
+    """Raise _Unsafe if REPLACE's blank lines can be read two ways that give different files.
+
+    A skipped file line that REPLACE keeps right next to lines it adds could also be the far side of
+    those lines, with REPLACE's blank line being new: e.g. file `a, "", b`, SEARCH `a, b`, REPLACE
+    `a, x, "", b`. When both readings give the same text there is nothing to choose.
+    """
+    laid = [ln for part in parts for ln in part]
+
+    def grows(n: int) -> bool:
+        tag, i1, i2, j1, j2 = ops[n]
+        return tag == "insert" or (tag == "replace" and j2 - j1 > i2 - i1)
+
+    for n, (tag, i1, i2, j1, _) in enumerate(ops):
+        if tag != "equal":
+            continue
+        files = [(k, f) for k, (_, f) in enumerate(span[i1:i2]) if f is not None]
+        for side in (0, -1):
+            run: list[int] = []  # positions in this op of the skipped lines at this edge
+            for k, f in files if side == 0 else files[::-1]:
+                if f in quoted:
+                    break
+                run.append(k)
+            near = n - 1 if side == 0 else n + 1
+            if not run or not 0 <= near < len(ops) or not grows(near):
+                continue
+            other = [list(p) for p in parts]
+            gap_lines = [parts[n][files.index((k, span[i1 + k][1]))] for k in sorted(run)]
+            for k in run:  # REPLACE's lines there are new; the file's lines go past the added ones
+                other[n][files.index((k, span[i1 + k][1]))] = fix(replace[j1 + k])
+            other[near] = gap_lines + other[near] if side == 0 else other[near] + gap_lines
+            if [ln for part in other for ln in part] != laid:
+                raise _Unsafe(min(span[i1 + k][1] for k in run) + 1)
+
+
 def _build(
     lines: Sequence[str], cand: _Cand, search: list[str], replace: list[str], fix: Callable[[str], str]
 ) -> list[str]:
     """The new text for one matched run: file lines for context, fixed-up model lines for new ones."""
+    laid = _lay_onto_mapping(lines, cand, search, replace, fix)
+    if laid is not None:
+        return laid
     ops = _ops(search, replace)
     op_of = {i: n for n, op in enumerate(ops) for i in range(op[1], op[2])}
     # Gaps: file lines inside the span that no search line matched (blank lines the model skipped).
@@ -418,6 +511,37 @@ def _realise(
     return new, notes
 
 
+def _edge_blanks(xs: Sequence[str]) -> int:
+    n = 0
+    while n < len(xs) and not xs[n].strip():
+        n += 1
+    return n
+
+
+def _absorb_edge_blanks(
+    lines: Sequence[str], search: list[str], replace: list[str], start: int, end: int, new: list[str]
+) -> tuple[int, int, list[str]]:
+    """Blank lines REPLACE has at an edge beyond SEARCH's, where the file already has blank lines just
+    outside the match: the search dropped them, so they are the file's own, and come out once.
+
+    Not when that would leave the file as it is (then adding the blank line is the whole edit).
+    """
+    if not any(x.strip() for x in search) or not any(x.strip() for x in replace):
+        return start, end, new  # all blank: which edge its blank lines belong to is unknown
+    lo, hi, out = start, end, list(new)
+    extra = _edge_blanks(replace[::-1]) - _edge_blanks(search[::-1])
+    tail = max(0, min(extra, _edge_blanks(lines[hi:]), _edge_blanks(out[::-1])))
+    if tail:
+        out, hi = out[: len(out) - tail] + list(lines[hi : hi + tail]), hi + tail
+    extra = _edge_blanks(replace) - _edge_blanks(search)
+    head = min(extra, _edge_blanks(lines[:lo][::-1]), _edge_blanks(out[: len(out) - tail]))
+    if head > 0:
+        out, lo = list(lines[lo - head : lo]) + out[head:], lo - head
+    if out == list(lines[lo:hi]):
+        return start, end, new
+    return lo, hi, out
+
+
 def locate(
     lines: Sequence[str],
     search: list[str],
@@ -505,7 +629,8 @@ def locate(
             )
         if rung.name != "exact":
             notes.insert(0, f"matched at line {chain[0].start + 1} with {rung.name}")
-        return Found(chain[0].start, chain[-1].end, new, rung.name, notes)
+        start, end, new = _absorb_edge_blanks(lines, search, replace, chain[0].start, chain[-1].end, new)
+        return Found(start, end, new, rung.name, notes)
     return _not_found(lines, search, replace, _check_applied, hint=hint, anchor=anchor, at_eof=at_eof)
 
 

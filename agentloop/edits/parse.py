@@ -9,14 +9,16 @@ as malformed rather than half-applied.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agentloop.edits.paths import (
     PathRefused,
     clean_rel,
+    file_test,
     is_placeholder,
     looks_like_path,
+    may_stand_in,
     resolve_by_content,
     resolve_path,
     safe_path,
@@ -35,6 +37,7 @@ _PATCH_OP = re.compile(
 )
 _GIT_HEADER = re.compile(r"^diff --git (\S+) (\S+)\s*$")
 _NO_EOL = "\\ No newline"
+_IsFile = Callable[[str], bool] | None
 
 # Fence info words that say "this is a shell session or output", never a file's content.
 _NOT_FILE_LANGS = {
@@ -92,28 +95,28 @@ def _fences(lines: list[str]) -> dict[int, _Fence]:
     return out
 
 
-def _header_path(text: str) -> str | None:
+def _header_path(text: str, is_file: _IsFile = None) -> str | None:
     """A line that names a file and nothing else: `calc.py`, `**src/x.py**`, `# File: x.py:`."""
     t = text.strip()
     t = re.sub(r"^(?:#+|\*+|>|-|\d+\.)\s*", "", t)
     t = re.sub(r"^(?:file(?:name)?|path)\s*[:=]\s*", "", t, flags=re.I)
     t = t.strip("*` ").rstrip(":").strip("*` ")
-    return clean_rel(t) if looks_like_path(t) else None
+    return clean_rel(t) if looks_like_path(t, is_file) else None
 
 
-def _info_path(info: str) -> str | None:
+def _info_path(info: str, is_file: _IsFile = None) -> str | None:
     """A path given in a fence's info string: ```python calc.py, ```calc.py, ```py:calc.py."""
     for tok in re.split(r"[\s:]+", info):
         tok = tok.strip("\"'`")
         tok = re.sub(r"^(?:title|file|path)=", "", tok).strip("\"'")
         if tok.lower() in _LANG_EXTS or tok.lower() in _NOT_FILE_LANGS:
             continue
-        if looks_like_path(tok) and "." in tok:
+        if (looks_like_path(tok) and "." in tok) or (tok and is_file is not None and is_file(clean_rel(tok))):
             return clean_rel(tok)
     return None
 
 
-def _look_back_path(lines: list[str], i: int, fences: dict[int, _Fence]) -> str | None:
+def _look_back_path(lines: list[str], i: int, fences: dict[int, _Fence], is_file: _IsFile = None) -> str | None:
     """The path named just before line i (skipping a fence opener and blank lines)."""
     j = i - 1
     steps = 0
@@ -121,18 +124,19 @@ def _look_back_path(lines: list[str], i: int, fences: dict[int, _Fence]) -> str 
         ln = lines[j]
         m = _FENCE.match(ln)
         if m and j in fences:
-            p = _info_path(m.group(2))
+            p = _info_path(m.group(2), is_file)
             if p:
                 return p
         elif ln.strip():
-            return _header_path(ln)
+            return _header_path(ln, is_file)
         j -= 1
         steps += 1
     return None
 
 
 class _Scanner:
-    def __init__(self, reply: str):
+    def __init__(self, reply: str, is_file: _IsFile = None):
+        self.is_file = is_file
         self.lines = reply.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         self.fences = _fences(self.lines)
         self.inside = [False] * len(self.lines)
@@ -166,7 +170,7 @@ class _Scanner:
             ):
                 i = self.diff_file(i)
             elif _HUNK.match(ln) and ln.startswith("@@") and self._hunk_follows(i):
-                path = self.last_path or _look_back_path(lines, i, self.fences) or ""
+                path = self.last_path or _look_back_path(lines, i, self.fences, self.is_file) or ""
                 i = self.hunks(i, path, path, given=bool(path))
             elif i in self.fences:
                 f = self.fences[i]
@@ -175,7 +179,7 @@ class _Scanner:
                 if any(self._is_marker(b) for b in body):
                     i += 1  # an edit format inside the fence: scan into it
                     continue
-                path = _info_path(f.info) or _look_back_path(lines, i, self.fences)
+                path = _info_path(f.info, self.is_file) or _look_back_path(lines, i, self.fences, self.is_file)
                 lang = f.info.split()[0].lower() if f.info.split() else ""
                 if path and lang not in _NOT_FILE_LANGS:
                     if f.close is None:
@@ -230,7 +234,7 @@ class _Scanner:
     # -- SEARCH/REPLACE ------------------------------------------------------------------------
     def search_replace(self, i: int) -> int:
         lines = self.lines
-        path = _look_back_path(lines, i, self.fences)
+        path = _look_back_path(lines, i, self.fences, self.is_file)
         given = path is not None
         if path is None:
             path = self.last_path or ""
@@ -265,6 +269,7 @@ class _Scanner:
         lines = self.lines
         old = new = None
         rename_from = rename_to = None
+        new_mode: str | None = None
         git = False
         m = _GIT_HEADER.match(lines[i])
         if m:
@@ -279,6 +284,7 @@ class _Scanner:
                     rename_to = ln[len("rename to ") :].strip()
                 elif ln.startswith("new file mode"):
                     old = "/dev/null"
+                    new_mode = ln.split()[-1]
                 elif ln.startswith("deleted file mode"):
                     new = "/dev/null"
                 elif not ln.strip() or not re.match(
@@ -305,7 +311,10 @@ class _Scanner:
         start = len(self.edits)
         if old == "/dev/null":
             self.last_path = new
-            return self.hunks(i, new, new, create=True)
+            i = self.hunks(i, new, new, create=True)
+            if len(self.edits) > start and self.edits[-1].kind == "create":
+                self.edits[-1].mode = new_mode
+            return i
         if new == "/dev/null":
             self.last_path = old
             return self.hunks(i, old, old, delete=True)
@@ -545,9 +554,13 @@ def _join(lines: list[str]) -> str:
     return "".join(ln + "\n" for ln in lines)
 
 
-def parse_raw(reply: str) -> list[Edit]:
-    """Edits with paths as the model wrote them (cleaned, not yet resolved)."""
-    return _Scanner(reply).run()
+def parse_raw(reply: str, *, is_file: _IsFile = None) -> list[Edit]:
+    """Edits with paths as the model wrote them (cleaned, not yet resolved).
+
+    `is_file` (see paths.file_test) lets a line naming any repository file head a block, `Makefile`
+    or `LICENSE` included; without it only names that look like paths do.
+    """
+    return _Scanner(reply, is_file).run()
 
 
 def lang_fits(lang: str | None, path: str) -> bool:
@@ -581,7 +594,7 @@ def resolve_paths(edits: list[Edit], known_files: Sequence[str], root=None) -> l
         new, note = resolve_path(e.path, known_files=known_files, root=root, creating=creating)
         if creating and is_placeholder(e.path) and note is None:
             new = e.path
-        if note is None and e.kind in ("replace", "write") and not _exists(root, new):
+        if note is None and e.kind in ("replace", "write") and may_stand_in(root, new):
             # A placeholder or a wrong path: the edit's own text may say which file it is for.
             if e.kind == "replace" or not new or is_placeholder(new):
                 text = e.search if e.kind == "replace" else e.replace
@@ -605,17 +618,8 @@ def _same_text(root, rel: str, text: str) -> bool:
     return [ln.rstrip() for ln in old.strip().splitlines()] == [ln.rstrip() for ln in text.strip().splitlines()]
 
 
-def _exists(root, rel: str) -> bool:
-    if root is None or not rel:
-        return False
-    try:
-        return safe_path(root, rel).is_file()
-    except PathRefused:
-        return False
-
-
 def parse_edits(reply: str, *, known_files: Sequence[str] = ()) -> list[Edit]:
     """Every edit in a model reply, in order, whatever its format."""
-    edits = parse_raw(reply)
+    edits = parse_raw(reply, is_file=file_test(None, known_files))
     resolve_paths(edits, known_files)
     return edits

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
@@ -124,12 +124,32 @@ def is_placeholder(rel: str) -> bool:
     return "/" not in rel and stem in PLACEHOLDER_STEMS
 
 
-def looks_like_path(text: str) -> bool:
-    """Whether a line of prose is plausibly a bare file path (used to find block headers)."""
+# Files that conventionally have no extension: a line naming one is a path, even for a new file.
+EXTENSIONLESS_NAMES = {
+    "Makefile", "GNUmakefile", "makefile", "Dockerfile", "Containerfile", "Vagrantfile", "Jenkinsfile",
+    "Procfile", "Gemfile", "Rakefile", "Brewfile", "Podfile", "Pipfile", "Justfile", "justfile",
+    "Caddyfile", "Snakefile", "Tiltfile", "Earthfile", "BUILD", "WORKSPACE", "LICENSE", "LICENCE",
+    "COPYING", "NOTICE", "AUTHORS", "CONTRIBUTORS", "CODEOWNERS", "OWNERS", "README", "CHANGELOG",
+    "CHANGES", "HISTORY", "NEWS", "VERSION", "MANIFEST",
+}  # fmt: skip
+
+
+def looks_like_path(text: str, is_file: Callable[[str], bool] | None = None) -> bool:
+    """Whether a line of prose is plausibly a bare file path (used to find block headers).
+
+    `is_file` says whether a path names a file of the repository: any such file is recognised,
+    whatever its name. Otherwise a new file needs a dot in its name, a directory, or a name that
+    conventionally has no extension (`Makefile`), so that prose is not taken for a path.
+    """
     text = clean_rel(text)
-    if not text or len(text) > 200 or " " in text or text.endswith("/"):
+    if not text or len(text) > 200 or text.endswith("/"):
         return False
-    return bool(re.fullmatch(r"[\w.\-/+@~]+", text)) and ("." in PurePosixPath(text).name or "/" in text)
+    if is_file is not None and is_file(text):
+        return True
+    if " " in text or not re.fullmatch(r"[\w.\-/+@~]+", text):
+        return False
+    name = PurePosixPath(text).name
+    return "." in name or "/" in text or name in EXTENSIONLESS_NAMES
 
 
 def resolve_path(
@@ -146,6 +166,10 @@ def resolve_path(
     """
     raw = rel
     rel = clean_rel(rel)
+    inner = _inside_root(root, rel) if root is not None and rel.startswith("/") else None
+    if inner is not None:  # an absolute path into the repository: the same file, written long
+        new, note = resolve_path(inner, known_files=known_files, root=root, creating=creating)
+        return new, note or f"absolute path {raw!r} taken as {new!r}"
     known = [clean_rel(k) for k in known_files]
 
     def exists(p: str) -> bool:
@@ -158,13 +182,8 @@ def resolve_path(
         except PathRefused:
             return False
 
-    if rel:
-        try:
-            check_rel(rel)
-        except PathRefused:
-            return rel, None  # validation refuses it with the reason; never "forgive" an escape
-    if rel and exists(rel):
-        return rel, None
+    if rel and (exists(rel) or not may_stand_in(root, rel)):
+        return rel, None  # it exists, or it escapes: never taken to mean another file
     if creating and rel and not is_placeholder(rel):
         return rel, None
     # A path with a wrong leading prefix: `a/x.py`, `repo/src/x.py` for `src/x.py`.
@@ -187,6 +206,62 @@ def resolve_path(
     if (not rel or is_placeholder(rel)) and len(set(known)) == 1:
         return known[0], f"path {raw!r} taken to mean {known[0]!r}, the only file in play"
     return rel, None
+
+
+def file_test(root: Path | None, known_files: Sequence[str] = ()) -> Callable[[str], bool]:
+    """A check that a path names a file of the repository (in play, or on disk inside it)."""
+    known = {clean_rel(k) for k in known_files}
+
+    def is_file(rel: str) -> bool:
+        rel = clean_rel(rel)
+        if rel in known:
+            return True
+        if root is None or not rel:
+            return False
+        try:
+            return safe_path(root, rel).is_file()
+        except (PathRefused, OSError):
+            return False
+
+    return is_file
+
+
+def _inside_root(root: Path, rel: str) -> str | None:
+    """`rel` made relative, when it is an absolute path under the repository root; else None."""
+    for base in dict.fromkeys([str(root), os.path.realpath(root)]):
+        base = base.rstrip("/")
+        if rel.startswith(base + "/") and rel[len(base) + 1 :].strip("/"):
+            return rel[len(base) + 1 :]
+    return None
+
+
+def _clean_escape_free(rel: str) -> bool:
+    try:
+        check_rel(rel)
+    except PathRefused:
+        return False
+    return True
+
+
+def may_stand_in(root: Path | None, rel: str) -> bool:
+    """Whether the path a model wrote may be taken to mean another file (found by name or content).
+
+    Yes for a placeholder (`path/to/file.py`, `<file>`), no path at all, or a path naming nothing in
+    the repository. Never for a path that escapes it (absolute, `..`, a symlink leading out), points
+    into `.git/`, or names something that exists: that edit is for that path, or it is refused.
+    """
+    rel = clean_rel(rel)
+    if not rel:
+        return True
+    if not _clean_escape_free(rel):
+        return False
+    if root is None:
+        return True
+    try:
+        path = safe_path(root, rel)
+    except PathRefused:
+        return False
+    return not os.path.lexists(path)
 
 
 def _lines(text: str) -> list[str]:

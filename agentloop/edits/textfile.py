@@ -106,6 +106,8 @@ class TextFile:
 def split_lines(text: str) -> list[str]:
     """A model's block of text as lines (its own newline style does not matter)."""
     text = text.replace("\r\n", "\n")
-    if text.endswith("\n"):
+    if not text:
+        return []
+    if text.endswith("\n"):  # "\n" is one blank line, "" is none
         text = text[:-1]
-    return text.split("\n") if text else []
+    return text.split("\n")

@@ -37,6 +37,7 @@ class Edit:
     path_given: bool = True  # False when the reply named no path at all
     reply_line: int = 0  # 1-based line of the reply where the edit starts
     lang: str | None = None  # fence language of a whole-file block, if given
+    mode: str | None = None  # git mode a diff gives a new file (`new file mode 100755`), if any
 
     def to_dict(self) -> dict:
         return asdict(self)
