@@ -255,7 +255,8 @@ def _parse_accept_files(where: str, raw: Any) -> tuple[tuple[str, str], ...]:
     items: list[Any] = list(raw.items()) if isinstance(raw, dict) else raw if isinstance(raw, (list, tuple)) else [raw]
     out = []
     for item in items:
-        if isinstance(item, tuple) and len(item) == 2 and all(isinstance(v, str) for v in item):
+        if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], (str, type(None)))):
             src, dest = item
             out.append(parse_spec(f"{src}:{dest}" if dest else src))
             continue
