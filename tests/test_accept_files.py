@@ -139,7 +139,7 @@ def test_held_out_tests_accept_a_real_fix_and_leave_no_trace(tmp_path: Path, out
     assert summary["turns"] == 2  # the no-op turn was refused by the held-out test
     assert (repo / "calc.py").read_text().count("a + b") == 1
     assert (repo / "tests/test_hidden.py").read_text() == "# the model's own file at DEST\n"
-    assert not (repo / "tests/sub").exists() and sorted(p.name for p in (repo / "tests").iterdir()) == ["test_hidden.py"]
+    assert sorted(p.name for p in (repo / "tests").iterdir()) == ["test_hidden.py"]
     patch = Path(summary["patch"]).read_text()
     assert "add(10, 7)" not in patch and "data.txt" not in patch
     assert SECRET not in sent(server)
