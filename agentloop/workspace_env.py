@@ -61,10 +61,10 @@ def detect(user_root: Path, settings: Mapping[str, Any]) -> list[EnvDir]:
         return []
     tracked = git(["ls-files", "-z", "--", *present], user_root).split("\0")
     holding_tracked = {path.split("/", 1)[0] for path in tracked if path}
-    ignored = set(git(["check-ignore", "-z", "--", *[f"{name}/" for name in present]], user_root,
-                      check=False).split("\0"))
+    ignored = {line.strip().rstrip("/") for line in git(["check-ignore", "--", *[f"{name}/" for name in present]],
+                                                         user_root, check=False).splitlines()}
     return [EnvDir(name, user_root / name, wanted[name]) for name in present
-            if name not in holding_tracked and (f"{name}/" in ignored or not settings.get("detect", True)
+            if name not in holding_tracked and (name in ignored or not settings.get("detect", True)
                                                 or name in settings.get("shared", ())
                                                 or name in settings.get("build", ()))]
 
