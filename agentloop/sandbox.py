@@ -174,7 +174,10 @@ def resolve(mode: str, root: Path, git_paths: Iterable[Path] = (), runs_dir: Pat
                                    "silence this)")
     readonly = tuple(dict.fromkeys(Path(p) for p in (root / ".git", *git_paths)))
     hide: list[Path] = []
-    tree_hidden = user_root is not None and user_root.resolve() != root.resolve()
+    # The user's tree is hidden when the run works elsewhere; not when it holds $HOME (a dotfiles
+    # repository), whose tools and toolchains (~/.cargo, ~/.rustup) checks need.
+    tree_hidden = (user_root is not None and user_root.resolve() != root.resolve()
+                   and not Path.home().resolve().is_relative_to(user_root.resolve()))
     if tree_hidden and user_root is not None:
         hide.append(user_root)
     for path in (state_dir, runs_dir, *hidden):
