@@ -189,10 +189,20 @@ def listing(root: Path, skip: Iterable[str] = ()) -> set[str]:
     return found
 
 
-def remove_new(root: Path, before: set[str], skip: Iterable[str] = ()) -> list[str]:
-    """Delete what appeared under `root` since `before` was listed; returns the removed paths."""
+def remove_new(root: Path, before: set[str], skip: Iterable[str] = (), *, only_ignored: bool = False) -> list[str]:
+    """Delete what appeared under `root` since `before` was listed; returns the removed paths.
+
+    `only_ignored` (a tree the user may be working in, --in-place): only what git ignores (caches,
+    bytecode, reports), never a new source file of theirs."""
+    new_paths = sorted(listing(root, skip) - before, key=len)
+    if only_ignored and new_paths:
+        from agentloop.workspace import git
+
+        out = git(["check-ignore", "--stdin", "-z"], root, check=False, input_text="\0".join(new_paths) + "\0")
+        ignored = set(out.split("\0"))
+        new_paths = [rel for rel in new_paths if rel in ignored]
     removed = []
-    for rel in sorted(listing(root, skip) - before, key=len):
+    for rel in new_paths:
         path = root / rel
         if not os.path.lexists(path):
             continue  # inside a directory already removed

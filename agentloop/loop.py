@@ -398,7 +398,8 @@ class Loop:
         finally:
             log.close()
             if hidden:
-                held_out.remove_new(self.workspace.root, before, skip)
+                held_out.remove_new(self.workspace.root, before, skip,
+                                    only_ignored=self.workspace.root == self.user_root.resolve())
         if changed_held_out:  # only possible without the sandbox: the verdict cannot count
             result.exit_code = result.exit_code or 1
             self.flags["held_out_changed"] = self.flags.get("held_out_changed", 0) + 1

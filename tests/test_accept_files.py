@@ -220,3 +220,28 @@ def test_config_key_accept_files(tmp_path: Path, outside: Path):
     (repo / ".agentloop.yaml").write_text("accept_files: [3]\n")
     with pytest.raises(ConfigError, match="accept_files"):
         load_config(repo)
+
+
+def test_laid_in_restores_the_models_files_and_reports_changes(tmp_path: Path, outside: Path):
+    from agentloop.held_out import listing, load, remove_new
+
+    repo = make_repo(tmp_path / "repo", {"tests/test_a.py": "mine\n", ".gitignore": "*.log\n"})
+    (outside / "d").mkdir()
+    (outside / "d" / "test_a.py").write_text("theirs\n")
+    (outside / "d" / "deep" / "x.txt").parent.mkdir()
+    (outside / "d" / "deep" / "x.txt").write_text("x\n")
+    held = load([(str(outside / "d"), "tests")], repo, ())
+    (outside / "d" / "test_a.py").write_text("changed on the host after the start\n")  # read once, at the start
+    changed: list[str] = []
+    with held.laid_in(repo, changed):
+        assert (repo / "tests/test_a.py").read_text() == "theirs\n"
+        assert (repo / "tests/deep/x.txt").read_text() == "x\n"
+        (repo / "tests/deep/x.txt").write_text("forged\n")
+    assert changed == ["tests/deep/x.txt"]
+    assert (repo / "tests/test_a.py").read_text() == "mine\n" and not (repo / "tests/deep").exists()
+    before = listing(repo)
+    (repo / "new.py").write_text("the user's new work\n")
+    (repo / "report.log").write_text("left by a check\n")
+    assert remove_new(repo, before, only_ignored=True) == ["report.log"]
+    assert (repo / "new.py").exists()
+    assert remove_new(repo, before) == ["new.py"]
