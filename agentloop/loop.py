@@ -403,7 +403,8 @@ class Loop:
         if changed_held_out:  # only possible without the sandbox: the verdict cannot count
             result.exit_code = result.exit_code or 1
             self.flags["held_out_changed"] = self.flags.get("held_out_changed", 0) + 1
-            self.trajectory.event("guard", turn=self.totals.turns, kind="held_out_changed", check=check.label)
+            self.trajectory.event("guard", turn=self.totals.turns, kind="held_out_changed", paths=[], unrestored=[],
+                                  check=check.label)
         self.trajectory.event("check", turn=self.totals.turns, name=check.label, feedback=check.feedback,
                               accept=check.accept, passed=result.passed, output_file=log.name,
                               sandbox=self.sandbox.mode, **result.to_dict())

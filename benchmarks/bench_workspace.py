@@ -108,8 +108,15 @@ def bench_check_overhead(root: Path, repeat: int) -> None:
 
 
 CARGO_TOML = '[package]\nname = "calc"\nversion = "0.1.0"\nedition = "2021"\n'
-LIB_RS = "pub fn add(a: i64, b: i64) -> i64 { a + b }\n#[cfg(test)]\nmod tests {\n    #[test]\n" \
-         "    fn adds() { assert_eq!(super::add(2, 3), 5); }\n}\n"
+FUNCTIONS = 800  # enough generated code that compiling it from nothing takes seconds
+
+
+def lib_rs() -> str:
+    lines = ["pub fn add(a: i64, b: i64) -> i64 { a + b }"]
+    lines += [f"pub fn f{i}(x: i64) -> i64 {{ let v: Vec<i64> = (0..x).map(|y| y * {i} + 1).collect(); "
+              f"v.iter().sum::<i64>() + {i} }}" for i in range(FUNCTIONS)]
+    lines.append("#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() { assert_eq!(super::add(2, 3), 5); }\n}")
+    return "\n".join(lines) + "\n"
 
 
 def bench_cargo(base: Path) -> None:
@@ -122,7 +129,7 @@ def bench_cargo(base: Path) -> None:
     root.mkdir()
     (root / "src").mkdir()
     (root / "Cargo.toml").write_text(CARGO_TOML)
-    (root / "src" / "lib.rs").write_text(LIB_RS)
+    (root / "src" / "lib.rs").write_text(lib_rs())
     (root / ".gitignore").write_text("target/\n")
     env = {**os.environ, "PATH": f"{Path(cargo).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
@@ -140,6 +147,9 @@ def bench_cargo(base: Path) -> None:
         for n in (1, 2, 3):
             out = subprocess.run([sys.executable, "-m", "agentloop", "fix", "-m", "none", "--check", "cargo test -q",
                                   "--json", "-q", *extra], cwd=root, env=env, capture_output=True, text=True)
+            if not out.stdout.strip():
+                print(f"agentloop run {n}, {label}: failed (exit {out.returncode}): {out.stderr.strip()[-300:]}")
+                continue
             summary = json.loads(out.stdout.strip().splitlines()[-1])
             events = [json.loads(line) for line in Path(summary["trajectory"]).read_text().splitlines()]
             check = next(e for e in events if e["type"] == "check")

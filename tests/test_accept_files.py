@@ -15,6 +15,7 @@ from fake_llm import FakeLLM
 
 from agentloop import sandbox
 from agentloop.cli import cli
+from agentloop.schema import validate_event
 from agentloop.trajectory import read_events
 
 REASON = sandbox.probe()
@@ -166,6 +167,9 @@ def test_model_code_cannot_rewrite_the_held_out_test(tmp_path: Path, outside: Pa
     if mode == "bwrap":
         assert src.read_text() == HIDDEN_TEST  # hidden from the visible check, read-only in the hidden one
     events = read_events(Path(summary["trajectory"]))
+    assert not [problem for e in events for problem in validate_event(e)]
+    if mode == "off":  # the laid-in copy was rewritten by the model's code: that verdict is void
+        assert any(e["type"] == "guard" and e["kind"] == "held_out_changed" for e in events)
     assert not any(e["passed"] for e in events if e["type"] == "check" and not e["feedback"])
 
 

@@ -14,6 +14,7 @@ from fake_llm import FakeLLM
 
 from agentloop import sandbox, workspace_env
 from agentloop.cli import cli
+from agentloop.schema import validate_event
 from agentloop.trajectory import read_events
 
 REASON = sandbox.probe()
@@ -108,6 +109,10 @@ def test_ignored_environment_is_there_for_checks(tmp_path: Path, monkeypatch, mo
         code, summary, err = run_fix(repo, server, "--check", check, "--sandbox", mode, monkeypatch=monkeypatch)
     assert code == 0 and summary["outcome"] == "accepted", (err, check_outputs(summary))
     assert all("seed" in out for out in check_outputs(summary)), check_outputs(summary)
+    events = read_events(Path(summary["trajectory"]))
+    assert [e["dirs"] for e in events if e["type"] == "environment"] == [
+        [{"name": "node_modules", "build": False}, {"name": "target", "build": True}]]
+    assert not [problem for e in events for problem in validate_event(e)]
     if mode == "bwrap":  # the user's dependencies are read-only inside
         assert not (repo / "node_modules/mylib/evil.js").exists()
     # The build directory is the repository's own copy, kept across runs; the user's is never written.
