@@ -400,6 +400,8 @@ class Loop:
             if hidden:
                 held_out.remove_new(self.workspace.root, before, skip,
                                     only_ignored=self.workspace.root == self.user_root.resolve())
+        if self.sandbox.mount_at is not None:  # paths in the output as the model knows them
+            result.output = result.output.replace(str(self.sandbox.mount_at), str(self.workspace.root))
         if changed_held_out:  # only possible without the sandbox: the verdict cannot count
             result.exit_code = result.exit_code or 1
             self.flags["held_out_changed"] = self.flags.get("held_out_changed", 0) + 1

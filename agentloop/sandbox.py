@@ -6,7 +6,8 @@ read-only; hidden (empty): the user's own tree when the run works in a worktree,
 (check logs of hidden checks), run records under `.git/agentloop`, held-out files outside an
 acceptance check, credential stores and shell start-up files under $HOME (SECRET_HOME_PATHS);
 the user's ignored environment (.venv, node_modules, target/ ...) shown as agentloop.workspace_env
-says; network, PID and IPC namespaces unshared; the sandbox dies with agentloop. `auto` uses
+says; a worktree run's workspace shown at one stable path (`mount_at`) for path-keyed build
+caches; network, PID and IPC namespaces unshared; the sandbox dies with agentloop. `auto` uses
 bubblewrap where it works and says in one line when it cannot; `bwrap` insists (a usage error otherwise).
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from agentloop.errors import UsageError
 
 MODES = ("off", "auto", "bwrap")
+STABLE_NAME = "checkout"  # inside the sandbox a worktree run's workspace is <git dir>/agentloop/checkout
 # Credential stores and shell start-up files (where keys are often exported) under $HOME, hidden
 # inside the sandbox: a directory behind an empty tmpfs, a file behind /dev/null.
 SECRET_HOME_PATHS = (
@@ -77,6 +79,16 @@ class Sandbox:
     hidden: tuple[Path, ...] = ()  # made empty inside: credentials, runs directory, run records, the user's tree
     binds: tuple[Bind, ...] = ()  # the user's ignored environment (.venv, node_modules, target/ ...)
     note: str = ""
+    # Where the workspace appears inside: the same path for every run of a repository, so that
+    # compilers caching by absolute path (rustc's incremental cache, cargo) stay incremental.
+    mount_at: Path | None = None
+
+    def inside(self, path: str | Path) -> str:
+        """Where a host path under the workspace appears inside the sandbox."""
+        path = Path(path)
+        if self.mount_at is not None and self.root is not None and path.is_relative_to(self.root):
+            return str(self.mount_at / path.relative_to(self.root))
+        return str(path)
 
     def wrapper(self, protected: Iterable[Path] = (), binds: Iterable[Bind] = (),
                 hide: Iterable[Path] = ()) -> list[str]:
@@ -90,18 +102,18 @@ class Sandbox:
         for top in _tools_under_tmp(os.environ):  # the private /tmp must not hide the checks' own tools
             mounts.append((top, "ro", top))
         for path in self.hidden:
-            mounts.append(_hide(path))
+            mounts.append(self._hide(path))
         for bind in (*self.binds, *binds):
             if os.path.lexists(bind.source):
-                mounts.append((str(bind.dest), "rw" if bind.writable else "ro", str(bind.source)))
-        mounts.append((str(self.root), "rw", str(self.root)))
+                mounts.append((self.inside(bind.dest), "rw" if bind.writable else "ro", str(bind.source)))
+        mounts.append((self.inside(self.root), "rw", str(self.root)))
         for path in (*self.readonly, *protected):
             if path.exists() or path.is_symlink():
                 real = str(path.resolve()) if path.is_symlink() else str(path)
-                mounts.append((real, "ro", real))
+                mounts.append((self.inside(real), "ro", real))
         for path in hide:
             if os.path.lexists(path):
-                mounts.append(_hide(path))
+                mounts.append(self._hide(path))
         # Deeper mounts after shallower ones (a stable sort keeps the order above for equal depth).
         for dest, kind, source in sorted(mounts, key=lambda m: len(Path(m[0]).parts)):
             if kind == "tmpfs":
@@ -110,12 +122,11 @@ class Sandbox:
                 args += ["--ro-bind", "/dev/null", dest]
             else:
                 args += ["--bind" if kind == "rw" else "--ro-bind", source, dest]
-        return [*args, *_NAMESPACES, "--chdir", str(self.root), "--"]
+        return [*args, *_NAMESPACES, "--chdir", self.inside(self.root), "--"]
 
-
-def _hide(path: Path) -> tuple[str, str, str]:
-    """A directory behind an empty tmpfs, anything else behind /dev/null."""
-    return (str(path), "tmpfs" if path.is_dir() else "null", "")
+    def _hide(self, path: Path) -> tuple[str, str, str]:
+        """A directory behind an empty tmpfs, anything else behind /dev/null."""
+        return (self.inside(path), "tmpfs" if path.is_dir() else "null", "")
 
 
 def _secret_home_paths(root: Path) -> tuple[Path, ...]:
@@ -188,7 +199,9 @@ def resolve(mode: str, root: Path, git_paths: Iterable[Path] = (), runs_dir: Pat
         shown += [Bind(Path(p), Path(p)) for p in _tools_under(user_root, root, os.environ)]
     hide += [p for p in _secret_home_paths(root) if p not in hide]
     what = "your tree, " if tree_hidden else ""
+    elsewhere = user_root is not None and user_root.resolve() != root.resolve() and state_dir is not None
     return Sandbox("bwrap", root, readonly, tuple(dict.fromkeys(hide)), tuple(shown),
+                   mount_at=state_dir / STABLE_NAME if elsewhere and state_dir is not None else None,
                    note="sandbox: checks run under bubblewrap: no network; they may write anywhere in the run's "
                         f"workspace except .git and protected files, nowhere else; {what}run records and "
                         "credentials hidden")

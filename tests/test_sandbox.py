@@ -177,3 +177,20 @@ def test_worktree_under_the_git_dir_is_writable_git_and_records_are_not(repo: Pa
         assert secret not in result.output
     assert "git-reads-ok" in result.output
     assert "x" not in (repo / ".git" / "config").read_text().splitlines()
+
+
+@needs_bwrap
+def test_every_run_sees_its_workspace_at_one_stable_path(repo: Path):
+    """rustc's incremental cache and cargo's fingerprints key on absolute paths: a path per run id
+    would rebuild from nothing every run."""
+    state = repo / ".git" / "agentloop"
+    seen = []
+    for run in ("run1", "run2"):
+        wt = state / "worktrees" / run
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(wt)], cwd=repo, check=True)
+        (wt / f"{run}.txt").write_text(run)
+        box = sandbox.resolve("bwrap", wt, [repo / ".git"], user_root=repo, state_dir=state)
+        result = run_command("pwd; ls; git rev-parse --is-inside-work-tree", wt, timeout=30, wrapper=box.wrapper())
+        assert f"{run}.txt" in result.output and "true" in result.output, result.output
+        seen.append(result.output.splitlines()[0])
+    assert seen == [str(state / sandbox.STABLE_NAME)] * 2
