@@ -85,6 +85,10 @@ class Config:
     request_timeout: float = 600.0
     runs_dir: str = ".agentloop/runs"
     in_place: bool = False  # edit the working tree itself rather than an isolated worktree
+    # Held-out files (SRC outside the repository, DEST inside it) laid in only while hidden checks run.
+    accept_files: tuple[tuple[str, str], ...] = ()
+    # The user's ignored environment for checks (agentloop/workspace_env.py): detect, shared, build, hide.
+    workspace: dict[str, Any] = field(default_factory=dict)
     hook: dict[str, Any] = field(default_factory=dict)  # the pre-commit hook's own checks and budget
     source: str = "defaults"  # where the file part came from, for messages
 
@@ -218,6 +222,56 @@ def _parse_hook(where: str, raw: Any) -> dict[str, Any]:
     return hook
 
 
+WORKSPACE_KEYS = ("detect", "shared", "build", "hide")
+
+
+def _parse_workspace(where: str, raw: Any) -> dict[str, Any]:
+    """The `workspace:` section: which ignored directories checks get, which secrets they never see."""
+    if not isinstance(raw, dict):
+        raise _fail(where, "workspace", "must be a mapping", "e.g. workspace: {shared: [.venv], build: [target]}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in WORKSPACE_KEYS:
+            raise _fail(where, f"workspace.{key}", "is not a workspace setting",
+                        f"use one of {', '.join(WORKSPACE_KEYS)}")
+        if key == "detect":
+            if not isinstance(value, bool):
+                raise _fail(where, "workspace.detect", "must be true or false", "write detect: false")
+            out[key] = value
+            continue
+        names = _as_str_list(where, f"workspace.{key}", value or [])
+        if key != "hide" and any("/" in n.strip("/") or n in ("", ".", "..", ".git") for n in names):
+            raise _fail(where, f"workspace.{key}", "must list top-level directory names",
+                        f"e.g. {key}: [node_modules]")
+        out[key] = tuple(n.strip("/") if key != "hide" else n for n in names)
+    return out
+
+
+def _parse_accept_files(where: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    """`accept_files`: a mapping SRC: DEST, or a list of "SRC[:DEST]" strings or {src, dest} mappings."""
+    from agentloop.errors import UsageError
+    from agentloop.held_out import parse_spec
+
+    items: list[Any] = list(raw.items()) if isinstance(raw, dict) else raw if isinstance(raw, (list, tuple)) else [raw]
+    out = []
+    for item in items:
+        if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], (str, type(None)))):
+            src, dest = item
+            out.append(parse_spec(f"{src}:{dest}" if dest else src))
+            continue
+        if isinstance(item, dict) and isinstance(item.get("src"), str) and set(item) <= {"src", "dest"}:
+            item = f"{item['src']}:{item.get('dest') or ''}"
+        if not isinstance(item, str):
+            raise _fail(where, "accept_files", "must be a mapping SRC: DEST or a list of \"SRC[:DEST]\"",
+                        "e.g. accept_files: [\"../held-out/test_x.py:tests/test_x.py\"]")
+        try:
+            out.append(parse_spec(item))
+        except UsageError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return tuple(out)
+
+
 def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
     """Overlay `raw` (from a YAML file or flags) onto `config`, validating every key."""
     known = {f.name for f in fields(Config)} - {"source"}
@@ -265,6 +319,10 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             if not isinstance(value, bool):
                 raise _fail(where, key, "must be true or false", "write in_place: true")
             changes[key] = value
+        elif key == "accept_files":
+            changes[key] = _parse_accept_files(where, value)
+        elif key == "workspace":
+            changes[key] = {**config.workspace, **_parse_workspace(where, value)}
         elif key == "model_params":
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise _fail(where, key, "must be a mapping", "e.g. model_params: {temperature: 0}")

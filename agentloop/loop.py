@@ -6,13 +6,15 @@ summary is written in a `finally`, whatever ends the run.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from agentloop import feedback, sandbox
+from agentloop import feedback, held_out, sandbox, workspace_env
 from agentloop.checks import CommandResult, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
@@ -75,8 +77,9 @@ class Loop:
                  guard: SignalGuard | None = None,
                  on_end: Callable[[str, str | None], dict[str, Any]] | None = None,
                  on_turn: Callable[[int, str], None] | None = None,
-                 first_results: list[CommandResult] | None = None):
+                 first_results: list[CommandResult] | None = None, user_root: Path | None = None):
         self.config, self.workspace, self.task = config, workspace, task
+        self.user_root = user_root or workspace.root  # the user's own tree (hidden from checks when elsewhere)
         self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
         self.guard, self.on_end, self.on_turn = guard, on_end, on_turn
@@ -97,6 +100,8 @@ class Loop:
         self.last_results: list[CommandResult] = []
         self.exit_code: int | None = None  # set when an error dictates its own exit code
         self.sandbox = sandbox.Sandbox("off")
+        self.held_out = held_out.HeldOut()
+        self.environment = workspace_env.Environment(self.user_root, workspace.root, [], workspace.root, False)
         self.protected: ProtectedFiles | None = None
         self.tampered: list[str] = []  # protected files changed while this round of checks ran
         self.flags: dict[str, int] = {}  # suspicious-edit and tampering flags of the run, by kind
@@ -114,8 +119,7 @@ class Loop:
         try:
             if self.start_tree is None:
                 self.start_tree = self.workspace.snapshot()
-            self.sandbox = sandbox.resolve(self.config.sandbox, self.workspace.root, _git_dirs(self.workspace),
-                                           self.trajectory.run_dir.parent)
+            self.set_up_sandbox()
             if self.sandbox.note:
                 self.progress(self.sandbox.note)
             self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
@@ -345,18 +349,64 @@ class Loop:
         self.last_results = list(self.first_results or [])
         return self.last_results
 
+    def set_up_sandbox(self) -> None:
+        """The sandbox, the user's ignored environment and the held-out files of this run."""
+        from agentloop.isolation import state_dir
+
+        root, state = self.workspace.root, state_dir(self.workspace.root)
+        self.held_out = held_out.load(self.config.accept_files, self.user_root,
+                                      [c.run for c in self.config.checks if not c.feedback])
+        in_place = self.user_root.resolve() == root.resolve()
+        secrets = [] if not in_place else workspace_env.secret_files(
+            root, self.config.workspace.get("hide", workspace_env.SECRET_PATTERNS))
+        self.sandbox = sandbox.resolve(self.config.sandbox, root, _git_dirs(self.workspace),
+                                       self.trajectory.run_dir.parent, user_root=self.user_root, state_dir=state,
+                                       hidden=secrets)
+        dirs = workspace_env.detect(self.user_root, self.config.workspace)
+        self.environment = workspace_env.Environment(self.user_root, root, dirs, state,
+                                                     sandboxed=self.sandbox.mode == "bwrap")
+        if self.sandbox.mode == "bwrap" and self.environment.needed:
+            from dataclasses import replace
+
+            self.sandbox = replace(self.sandbox, binds=(*self.sandbox.binds, *self.environment.binds()))
+        if self.environment.needed:
+            self.trajectory.event("environment", dirs=[{"name": d.name, "build": d.build} for d in dirs])
+
     def run_check(self, check: Check) -> CommandResult:
         remaining = self.config.budget.time_limit - (time.monotonic() - self.started)
         timeout = max(1.0, min(check.timeout or self.config.check_timeout, remaining))
         self.keep_pristine(None)
         log = self.trajectory.check_log()
-        wrapper = self.sandbox.wrapper(self.protected.readonly_paths() if self.protected else ())
+        hidden = not check.feedback  # an acceptance-only check: held-out files laid in, its traces swept after
+        protected = list(self.protected.readonly_paths() if self.protected else ())
+        env, changed_held_out = self.env, []
+        skip = [d.name for d in self.environment.dirs]
+        before = held_out.listing(self.workspace.root, skip) if hidden else set()
         try:
-            result = run_command(check.run, self.workspace.root, timeout=timeout,
-                                 output_cap=self.config.output_cap, env=self.env, output_sink=log.feed,
-                                 wrapper=wrapper)
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(self.environment.present())
+                if hidden:
+                    stack.enter_context(self.held_out.laid_in(self.workspace.root, changed_held_out))
+                    env = held_out.hidden_check_env(env)
+                    protected += self.held_out.dest_paths(self.workspace.root)
+                wrapper = self.sandbox.wrapper(protected,
+                                               binds=self.held_out.acceptance_binds() if hidden else (),
+                                               hide=() if hidden else self.held_out.hide_paths())
+                result = run_command(check.run, self.workspace.root, timeout=timeout,
+                                     output_cap=self.config.output_cap, env=env, output_sink=log.feed,
+                                     wrapper=wrapper)
         finally:
             log.close()
+            if hidden:
+                held_out.remove_new(self.workspace.root, before, skip,
+                                    only_ignored=self.workspace.root == self.user_root.resolve())
+        if self.sandbox.mount_at is not None:  # paths in the output as the model knows them
+            result.output = result.output.replace(str(self.sandbox.mount_at), str(self.workspace.root))
+        if changed_held_out:  # only possible without the sandbox: the verdict cannot count
+            result.exit_code = result.exit_code or 1
+            self.flags["held_out_changed"] = self.flags.get("held_out_changed", 0) + 1
+            self.trajectory.event("guard", turn=self.totals.turns, kind="held_out_changed", paths=[], unrestored=[],
+                                  check=check.label)
         self.trajectory.event("check", turn=self.totals.turns, name=check.label, feedback=check.feedback,
                               accept=check.accept, passed=result.passed, output_file=log.name,
                               sandbox=self.sandbox.mode, **result.to_dict())
@@ -475,8 +525,6 @@ class Loop:
 
 def _git_dirs(workspace: Workspace) -> list:
     """The git directories checks must not write: the worktree's own and the shared one."""
-    from pathlib import Path
-
     from agentloop.workspace import git
 
     common = Path(git(["rev-parse", "--git-common-dir"], workspace.root).strip())

@@ -1,10 +1,14 @@
 """Run checks under bubblewrap: model-written code gets a read-only system, no network, no git.
 
-Inside: `/` read-only, a fresh `/tmp`, the workspace writable, but its `.git` (and, for a git
-worktree, the git directories it points to), the runs directory and the protected paths read-only;
-credential stores and shell start-up files under $HOME (SECRET_HOME_PATHS) hidden;
-network, PID and IPC namespaces unshared; the sandbox dies with agentloop. `auto` uses bubblewrap
-where it works and says in one line when it cannot; `bwrap` insists (a usage error otherwise).
+Inside: `/` read-only, a fresh `/tmp`, the run's workspace writable (build outputs, caches,
+bytecode), but its `.git` (and the git directories a worktree points to) and the protected paths
+read-only; hidden (empty): the user's own tree when the run works in a worktree, the runs directory
+(check logs of hidden checks), run records under `.git/agentloop`, held-out files outside an
+acceptance check, credential stores and shell start-up files under $HOME (SECRET_HOME_PATHS);
+the user's ignored environment (.venv, node_modules, target/ ...) shown as agentloop.workspace_env
+says; a worktree run's workspace shown at one stable path (`mount_at`) for path-keyed build
+caches; network, PID and IPC namespaces unshared; the sandbox dies with agentloop. `auto` uses
+bubblewrap where it works and says in one line when it cannot; `bwrap` insists (a usage error otherwise).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from agentloop.errors import UsageError
 
 MODES = ("off", "auto", "bwrap")
+STABLE_NAME = "checkout"  # inside the sandbox a worktree run's workspace is <git dir>/agentloop/checkout
 # Credential stores and shell start-up files (where keys are often exported) under $HOME, hidden
 # inside the sandbox: a directory behind an empty tmpfs, a file behind /dev/null.
 SECRET_HOME_PATHS = (
@@ -51,32 +56,77 @@ def probe() -> str | None:
 
 
 @dataclass(frozen=True)
+class Bind:
+    """A host path shown at `dest` inside the sandbox (read-only unless `writable`)."""
+
+    source: Path
+    dest: Path
+    writable: bool = False
+
+
+@dataclass(frozen=True)
 class Sandbox:
-    """How checks are wrapped; `note` is the one line that tells the user what was chosen."""
+    """How checks are wrapped; `note` is the one line that tells the user what was chosen.
+
+    Mounts are applied shallowest first, so a deeper one always wins: the user's tree hidden, its
+    `.git` shown read-only, `.git/agentloop` hidden, the run's workspace (a worktree under it)
+    writable, the workspace's own `.git` and protected paths read-only again, secrets hidden.
+    """
 
     mode: str  # "off" or "bwrap", as resolved
     root: Path | None = None
-    readonly: tuple[Path, ...] = ()  # always read-only inside: .git, git dirs, runs directory
-    hidden: tuple[Path, ...] = ()  # credential files and directories made empty inside
+    readonly: tuple[Path, ...] = ()  # always read-only inside: .git, git dirs
+    hidden: tuple[Path, ...] = ()  # made empty inside: credentials, runs directory, run records, the user's tree
+    binds: tuple[Bind, ...] = ()  # the user's ignored environment (.venv, node_modules, target/ ...)
     note: str = ""
+    # Where the workspace appears inside: the same path for every run of a repository, so that
+    # compilers caching by absolute path (rustc's incremental cache, cargo) stay incremental.
+    mount_at: Path | None = None
 
-    def wrapper(self, protected: Iterable[Path] = ()) -> list[str]:
-        """The argv prefix for `/bin/sh -c CMD`; `protected` paths are also made read-only."""
+    def inside(self, path: str | Path) -> str:
+        """Where a host path under the workspace appears inside the sandbox."""
+        path = Path(path)
+        if self.mount_at is not None and self.root is not None and path.is_relative_to(self.root):
+            return str(self.mount_at / path.relative_to(self.root))
+        return str(path)
+
+    def wrapper(self, protected: Iterable[Path] = (), binds: Iterable[Bind] = (),
+                hide: Iterable[Path] = ()) -> list[str]:
+        """The argv prefix for `/bin/sh -c CMD`; `protected` paths are also made read-only, `binds`
+        added (held-out files of an acceptance check) and `hide` hidden (them, outside it)."""
         if self.mode != "bwrap" or self.root is None:
             return []
-        root = str(self.root)
         args = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                 "--tmpfs", "/tmp"]
+        mounts: list[tuple[str, str, str]] = []  # (dest, kind, source); kind: tmpfs | null | ro | rw
         for top in _tools_under_tmp(os.environ):  # the private /tmp must not hide the checks' own tools
-            args += ["--ro-bind", top, top]
-        args += ["--bind", root, root]  # after /tmp: the workspace may live under it
+            mounts.append((top, "ro", top))
+        for path in self.hidden:
+            mounts.append(self._hide(path))
+        for bind in (*self.binds, *binds):
+            if os.path.lexists(bind.source):
+                mounts.append((self.inside(bind.dest), "rw" if bind.writable else "ro", str(bind.source)))
+        mounts.append((self.inside(self.root), "rw", str(self.root)))
         for path in (*self.readonly, *protected):
             if path.exists() or path.is_symlink():
                 real = str(path.resolve()) if path.is_symlink() else str(path)
-                args += ["--ro-bind", real, real]
-        for path in self.hidden:
-            args += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
-        return [*args, *_NAMESPACES, "--chdir", root, "--"]
+                mounts.append((self.inside(real), "ro", real))
+        for path in hide:
+            if os.path.lexists(path):
+                mounts.append(self._hide(path))
+        # Deeper mounts after shallower ones (a stable sort keeps the order above for equal depth).
+        for dest, kind, source in sorted(mounts, key=lambda m: len(Path(m[0]).parts)):
+            if kind == "tmpfs":
+                args += ["--tmpfs", dest]
+            elif kind == "null":
+                args += ["--ro-bind", "/dev/null", dest]
+            else:
+                args += ["--bind" if kind == "rw" else "--ro-bind", source, dest]
+        return [*args, *_NAMESPACES, "--chdir", self.inside(self.root), "--"]
+
+    def _hide(self, path: Path) -> tuple[str, str, str]:
+        """A directory behind an empty tmpfs, anything else behind /dev/null."""
+        return (self.inside(path), "tmpfs" if path.is_dir() else "null", "")
 
 
 def _secret_home_paths(root: Path) -> tuple[Path, ...]:
@@ -118,8 +168,14 @@ def check_mode(mode: str) -> None:
                              "or use --sandbox auto (falls back) or --sandbox off")
 
 
-def resolve(mode: str, root: Path, git_paths: Iterable[Path] = (), runs_dir: Path | None = None) -> Sandbox:
-    """The sandbox for a run in `root` under `mode` (off | auto | bwrap)."""
+def resolve(mode: str, root: Path, git_paths: Iterable[Path] = (), runs_dir: Path | None = None, *,
+            user_root: Path | None = None, state_dir: Path | None = None, binds: Iterable[Bind] = (),
+            hidden: Iterable[Path] = ()) -> Sandbox:
+    """The sandbox for a run whose workspace is `root`, under `mode` (off | auto | bwrap).
+
+    `user_root`: the user's own tree, hidden when the run works elsewhere (a worktree); `state_dir`
+    (run records, worktrees) and `runs_dir` (check logs, trajectories) are hidden too; `binds` show
+    the user's ignored environment; `hidden` adds files to hide (ignored secrets such as `.env`)."""
     if mode == "off":
         return Sandbox("off")
     check_mode(mode)
@@ -127,9 +183,40 @@ def resolve(mode: str, root: Path, git_paths: Iterable[Path] = (), runs_dir: Pat
     if reason:
         return Sandbox("off", note=f"sandbox: {reason}; checks run unsandboxed (set sandbox: off to "
                                    "silence this)")
-    readonly = [root / ".git", *git_paths]
-    if runs_dir is not None:
-        readonly.append(runs_dir)
-    unique = tuple(dict.fromkeys(Path(p) for p in readonly))
-    return Sandbox("bwrap", root, unique, _secret_home_paths(root),
-                   note="sandbox: checks run under bubblewrap (no network; writes only inside the repository)")
+    readonly = tuple(dict.fromkeys(Path(p) for p in (root / ".git", *git_paths)))
+    hide: list[Path] = []
+    # The user's tree is hidden when the run works elsewhere; not when it holds $HOME (a dotfiles
+    # repository), whose tools and toolchains (~/.cargo, ~/.rustup) checks need.
+    tree_hidden = (user_root is not None and user_root.resolve() != root.resolve()
+                   and not Path.home().resolve().is_relative_to(user_root.resolve()))
+    if tree_hidden and user_root is not None:
+        hide.append(user_root)
+    for path in (state_dir, runs_dir, *hidden):
+        if path is not None and os.path.lexists(path):
+            hide.append(Path(path))
+    shown = list(binds)
+    if tree_hidden and user_root is not None:  # its tools (a .venv on PATH) keep working at their real path
+        shown += [Bind(Path(p), Path(p)) for p in _tools_under(user_root, root, os.environ)]
+    hide += [p for p in _secret_home_paths(root) if p not in hide]
+    what = "your tree, " if tree_hidden else ""
+    elsewhere = user_root is not None and user_root.resolve() != root.resolve() and state_dir is not None
+    return Sandbox("bwrap", root, readonly, tuple(dict.fromkeys(hide)), tuple(shown),
+                   mount_at=state_dir / STABLE_NAME if elsewhere and state_dir is not None else None,
+                   note="sandbox: checks run under bubblewrap: no network; they may write anywhere in the run's "
+                        f"workspace except .git and protected files, nowhere else; {what}run records and "
+                        "credentials hidden")
+
+
+def _tools_under(tree: Path, workspace: Path, environ: Mapping[str, str]) -> list[str]:
+    """Interpreter and tool folders (PATH, VIRTUAL_ENV, this Python) inside the user's tree."""
+    entries = [*environ.get("PATH", "").split(os.pathsep), environ.get("VIRTUAL_ENV", ""), sys.prefix]
+    found: list[str] = []
+    for entry in entries:
+        if not entry or not os.path.isabs(entry) or not os.path.isdir(entry):
+            continue
+        path = Path(entry).resolve()
+        if path.is_relative_to(tree) and not path.is_relative_to(workspace) and path != tree:
+            top = str(tree / path.relative_to(tree).parts[0])
+            if not Path(top).is_relative_to(workspace) and top not in found and Path(top).name != ".git":
+                found.append(top)
+    return found

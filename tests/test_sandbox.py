@@ -148,3 +148,49 @@ def test_tools_under_tmp_stay_visible_read_only(repo: Path, tmp_path: Path, monk
         import shutil
 
         shutil.rmtree(tools)
+
+
+@needs_bwrap
+def test_worktree_under_the_git_dir_is_writable_git_and_records_are_not(repo: Path, tmp_path: Path):
+    """The default layout: the run's worktree lives under .git/agentloop/worktrees/<id>. Binding .git
+    read-only used to make the whole workspace read-only (touch: Read-only file system)."""
+    state = repo / ".git" / "agentloop"
+    wt = state / "worktrees" / "run1"
+    wt.parent.mkdir(parents=True)
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(wt)], cwd=repo, check=True)
+    (state / "runs").mkdir()
+    (state / "runs" / "run1.json").write_text('{"secret": "RECORD"}')
+    runs = repo / ".agentloop" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "hidden.log").write_text("HIDDEN ASSERTION")
+    (repo / "notes.txt").write_text("USER TREE")
+    box = sandbox.resolve("bwrap", wt, [repo / ".git" / "worktrees" / "run1", repo / ".git"], runs,
+                          user_root=repo, state_dir=state)
+    probe = (f"touch build.stamp && mkdir -p out && echo o > out/a.o && echo ok-writes; "
+             f"echo x >> .git; echo x >> {repo}/.git/config; echo x >> {repo}/.git/worktrees/run1/HEAD; "
+             f"cat {runs}/hidden.log {state}/runs/run1.json {repo}/notes.txt; git status --porcelain >/dev/null && "
+             "echo git-reads-ok; true")
+    result = run_command(probe, wt, timeout=30, wrapper=box.wrapper())
+    assert "ok-writes" in result.output and (wt / "build.stamp").exists() and (wt / "out" / "a.o").exists()
+    assert result.output.count("Read-only file system") == 3, result.output
+    for secret in ("HIDDEN ASSERTION", "RECORD", "USER TREE"):
+        assert secret not in result.output
+    assert "git-reads-ok" in result.output
+    assert "x" not in (repo / ".git" / "config").read_text().splitlines()
+
+
+@needs_bwrap
+def test_every_run_sees_its_workspace_at_one_stable_path(repo: Path):
+    """rustc's incremental cache and cargo's fingerprints key on absolute paths: a path per run id
+    would rebuild from nothing every run."""
+    state = repo / ".git" / "agentloop"
+    seen = []
+    for run in ("run1", "run2"):
+        wt = state / "worktrees" / run
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(wt)], cwd=repo, check=True)
+        (wt / f"{run}.txt").write_text(run)
+        box = sandbox.resolve("bwrap", wt, [repo / ".git"], user_root=repo, state_dir=state)
+        result = run_command("pwd; ls; git rev-parse --is-inside-work-tree", wt, timeout=30, wrapper=box.wrapper())
+        assert f"{run}.txt" in result.output and "true" in result.output, result.output
+        seen.append(result.output.splitlines()[0])
+    assert seen == [str(state / sandbox.STABLE_NAME)] * 2

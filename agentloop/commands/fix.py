@@ -25,6 +25,9 @@ OUTCOME_WORDS = {
               help="A check: its output is shown to the model and it must pass. Repeatable.")
 @click.option("--accept", "accepts", multiple=True, metavar="CMD",
               help="A hidden acceptance check: must pass, output never shown to the model. Repeatable.")
+@click.option("--accept-files", "accept_files", multiple=True, metavar="SRC[:DEST]",
+              help="Held-out files: SRC (outside the repository) is laid in at DEST (default: its base name) only "
+              "while --accept checks run; the model never sees it. Repeatable.")
 @click.option("--file", "files", multiple=True, metavar="PATH", help="A file shown to the model up front. Repeatable.")
 @click.option("--edit-format", type=click.Choice(["auto", "search_replace", "udiff", "whole", "apply_patch"]),
               help="How the model writes edits (default: auto, chosen per model).")
@@ -46,8 +49,9 @@ OUTCOME_WORDS = {
               help="Write the final diff to FILE (empty when nothing changed), e.g. for a CI artifact.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print each model reply.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
-def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_turns, max_cost, max_tokens,
-                time_limit, config_path, sandbox, runs_dir, in_place, as_json, output_patch, verbose, quiet):
+def fix_command(task, model, api_base, checks, accepts, accept_files, files, edit_format, max_turns, max_cost,
+                max_tokens, time_limit, config_path, sandbox, runs_dir, in_place, as_json, output_patch, verbose,
+                quiet):
     """Ask the model for edits, run the checks, feed back, until they pass.
 
     TASK is what to do in words (default: "Make the checks pass."). Checks come from --check and
@@ -66,7 +70,19 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
              "runs_dir": runs_dir, "in_place": in_place, "sandbox": sandbox}
     if checks or accepts:
         flags["checks"] = [{"run": c} for c in checks] + [{"run": a, "feedback": False} for a in accepts]
+    if accept_files:  # relative SRCs are relative to where the command was typed
+        from agentloop.held_out import parse_spec
+
+        specs = [parse_spec(spec) for spec in accept_files]
+        flags["accept_files"] = [f"{Path(src).expanduser().resolve()}:{dest}" for src, dest in specs]
     config = load_config(repo, config_path=config_path, flags=flags)
+    if config.accept_files:
+        from agentloop.held_out import load
+
+        if not any(not c.feedback for c in config.checks):
+            raise UsageError("--accept-files needs a hidden check that runs them: add --accept CMD "
+                             "(e.g. --accept 'python -m pytest -q tests/test_hidden.py')")
+        load(config.accept_files, repo, ())  # SRC inside the repository, DEST outside it: exit 2 now
     if not config.checks:
         raise UsageError("no checks to run; pass --check 'python -m pytest -q' or add checks to "
                          ".agentloop.yaml (agentloop init writes one)")
