@@ -45,6 +45,7 @@ class Totals:
     replies_with_edits: int = 0  # ... that held at least one well-formed edit
     replies_applied: int = 0
     unusable_turns: int = 0
+    turns_finished: int = 0  # turns that got as far as their progress line (the last may have been cut short)
     cost_notes: set[str] = field(default_factory=set)
 
 
@@ -85,6 +86,7 @@ class Loop:
         self._model = model
         self.trajectory, self.progress, self.show_reply = trajectory, progress, show_reply
         self.turn_model_s = 0.0  # seconds spent waiting on the model this turn
+        self.turn_calls = 0  # model calls made this turn (0: the turn never really began)
         self.totals = Totals()
         self.started = time.monotonic()
         self.env = check_env(config.pass_env)
@@ -131,6 +133,7 @@ class Loop:
                     self.totals.turns -= 1
                     raise Stop(BUDGET, f"max_turns ({self.config.budget.max_turns}) reached")
                 self.turn_model_s = 0.0
+                self.turn_calls = 0
                 reply = self.ask(messages)
                 applied = self.apply(reply, messages)
                 if applied is not None:
@@ -141,9 +144,11 @@ class Loop:
                     messages.append({"role": "user", "content": self.feedback_message(applied, results)})
                 self.report_turn(applied, self.last_results)
         except Stop as stop:
+            self.report_unfinished_turn(stop.reason)
             return stop.outcome, stop.reason
         except AgentloopError as exc:  # provider failure, or a model needed but not configured
             self.exit_code = exc.exit_code
+            self.report_unfinished_turn(str(exc))
             return ERROR, str(exc)
         except KeyboardInterrupt:
             raise
@@ -175,8 +180,7 @@ class Loop:
                     self.workspace.restore(best.tree)
                     final_tree = best.tree
                     extra["kept_turn"] = best.turn
-                    self.progress(f"kept turn {best.turn}: {best.checks_passed} checks passed there, "
-                                  "fewer or unknown after it")
+                    self.progress(kept_turn_line(best.turn, best.checks_passed))
             diff = self.workspace.diff(self.start_tree, final_tree)
         if self.on_end is not None:
             extra["workspace"] = self.on_end(outcome, final_tree)
@@ -225,6 +229,7 @@ class Loop:
         if hasattr(model, "deadline"):  # never wait on the provider past the time limit
             model.deadline = self.started + self.config.budget.time_limit
         self.totals.model_calls += 1
+        self.turn_calls += 1
         override: dict[str, Any] = {}
         saved = getattr(model, "params", None)
         if self.repeat_next and isinstance(saved, dict):
@@ -279,10 +284,13 @@ class Loop:
         result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
-        suspicious = scan_diff(self.workspace.diff(before)) if result.applied else []
+        applied_diff = self.workspace.diff(before) if result.applied else ""
+        suspicious = scan_diff(applied_diff) if result.applied else []
         for flag in suspicious:
             self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
-        self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious)
+        # `diff`: what the edits did to the files, with real line numbers (for `agentloop show`).
+        self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious,
+                              **({"diff": applied_diff} if applied_diff else {}))
         if result.edits and not any(f.reason == "malformed" for f in result.failures):
             self.totals.replies_with_edits += 1
         if result.applied:
@@ -457,10 +465,23 @@ class Loop:
     def tools_enabled(self) -> bool:
         return tools_enabled(self.config.tools, getattr(self._model, "name", self.config.model or ""))
 
+    def report_unfinished_turn(self, reason: str) -> None:
+        """A turn cut short (the model gave up, an error, the budget) still gets its progress line; one
+        that ended before its first model call never began, so it is not counted."""
+        t = self.totals
+        if t.turns <= t.turns_finished:
+            return
+        if self.turn_calls == 0:
+            t.turns = t.turns_finished
+            return
+        self.progress(f"turn {t.turns}: model {self.turn_model_s:.1f}s, {t.prompt_tokens + t.completion_tokens} "
+                      f"tokens, ${t.cost_usd:.4f}, stopped: {reason}")
+
     def report_turn(self, applied: ApplyResult | None, results: list[CommandResult]) -> None:
         t = self.totals
+        t.turns_finished = t.turns
         passed = sum(r.passed for r in results)
-        edits = f"{len(applied.edits)} edits applied" if applied else "no edit applied"
+        edits = f"{plural(len(applied.edits), 'edit')} applied" if applied else "no edit applied"
         line = (f"turn {t.turns}: model {self.turn_model_s:.1f}s, "
                 f"{t.prompt_tokens + t.completion_tokens} tokens, ${t.cost_usd:.4f}, {edits}, "
                 f"checks {passed} passed, {len(results) - passed} failed")
@@ -481,6 +502,20 @@ def _git_dirs(workspace: Workspace) -> list:
 
     common = Path(git(["rev-parse", "--git-common-dir"], workspace.root).strip())
     return [workspace.git_dir, common if common.is_absolute() else workspace.root / common]
+
+
+def kept_turn_line(turn: int, passed: int) -> str:
+    """Why the result is an earlier tree than the last one, in words."""
+    if turn == 0:
+        return (f"no turn passed more checks than the code it started from ({passed} passed): "
+                "the model's edits are set aside, the result is the starting code")
+    return (f"kept the code of turn {turn}, which passed {plural(passed, 'check')}: "
+            "later turns passed fewer or were cut short")
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 edit`, `2 edits`, `0 edits`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def tools_enabled(mode: str, model: str) -> bool:

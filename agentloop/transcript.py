@@ -6,6 +6,7 @@ Deciding *what* a reader sees lives here; the renderers only decide *how*.
 from __future__ import annotations
 
 import difflib
+import re
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,14 +95,17 @@ def _model_call(event: dict[str, Any]) -> Block:
 
 
 def _edits(event: dict[str, Any]) -> Block:
-    parts = []
-    for edit in event.get("edits") or []:
+    parts = [event["diff"]] if event.get("applied") and event.get("diff") else []  # real line numbers
+    for edit in [] if parts else event.get("edits") or []:
         path = edit.get("path", "")
         if edit.get("kind") in ("replace", "write", "create"):
             old = edit.get("search", "") if edit.get("kind") == "replace" else ""
-            parts.append("".join(difflib.unified_diff(
+            hunk = "".join(difflib.unified_diff(
                 old.splitlines(keepends=True), (edit.get("replace") or "").splitlines(keepends=True),
-                f"a/{path}", f"b/{path}", n=2)))
+                f"a/{path}", f"b/{path}", n=2))
+            # Recorded before edits carried their diff: difflib numbers from 1, not the file's lines.
+            where = f"@@ near line {edit['line_hint']} @@" if edit.get("line_hint") else "@@ (line not recorded) @@"
+            parts.append(re.sub(r"^@@ [^\n]* @@", where, hunk, flags=re.M))
         else:
             parts.append(f"{edit.get('kind')} {path}" + (f" -> {edit['new_path']}" if edit.get("new_path") else "")
                          + "\n")

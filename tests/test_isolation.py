@@ -184,7 +184,7 @@ def test_the_best_turn_is_kept_when_later_turns_are_worse(calc_repo, monkeypatch
         code, summary, err = run_fix(calc_repo, server, "--check", add_ok, "--check", mul_ok, "--check", never,
                                      "--max-turns", "2", monkeypatch=monkeypatch)
     assert code == 1 and summary["outcome"] == "budget_exhausted"
-    assert summary["kept_turn"] == 1 and "kept turn 1" in err
+    assert summary["kept_turn"] == 1 and "kept the code of turn 1" in err
     kept = branch_file(calc_repo, f"agentloop/{summary['run_id']}", "calc.py")
     assert "return a + b" in kept and "return a * b" in kept
     events = read_events(Path(summary["trajectory"]))

@@ -6,22 +6,24 @@ from pathlib import Path
 
 import click
 
-from agentloop.commands.style import runs_dir_option
+from agentloop.commands.style import RUN_ARG_SETTINGS, runs_dir_option
+from agentloop.runlog import OUTCOMES
 
 FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"]
 
 
-@click.command("export")
+@click.command("export", context_settings=RUN_ARG_SETTINGS)
 @click.argument("runs", nargs=-1, required=True, metavar="RUN_OR_DIR...")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), required=True, help="Output format.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), required=True, metavar="FILE",
               help="The JSONL file to write (replaced whole, never half-written).")
 @runs_dir_option
-@click.option("--outcome", help="Only runs with this outcome (e.g. accepted).")
+@click.option("--outcome", type=click.Choice(OUTCOMES), help="Only runs with this outcome.")
 @click.option("--min-reward", type=float, help="Only runs with at least this reward.")
 @click.option("--task", "task_text", metavar="TEXT", help="Only runs whose task contains TEXT (case-insensitive).")
 def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text):
-    """Export RUN_OR_DIR... (run ids, run directories, or directories of runs) as FORMAT.
+    """Export RUN_OR_DIR... (run ids or prefixes, `last`, -1, -2, ..., run directories, or
+    directories of runs) as FORMAT.
 
     Filters apply before pairing: DPO formats pair runs of the same task (same task text and base
     commit) where one was accepted and the other not. Exit code 0, or 2 on a bad argument.

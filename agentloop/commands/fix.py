@@ -8,12 +8,52 @@ from pathlib import Path
 import click
 
 OUTCOME_WORDS = {
-    "accepted": "accepted: all acceptance checks pass",
+    "accepted": "accepted",
     "budget_exhausted": "budget exhausted",
     "gave_up": "gave up",
     "error": "error",
     "interrupted": "interrupted",
 }
+
+
+def outcome_line(s: dict) -> str:
+    """`accepted: all acceptance checks pass after 2 turns, 1874 tokens, $0.0012, 4.0s`: the outcome,
+    its reason said once, and what the run spent."""
+    from agentloop.loop import plural
+
+    word = OUTCOME_WORDS.get(s["outcome"], s["outcome"])
+    reason = " ".join(str(s.get("reason") or "").split())
+    headline = reason if reason.startswith(word) or word in reason else f"{word}: {reason}" if reason else word
+    turns, finished = s["turns"], s.get("turns_finished", s["turns"])
+    if turns == 0:
+        when = "(no turn needed)" if s["outcome"] == "accepted" else "before the first turn"
+    elif finished >= turns:
+        when = f"after {plural(turns, 'turn')}"
+    else:
+        when = f"during turn {turns}"
+    return f"{headline} {when}, {s['tokens']} tokens, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s"
+
+
+def closing_summary(s: dict) -> list[str]:
+    """After the outcome: the files changed with +/- counts, where the result is, how to undo it."""
+    from agentloop.commands.hook import diff_stat
+
+    lines: list[str] = []
+    try:
+        patch = Path(s["patch"]).read_text(encoding="utf-8")
+    except OSError:
+        patch = ""
+    stats = diff_stat(patch)
+    if stats:
+        lines.append("changed:")
+        lines.extend(f"  {path} (+{added} -{removed})" for path, added, removed in stats)
+    where = describe_result(s)
+    if where:
+        lines.append(where)
+    w = s.get("workspace") or {}
+    if stats and w.get("mode") == "worktree" and not w.get("applied"):
+        lines.append(f"to take it: git apply {s['patch']}")
+    return lines
 
 
 @click.command("fix")
@@ -90,14 +130,12 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     s = session.summary
     if verbose:
         say(f"trajectory: {s['trajectory']}")
-    say(f"{OUTCOME_WORDS.get(s['outcome'], s['outcome'])} ({s['reason']}) after {s['turns']} turns, "
-        f"{s['tokens']} tokens, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s")
+    say(outcome_line(s))
     for note in s["cost_notes"]:
         say(f"note: {note}")
-    where = describe_result(s)
-    if where:
-        say(where)
-    say(f"run {s['run_id']}: {s['trajectory']}")
+    for line in closing_summary(s):
+        say(line)
+    say(f"run {s['run_id']}: {s['trajectory']} (`agentloop show last` prints it)")
     _ci_outputs(s, output_patch, say)
     if as_json:
         click.echo(json.dumps(s))
@@ -121,7 +159,8 @@ def describe_result(s: dict) -> str | None:
     if w.get("mode") == "worktree" and s["changed"] and not w.get("applied"):
         return f"your tree is untouched; the result is on branch {branch} and in {patch}"
     if w.get("applied"):
-        return f"applied to your tree; also on branch {branch} (agentloop undo {s['run_id']} reverts it)"
+        return (f"applied to your tree (review it with `git diff`); also on branch {branch} and in {patch}; "
+                f"`agentloop undo {s['run_id']}` reverts it")
     return None
 
 

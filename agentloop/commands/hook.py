@@ -41,7 +41,9 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     Made for pre-commit (see .pre-commit-hooks.yaml). Each CHECK is a shell command; without
     any, `hook: checks` then `checks` from .agentloop.yaml are used. `{files}` in a check becomes
     the staged files, shell-quoted; with no staged files such a check is skipped. Exit codes:
-    0 all checks pass, 1 they failed (fixed or not: review `git diff`, then stage), 2 usage error.
+    0 all checks pass, 1 they failed (fixed or not: review `git diff`, then stage), 2 usage error,
+    3 provider error (the checks failed and the model could not be reached; files as they were),
+    130 interrupted.
     """
     from agentloop.config import Check, load_config
     from agentloop.errors import UsageError

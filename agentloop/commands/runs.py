@@ -7,18 +7,22 @@ import json
 import click
 
 from agentloop.commands.style import outcome_style, runs_dir_option
+from agentloop.runlog import OUTCOMES
 
 
 @click.command("runs")
 @runs_dir_option
-@click.option("--outcome", help="Only runs with this outcome (accepted, budget_exhausted, gave_up, error, "
-              "interrupted, incomplete).")
+@click.option("--outcome", type=click.Choice(OUTCOMES), help="Only runs with this outcome.")
 @click.option("--task", "task_text", metavar="TEXT", help="Only runs whose task contains TEXT (case-insensitive).")
 @click.option("--min-reward", type=float, help="Only runs with at least this reward.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), help="Show at most N runs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run (the run's summary) on stdout.")
 def runs_command(runs_dir, outcome, task_text, min_reward, limit, as_json):
-    """List runs: id, start, outcome, turns, cost, duration, task. Exit code 0 (even when empty)."""
+    """List runs: id, start, outcome, turns, cost, duration, task.
+
+    Exit codes: 0 (even when there are no runs), 2 outside a git repository without --runs-dir,
+    or a filter value that is not a known outcome.
+    """
     from pathlib import Path
 
     from agentloop.errors import UsageError
