@@ -6,8 +6,8 @@ Deciding *what* a reader sees lives here; the renderers only decide *how*.
 from __future__ import annotations
 
 import difflib
-import re
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -91,7 +91,10 @@ pass_env: []
 @click.command("init")
 @click.option("--force", is_flag=True, help="Overwrite an existing .agentloop.yaml.")
 def init_command(force: bool) -> None:
-    """Write a commented .agentloop.yaml with the checks this repository shows."""
+    """Write a commented .agentloop.yaml with the checks this repository shows.
+
+    Exit codes: 0 written, 2 not inside a git repository or the file exists (pass --force).
+    """
     from agentloop.config import Budget, Config
     from agentloop.errors import UsageError
     from agentloop.workspace import find_repo_root
