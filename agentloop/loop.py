@@ -22,6 +22,7 @@ from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
 from agentloop.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
 from agentloop.trajectory import Trajectory
+from agentloop.words import plural
 from agentloop.workspace import Workspace
 
 ACCEPTED, BUDGET, GAVE_UP, ERROR, INTERRUPTED = "accepted", "budget_exhausted", "gave_up", "error", "interrupted"
@@ -45,7 +46,7 @@ class Totals:
     replies_with_edits: int = 0  # ... that held at least one well-formed edit
     replies_applied: int = 0
     unusable_turns: int = 0
-    turns_finished: int = 0  # turns that got as far as their progress line (the last may have been cut short)
+    turns_finished: int = 0  # turns in which the model answered (the last turn may have failed before that)
     cost_notes: set[str] = field(default_factory=set)
 
 
@@ -87,6 +88,8 @@ class Loop:
         self.trajectory, self.progress, self.show_reply = trajectory, progress, show_reply
         self.turn_model_s = 0.0  # seconds spent waiting on the model this turn
         self.turn_calls = 0  # model calls made this turn (0: the turn never really began)
+        self.turn_replies = 0  # ... and answered
+        self.turns_reported = 0  # the last turn whose progress line was printed
         self.totals = Totals()
         self.started = time.monotonic()
         self.env = check_env(config.pass_env)
@@ -133,7 +136,7 @@ class Loop:
                     self.totals.turns -= 1
                     raise Stop(BUDGET, f"max_turns ({self.config.budget.max_turns}) reached")
                 self.turn_model_s = 0.0
-                self.turn_calls = 0
+                self.turn_calls = self.turn_replies = 0
                 reply = self.ask(messages)
                 applied = self.apply(reply, messages)
                 if applied is not None:
@@ -253,6 +256,7 @@ class Loop:
             if override:
                 model.params = saved  # type: ignore[attr-defined]
         t = self.totals
+        self.turn_replies += 1
         self.turn_model_s += reply.latency_s
         if self.show_reply and reply.content:
             self.show_reply(reply.content)
@@ -469,17 +473,19 @@ class Loop:
         """A turn cut short (the model gave up, an error, the budget) still gets its progress line; one
         that ended before its first model call never began, so it is not counted."""
         t = self.totals
-        if t.turns <= t.turns_finished:
+        if t.turns <= self.turns_reported:
             return
         if self.turn_calls == 0:
-            t.turns = t.turns_finished
+            t.turns = self.turns_reported
             return
+        if self.turn_replies:
+            t.turns_finished = t.turns
         self.progress(f"turn {t.turns}: model {self.turn_model_s:.1f}s, {t.prompt_tokens + t.completion_tokens} "
                       f"tokens, ${t.cost_usd:.4f}, stopped: {reason}")
 
     def report_turn(self, applied: ApplyResult | None, results: list[CommandResult]) -> None:
         t = self.totals
-        t.turns_finished = t.turns
+        t.turns_finished = self.turns_reported = t.turns
         passed = sum(r.passed for r in results)
         edits = f"{plural(len(applied.edits), 'edit')} applied" if applied else "no edit applied"
         line = (f"turn {t.turns}: model {self.turn_model_s:.1f}s, "
@@ -511,11 +517,6 @@ def kept_turn_line(turn: int, passed: int) -> str:
                 "the model's edits are set aside, the result is the starting code")
     return (f"kept the code of turn {turn}, which passed {plural(passed, 'check')}: "
             "later turns passed fewer or were cut short")
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 edit`, `2 edits`, `0 edits`."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def tools_enabled(mode: str, model: str) -> bool:

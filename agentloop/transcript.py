@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentloop.runlog import Run
+from agentloop.words import plural
 
 OK, FAIL, INFO = "ok", "fail", "info"
 
@@ -140,7 +141,7 @@ def _check(event: dict[str, Any]) -> Block:
 
 def _outcome(event: dict[str, Any]) -> list[Block]:
     totals = event.get("totals") or {}
-    meta = [f"reward {event.get('reward')}", f"{totals.get('turns', 0)} turns", f"{_tokens(totals)} tokens",
+    meta = [f"reward {event.get('reward')}", plural(totals.get('turns', 0), 'turn'), f"{_tokens(totals)} tokens",
             f"${totals.get('cost_usd', 0):.4f}", f"{event.get('duration_s', 0):.1f}s"]
     checks = "\n".join(f"{'PASS' if c.get('passed', c.get('exit_code') == 0) else 'FAIL'}  {c.get('command')}"
                        for c in event.get("checks") or [])

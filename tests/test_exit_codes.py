@@ -77,7 +77,7 @@ READ_ONLY_CASES = [
     (["show", "-1"], "runs", 0, "accepted"),
     (["show", "-2"], "runs", 2, "only 1 run"),
     (["show", "nope"], "runs", 2, "no such run"),
-    (["export", "-1", "--format", "rlef", "--out", "OUT"], "runs", 0, "wrote 1 rows"),
+    (["export", "-1", "--format", "rlef", "--out", "OUT"], "runs", 0, "wrote 1 row "),
     (["export", "last", "--format", "rlef", "--out", "OUT", "--outcome", "acepted"], "runs", 2, "budget_exhausted"),
     (["replay", "last"], "runs", 0, "every check verdict matches"),
     (["apply", "missing-reply.txt"], "runs", 2, "cannot read"),

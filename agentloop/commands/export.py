@@ -34,6 +34,7 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
     from agentloop.exporters import FORMATS
     from agentloop.runlog import Run, default_runs_dir, expand_runs
     from agentloop.trajectory import atomic_write_text
+    from agentloop.words import plural
 
     folder = default_runs_dir(runs_dir)
     selected = []
@@ -51,4 +52,4 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
         atomic_write_text(out_path, "".join(line + "\n" for line in rows))
     except OSError as exc:
         raise UsageError(f"--out {out_path}: cannot write it ({exc.strerror}); check the folder exists") from None
-    click.echo(f"wrote {len(rows)} rows ({fmt}) from {len(selected)} runs to {out_path}", err=True)
+    click.echo(f"wrote {plural(len(rows), 'row')} ({fmt}) from {plural(len(selected), 'run')} to {out_path}", err=True)

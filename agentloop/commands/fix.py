@@ -19,7 +19,7 @@ OUTCOME_WORDS = {
 def outcome_line(s: dict) -> str:
     """`accepted: all acceptance checks pass after 2 turns, 1874 tokens, $0.0012, 4.0s`: the outcome,
     its reason said once, and what the run spent."""
-    from agentloop.loop import plural
+    from agentloop.words import plural
 
     word = OUTCOME_WORDS.get(s["outcome"], s["outcome"])
     reason = " ".join(str(s.get("reason") or "").split())
