@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 
-def plural(count: int, noun: str) -> str:
-    """`1 edit`, `2 edits`, `0 edits`."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 edit`, `2 edits`, `0 edits`; `many` for nouns that do not just take an s (`branches`)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {many or noun + 's'}"
