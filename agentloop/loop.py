@@ -77,7 +77,7 @@ class Loop:
                  guard: SignalGuard | None = None,
                  on_end: Callable[[str, str | None], dict[str, Any]] | None = None,
                  on_turn: Callable[[int, str], None] | None = None,
-                 first_results: list[CommandResult] | None = None):
+                 first_results: list[CommandResult] | None = None, started: float | None = None):
         self.config, self.workspace, self.task = config, workspace, task
         self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
@@ -91,7 +91,7 @@ class Loop:
         self.turn_replies = 0  # ... and answered
         self.turns_reported = 0  # the last turn whose progress line was printed
         self.totals = Totals()
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started  # the time limit counts from here
         self.env = check_env(config.pass_env)
         self.toolbox = Toolbox(workspace.root, workspace.list_files)
         self.in_play: list[str] = list(config.files)  # files shown to the model so far
@@ -229,6 +229,10 @@ class Loop:
     def call_model(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> ModelReply:
         self.check_budget()
         model = self.model
+        warm_up = getattr(model, "warm_up", None)
+        if warm_up is not None:  # importing litellm takes seconds: they count, and may spend the budget
+            warm_up()
+            self.check_budget()
         if hasattr(model, "deadline"):  # never wait on the provider past the time limit
             model.deadline = self.started + self.config.budget.time_limit
         self.totals.model_calls += 1

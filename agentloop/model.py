@@ -92,6 +92,10 @@ class ModelCallFailed(ModelError):
         self.context_window = context_window
 
 
+class DeadlinePassed(Exception):
+    """The run's time limit passed between two attempts: no further request may go out."""
+
+
 def import_litellm():
     """Import litellm with its network fetch of the price map switched off."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -263,6 +267,10 @@ class LiteLLMModel:
         self.request_timeout = request_timeout
         self.deadline: float | None = None  # time.monotonic() past which no call may run (the run's time limit)
 
+    def warm_up(self) -> None:
+        """Import litellm now, so that the caller can check its time limit before a request goes out."""
+        import_litellm()
+
     def _call_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"timeout": self.request_timeout, "num_retries": 0, "max_retries": 0}
         if self.api_base:
@@ -282,8 +290,10 @@ class LiteLLMModel:
         kwargs = self._call_kwargs()
         stop = stop_after_attempt(self.retries + 1)
         if self.deadline is not None:
-            remaining = max(1.0, self.deadline - time.monotonic())
-            kwargs["timeout"] = min(kwargs["timeout"], remaining)
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise ModelCallFailed("the time limit was reached before the request could be sent", [])
+            kwargs["timeout"] = min(kwargs["timeout"], max(remaining, 0.5))
             stop = stop | stop_after_delay(remaining)
         if tools:
             kwargs["tools"] = tools
@@ -292,6 +302,8 @@ class LiteLLMModel:
 
         def attempt_once():
             started = time.monotonic()
+            if self.deadline is not None and started >= self.deadline:
+                raise DeadlinePassed("the time limit was reached before the request could be sent")
             try:
                 response = litellm.completion(model=self.name, messages=messages, **kwargs)
             except Exception as exc:
@@ -305,6 +317,8 @@ class LiteLLMModel:
 
         def worth_retrying(exc: BaseException) -> bool:
             nonlocal refused
+            if isinstance(exc, DeadlinePassed):
+                return False
             if is_loopback(self.api_base) and connection_failure(exc) == "refused":
                 refused += 1
                 return refused <= LOOPBACK_REFUSED_RETRIES
@@ -318,6 +332,8 @@ class LiteLLMModel:
         )
         try:
             response = retrying(attempt_once)
+        except DeadlinePassed as exc:
+            raise ModelCallFailed(str(exc), attempts) from None
         except Exception as exc:
             context = isinstance(exc, litellm.exceptions.ContextWindowExceededError)
             tried = f" ({len(attempts)} attempts)" if len(attempts) > 1 else ""

@@ -90,11 +90,13 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 progress: Callable[[str], None] = lambda line: None,
                 show_reply: Callable[[str], None] | None = None,
                 header_extra: dict[str, Any] | None = None,
-                first_results: list[CommandResult] | None = None) -> Session:
+                first_results: list[CommandResult] | None = None,
+                started: float | None = None) -> Session:
     """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
     under the runs directory.
 
     `first_results`: the checks as the caller has just run them, so the loop need not run them again.
+    `started`: time.monotonic() when the command began; the time limit counts from there.
     """
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
@@ -106,7 +108,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         try:
             isolation.prepare()
             result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
-                          header_extra, first_results)
+                          header_extra, first_results, started)
         except BaseException:
             guard.settle()
             isolation.finish("interrupted", None)  # whatever was set up is cleaned away; the tree is untouched
@@ -160,7 +162,8 @@ class _Ran:
 
 
 def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
-         run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None) -> _Ran:
+         run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None,
+         started_at: float | None = None) -> _Ran:
     """Header, workspace, loop; an interrupt after the header still ends the trajectory with its footer."""
     from agentloop import feedback, toolbox
 
@@ -188,7 +191,7 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
         work = isolation.begin(start_tree)
         loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
                     start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
-                    first_results=first_results)
+                    first_results=first_results, started=started_at)
         result = loop.run()
     except KeyboardInterrupt:  # before the loop could catch it itself
         guard.settle()

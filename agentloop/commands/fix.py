@@ -95,6 +95,9 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     or gave up), 2 usage error, 3 provider error, 130 interrupted. Never prompts; in GitHub
     Actions ($GITHUB_STEP_SUMMARY set) a short report is appended to the job summary.
     """
+    import time
+
+    started = time.monotonic()  # --time-limit counts from here: set-up, imports and checks included
     from agentloop.config import load_config
     from agentloop.errors import UsageError
     from agentloop.session import run_session
@@ -126,7 +129,7 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     workspace = Workspace(repo)
     show_reply = (lambda text: click.echo(click.style(text.rstrip(), dim=True), err=True)) if verbose else None
     session = run_session(config, workspace, task, model=_model_or_usage_error(config), progress=say,
-                          show_reply=show_reply)
+                          show_reply=show_reply, started=started)
     s = session.summary
     if verbose:
         say(f"trajectory: {s['trajectory']}")
