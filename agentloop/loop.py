@@ -77,7 +77,9 @@ class Loop:
                  guard: SignalGuard | None = None,
                  on_end: Callable[[str, str | None], dict[str, Any]] | None = None,
                  on_turn: Callable[[int, str], None] | None = None,
-                 first_results: list[CommandResult] | None = None, started: float | None = None):
+                 first_results: list[CommandResult] | None = None, started: float | None = None,
+                 status: Callable[[str], None] = lambda text: None,
+                 check_output: Callable[[bytes], None] | None = None):
         self.config, self.workspace, self.task = config, workspace, task
         self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
@@ -86,10 +88,12 @@ class Loop:
         self.result: RunResult | None = None
         self._model = model
         self.trajectory, self.progress, self.show_reply = trajectory, progress, show_reply
+        self.status, self.check_output = status, check_output  # the live status line, -v's check output
         self.turn_model_s = 0.0  # seconds spent waiting on the model this turn
         self.turn_calls = 0  # model calls made this turn (0: the turn never really began)
         self.turn_replies = 0  # ... and answered
         self.turns_reported = 0  # the last turn whose progress line was printed
+        self.warmed_up = False  # the model client is loaded (litellm imported)
         self.totals = Totals()
         self.started = time.monotonic() if started is None else started  # the time limit counts from here
         self.env = check_env(config.pass_env)
@@ -230,8 +234,10 @@ class Loop:
         self.check_budget()
         model = self.model
         warm_up = getattr(model, "warm_up", None)
-        if warm_up is not None:  # importing litellm takes seconds: they count, and may spend the budget
+        if warm_up is not None and not self.warmed_up:  # importing litellm takes seconds: they count
+            self.status("loading the model client (litellm)")
             warm_up()
+            self.warmed_up = True
             self.check_budget()
         if hasattr(model, "deadline"):  # never wait on the provider past the time limit
             model.deadline = self.started + self.config.budget.time_limit
@@ -245,6 +251,9 @@ class Loop:
             override = {"temperature": max(warm, saved.get("temperature") or 0.0)}
             model.params = saved | override  # type: ignore[attr-defined]
         self.repeat_next = False
+        if hasattr(model, "on_retry"):
+            model.on_retry = lambda attempt, error: self.status(f"waiting for the model (retry {attempt}: {error})")
+        self.status(f"waiting for the model (turn {self.totals.turns})")
         try:
             reply = model.query(messages, tools)
         except ModelCallFailed as exc:
@@ -257,6 +266,7 @@ class Loop:
                                    "for the model") from None
             raise
         finally:
+            self.status("")
             if override:
                 model.params = saved  # type: ignore[attr-defined]
         t = self.totals
@@ -288,8 +298,10 @@ class Loop:
         for example in self.examples:  # small models copy the format example as if it were an edit
             copied += content.count(example)
             content = content.replace(example, "")
+        self.status("applying edits")
         before = self.workspace.snapshot()
         result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
+        self.status("")
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
         applied_diff = self.workspace.diff(before) if result.applied else ""
@@ -336,13 +348,16 @@ class Loop:
         results: list[CommandResult] = []
         self.tampered = []
         visible_ok = True
-        for check in sorted(self.config.checks, key=lambda c: not c.feedback):
+        ordered = sorted(self.config.checks, key=lambda c: not c.feedback)
+        for number, check in enumerate(ordered, 1):
             if not check.feedback and not visible_ok:
                 continue  # cannot be accepted this turn anyway: save the time
+            self.status(f"running check {number}/{len(ordered)}: {check.label}")
             result = self.run_check(check)
             results.append(result)
             if check.feedback and check.accept and not result.passed:
                 visible_ok = False
+        self.status("")
         self.last_results = results
         return results
 
@@ -367,9 +382,16 @@ class Loop:
         self.keep_pristine(None)
         log = self.trajectory.check_log()
         wrapper = self.sandbox.wrapper(self.protected.readonly_paths() if self.protected else ())
+        sink = log.feed
+        if self.check_output is not None:
+            shown = self.check_output
+
+            def sink(data: bytes) -> None:
+                log.feed(data)
+                shown(data)
         try:
             result = run_command(check.run, self.workspace.root, timeout=timeout,
-                                 output_cap=self.config.output_cap, env=self.env, output_sink=log.feed,
+                                 output_cap=self.config.output_cap, env=self.env, output_sink=sink,
                                  wrapper=wrapper)
         finally:
             log.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -149,6 +150,15 @@ def connection_failure(exc: BaseException) -> str | None:
     return None
 
 
+def brief(exc: BaseException) -> str:
+    """A failed attempt in a few words: `connection refused`, `HTTP 429`, `Timeout`."""
+    failure = connection_failure(exc)
+    if failure:
+        return "connection refused" if failure == "refused" else "server unreachable"
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if isinstance(status, int) else type(exc).__name__
+
+
 def not_json(exc: BaseException) -> bool:
     """The server answered 200 with a body that is not JSON: a wrong URL, not a passing hiccup."""
     text = str(exc)
@@ -266,6 +276,7 @@ class LiteLLMModel:
         self.retry_max_wait = retry_max_wait
         self.request_timeout = request_timeout
         self.deadline: float | None = None  # time.monotonic() past which no call may run (the run's time limit)
+        self.on_retry: Callable[[int, str], None] | None = None  # told before each retry: attempt, last error
 
     def warm_up(self) -> None:
         """Import litellm now, so that the caller can check its time limit before a request goes out."""
@@ -287,6 +298,7 @@ class LiteLLMModel:
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
         attempts: list[Attempt] = []
+        briefs: list[str] = []  # each failed attempt in two or three words, for the status line
         kwargs = self._call_kwargs()
         stop = stop_after_attempt(self.retries + 1)
         if self.deadline is not None:
@@ -301,6 +313,8 @@ class LiteLLMModel:
                 kwargs["_skip_mcp_handler"] = True
 
         def attempt_once():
+            if attempts and self.on_retry is not None:
+                self.on_retry(len(attempts), briefs[-1])
             started = time.monotonic()
             if self.deadline is not None and started >= self.deadline:
                 raise DeadlinePassed("the time limit was reached before the request could be sent")
@@ -309,6 +323,7 @@ class LiteLLMModel:
             except Exception as exc:
                 attempts.append(Attempt(round(time.monotonic() - started, 3), _one_line(exc),
                                         getattr(exc, "status_code", None)))
+                briefs.append(brief(exc))
                 raise
             attempts.append(Attempt(round(time.monotonic() - started, 3)))
             return response

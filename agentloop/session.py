@@ -91,12 +91,15 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 show_reply: Callable[[str], None] | None = None,
                 header_extra: dict[str, Any] | None = None,
                 first_results: list[CommandResult] | None = None,
-                started: float | None = None) -> Session:
+                started: float | None = None,
+                status: Callable[[str], None] = lambda text: None,
+                check_output: Callable[[bytes], None] | None = None) -> Session:
     """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
     under the runs directory.
 
     `first_results`: the checks as the caller has just run them, so the loop need not run them again.
     `started`: time.monotonic() when the command began; the time limit counts from there.
+    `status`, `check_output`: the live status line and -v's check output (agentloop/console.py).
     """
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
@@ -108,7 +111,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         try:
             isolation.prepare()
             result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
-                          header_extra, first_results, started)
+                          header_extra, first_results, started, {"status": status, "check_output": check_output})
         except BaseException:
             guard.settle()
             isolation.finish("interrupted", None)  # whatever was set up is cleaned away; the tree is untouched
@@ -163,7 +166,7 @@ class _Ran:
 
 def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
          run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None,
-         started_at: float | None = None) -> _Ran:
+         started_at: float | None = None, live: dict[str, Any] | None = None) -> _Ran:
     """Header, workspace, loop; an interrupt after the header still ends the trajectory with its footer."""
     from agentloop import feedback, toolbox
 
@@ -191,7 +194,7 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
         work = isolation.begin(start_tree)
         loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
                     start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
-                    first_results=first_results, started=started_at)
+                    first_results=first_results, started=started_at, **(live or {}))
         result = loop.run()
     except KeyboardInterrupt:  # before the loop could catch it itself
         guard.settle()

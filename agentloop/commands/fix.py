@@ -84,7 +84,7 @@ def closing_summary(s: dict) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout at the end.")
 @click.option("--output-patch", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Write the final diff to FILE (empty when nothing changed), e.g. for a CI artifact.")
-@click.option("-v", "--verbose", is_flag=True, help="Also print each model reply.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print each model reply and the checks' output as they come.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
 def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_turns, max_cost, max_tokens,
                 time_limit, config_path, sandbox, runs_dir, in_place, as_json, output_patch, verbose, quiet):
@@ -122,18 +122,23 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     if output_patch is not None and not output_patch.expanduser().parent.is_dir():
         raise UsageError(f"--output-patch {output_patch}: folder {output_patch.parent} does not exist; create it first")
 
-    def say(line: str) -> None:
-        if not quiet:
-            click.echo(line, err=True)
+    from agentloop.console import Console
 
+    console = Console(verbose=verbose, quiet=quiet, live=False if as_json or quiet else None)
+    say = console.line
     workspace = Workspace(repo)
-    show_reply = (lambda text: click.echo(click.style(text.rstrip(), dim=True), err=True)) if verbose else None
-    session = run_session(config, workspace, task, model=_model_or_usage_error(config), progress=say,
-                          show_reply=show_reply, started=started)
+    try:
+        session = run_session(config, workspace, task, model=_model_or_usage_error(config),
+                              progress=console.progress, show_reply=console.reply if verbose else None,
+                              started=started, status=console.status,
+                              check_output=console.check_output if verbose else None)
+    finally:
+        console.close()
     s = session.summary
     if verbose:
         say(f"trajectory: {s['trajectory']}")
-    say(outcome_line(s))
+    good = s["outcome"] == "accepted"
+    console.line(outcome_line(s), fg="green" if good else "red" if s["outcome"] == "error" else "yellow", bold=True)
     for note in s["cost_notes"]:
         say(f"note: {note}")
     for line in closing_summary(s):
