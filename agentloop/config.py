@@ -251,6 +251,8 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             if value not in SANDBOX_MODES:
                 raise _fail(where, key, f"must be one of {', '.join(SANDBOX_MODES)}, not {value!r}", "pick one")
             changes[key] = value
+        elif value is None and key in ("checks", "files", "protect", "pass_env"):
+            changes[key] = ()  # `protect:` with its examples still commented out: none
         elif key == "checks":
             if not isinstance(value, list):
                 raise _fail(where, key, "must be a list", "e.g. checks: [\"python -m pytest -q\"]")
