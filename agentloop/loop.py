@@ -79,7 +79,8 @@ class Loop:
                  on_turn: Callable[[int, str], None] | None = None,
                  first_results: list[CommandResult] | None = None, started: float | None = None,
                  status: Callable[[str], None] = lambda text: None,
-                 check_output: Callable[[bytes], None] | None = None):
+                 check_output: Callable[[bytes], None] | None = None,
+                 private_files: frozenset[str] = frozenset()):
         self.config, self.workspace, self.task = config, workspace, task
         self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
@@ -97,7 +98,8 @@ class Loop:
         self.totals = Totals()
         self.started = time.monotonic() if started is None else started  # the time limit counts from here
         self.env = check_env(config.pass_env)
-        self.toolbox = Toolbox(workspace.root, workspace.list_files)
+        self.private_files = private_files  # not tracked, not staged: never shown to the model
+        self.toolbox = Toolbox(workspace.root, self.shared_files, private=private_files)
         self.in_play: list[str] = list(config.files)  # files shown to the model so far
         self.unusable_in_a_row = 0
         self.examples: set[str] = set()  # format examples shown to the model, verbatim
@@ -427,8 +429,12 @@ class Loop:
         return all(c.run in by_command and by_command[c.run].passed for c in self.config.acceptance_checks)
 
     # -- messages ---------------------------------------------------------------------------------
+    def shared_files(self) -> list[str]:
+        """The repository's files the model may know of: all but the private ones."""
+        return [f for f in self.workspace.list_files() if f not in self.private_files]
+
     def opening_messages(self, results: list[CommandResult]) -> list[dict[str, Any]]:
-        repo_files = self.workspace.list_files()
+        repo_files = self.shared_files()
         visible = self.visible(results)
         pointed = feedback.pointed_files((r.output for r in visible if not r.passed), repo_files,
                                          self.workspace.root)

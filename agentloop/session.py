@@ -191,10 +191,11 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
             base_patch="base.patch" if base_patch else None,
             workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
         )
+        private = frozenset() if config.include_untracked else private_files(workspace, config)
         work = isolation.begin(start_tree)
         loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
                     start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
-                    first_results=first_results, started=started_at, **(live or {}))
+                    first_results=first_results, started=started_at, private_files=private, **(live or {}))
         result = loop.run()
     except KeyboardInterrupt:  # before the loop could catch it itself
         guard.settle()
@@ -210,6 +211,15 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
     finally:
         trajectory.close()
     return _Ran(result, started, base_commit, trajectory.redactor)
+
+
+def private_files(workspace: Workspace, config: Config) -> frozenset[str]:
+    """Files git neither tracks nor has staged (notes, local settings): the user never shared them, so
+    the model is not shown them, unless `include_untracked` or `files:` names them."""
+    from agentloop.workspace import git
+
+    out = git(["ls-files", "-z", "--others", "--exclude-standard"], workspace.root, check=False)
+    return frozenset(f for f in out.split("\0") if f) - set(config.files)
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any], redactor) -> None:

@@ -81,13 +81,17 @@ def closing_summary(s: dict) -> list[str]:
 @click.option("--in-place", "in_place", is_flag=True, default=None,
               help="Edit the working tree itself instead of a worktree of it (pre-commit, CI); "
               "`agentloop undo RUN_ID` restores it.")
+@click.option("--include-untracked", "include_untracked", is_flag=True, default=None,
+              help="Also show the model files git neither tracks nor has staged (hidden by default; "
+              "config include_untracked).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout at the end.")
 @click.option("--output-patch", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Write the final diff to FILE (empty when nothing changed), e.g. for a CI artifact.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print each model reply and the checks' output as they come.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
 def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_turns, max_cost, max_tokens,
-                time_limit, config_path, sandbox, runs_dir, in_place, as_json, output_patch, verbose, quiet):
+                time_limit, config_path, sandbox, runs_dir, in_place, include_untracked, as_json, output_patch, verbose,
+                quiet):
     """Ask the model for edits, run the checks, feed back, until they pass.
 
     TASK is what to do in words (default: "Make the checks pass."). Checks come from --check and
@@ -106,7 +110,7 @@ def fix_command(task, model, api_base, checks, accepts, files, edit_format, max_
     repo = find_repo_root(Path.cwd())
     flags = {"model": model, "api_base": api_base, "files": files, "edit_format": edit_format,
              "max_turns": max_turns, "max_cost": max_cost, "max_tokens": max_tokens, "time_limit": time_limit,
-             "runs_dir": runs_dir, "in_place": in_place, "sandbox": sandbox}
+             "runs_dir": runs_dir, "in_place": in_place, "sandbox": sandbox, "include_untracked": include_untracked}
     if checks or accepts:
         flags["checks"] = [{"run": c} for c in checks] + [{"run": a, "feedback": False} for a in accepts]
     config = load_config(repo, config_path=config_path, flags=flags)
