@@ -49,7 +49,7 @@ class Console:
 
     def progress(self, text: str) -> None:
         """A line of the loop's progress: `turn N: ...`, notes."""
-        fg = "red" if re.match(r"turn \d+: .*stopped:", text) else None
+        fg = "red" if re.match(r"turn \d+: .*stopped", text) else None
         self.line(text, fg=fg, dim=not text.startswith("turn "))
 
     def reply(self, text: str) -> None:

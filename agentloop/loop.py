@@ -130,6 +130,8 @@ class Loop:
             if self.sandbox.note:
                 self.progress(self.sandbox.note)
             self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
+            if self.config.model and not self.first_results:
+                prefetch_litellm()  # while the first checks run: it takes seconds, and they will likely fail
             results = self.record_first_results() if self.first_results else self.run_checks()
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
@@ -512,8 +514,9 @@ class Loop:
             return
         if self.turn_replies:
             t.turns_finished = t.turns
+        what = "stopped after the reply" if self.turn_replies else "stopped: no reply from the model"
         self.progress(f"turn {t.turns}: model {self.turn_model_s:.1f}s, {t.prompt_tokens + t.completion_tokens} "
-                      f"tokens, ${t.cost_usd:.4f}, stopped: {reason}")
+                      f"tokens, ${t.cost_usd:.4f}, {what}")  # the outcome line that follows says why
 
     def report_turn(self, applied: ApplyResult | None, results: list[CommandResult]) -> None:
         t = self.totals
@@ -540,6 +543,21 @@ def _git_dirs(workspace: Workspace) -> list:
 
     common = Path(git(["rev-parse", "--git-common-dir"], workspace.root).strip())
     return [workspace.git_dir, common if common.is_absolute() else workspace.root / common]
+
+
+def prefetch_litellm() -> None:
+    """Import litellm in a background thread; the first model call then finds it loaded."""
+    import threading
+
+    def load() -> None:
+        try:
+            from agentloop.model import import_litellm
+
+            import_litellm()
+        except Exception:  # noqa: BLE001 - the model call will import it again and report the error
+            pass
+
+    threading.Thread(target=load, name="agentloop-prefetch", daemon=True).start()
 
 
 def kept_turn_line(turn: int, passed: int) -> str:

@@ -17,7 +17,7 @@ OUTCOME_WORDS = {
 
 
 def outcome_line(s: dict) -> str:
-    """`accepted: all acceptance checks pass after 2 turns, 1874 tokens, $0.0012, 4.0s`: the outcome,
+    """`accepted: all acceptance checks pass; after 2 turns, 1874 tokens, $0.0012, 4.0s`: the outcome,
     its reason said once, and what the run spent."""
     from agentloop.words import plural
 
@@ -31,7 +31,7 @@ def outcome_line(s: dict) -> str:
         when = f"after {plural(turns, 'turn')}"
     else:
         when = f"during turn {turns}"
-    return f"{headline} {when}, {s['tokens']} tokens, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s"
+    return f"{headline}; {when}, {s['tokens']} tokens, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s"
 
 
 def closing_summary(s: dict) -> list[str]:
