@@ -155,11 +155,11 @@ class Loop:
                     messages.append({"role": "user", "content": self.feedback_message(applied, results)})
                 self.report_turn(applied, self.last_results)
         except Stop as stop:
-            self.report_unfinished_turn(stop.reason)
+            self.report_unfinished_turn()
             return stop.outcome, stop.reason
         except AgentloopError as exc:  # provider failure, or a model needed but not configured
             self.exit_code = exc.exit_code
-            self.report_unfinished_turn(str(exc))
+            self.report_unfinished_turn()
             return ERROR, str(exc)
         except KeyboardInterrupt:
             raise
@@ -503,7 +503,7 @@ class Loop:
     def tools_enabled(self) -> bool:
         return tools_enabled(self.config.tools, getattr(self._model, "name", self.config.model or ""))
 
-    def report_unfinished_turn(self, reason: str) -> None:
+    def report_unfinished_turn(self) -> None:
         """A turn cut short (the model gave up, an error, the budget) still gets its progress line; one
         that ended before its first model call never began, so it is not counted."""
         t = self.totals
