@@ -29,7 +29,7 @@ COMMANDS = {
                "Re-execute RUN's recorded replies against a fresh git worktree at its base commit (under "
                ".agentloop/replay/, removed afterwards) and report whether every check verdict matches the record."),
     "undo": ("agentloop.commands.undo:undo_command",
-             "Undo what run RUN_ID did to the working tree (an --in-place run, or a result applied back)."),
+             "Undo what run RUN did to the working tree (an --in-place run, or a result applied back)."),
     "export": ("agentloop.commands.export:export_command",
                "Export RUN_OR_DIR..."),
     "import": ("agentloop.commands.import_cmd:import_command",

@@ -89,6 +89,8 @@ class Config:
     accept_files: tuple[tuple[str, str], ...] = ()
     # The user's ignored environment for checks (agentloop/workspace_env.py): detect, shared, build, hide.
     workspace: dict[str, Any] = field(default_factory=dict)
+    keep_runs: int = 20  # `agentloop runs --prune` keeps this many newest runs (and their branches)
+    include_untracked: bool = False  # show the model files git neither tracks nor has staged
     hook: dict[str, Any] = field(default_factory=dict)  # the pre-commit hook's own checks and budget
     source: str = "defaults"  # where the file part came from, for messages
 
@@ -285,9 +287,9 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             if not isinstance(value, str) or not value.strip():
                 raise _fail(where, key, "must be a non-empty string", f"set {key} to a string or remove it")
             changes[key] = value.strip()
-        elif key == "in_place":
+        elif key in ("in_place", "include_untracked"):
             if not isinstance(value, bool):
-                raise _fail(where, key, f"must be true or false, not {value!r}", "write in_place: true")
+                raise _fail(where, key, f"must be true or false, not {value!r}", f"write {key}: true")
             changes[key] = value
         elif key == "edit_format":
             if value not in EDIT_FORMATS:
@@ -303,6 +305,8 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             if value not in SANDBOX_MODES:
                 raise _fail(where, key, f"must be one of {', '.join(SANDBOX_MODES)}, not {value!r}", "pick one")
             changes[key] = value
+        elif value is None and key in ("checks", "files", "protect", "pass_env"):
+            changes[key] = ()  # `protect:` with its examples still commented out: none
         elif key == "checks":
             if not isinstance(value, list):
                 raise _fail(where, key, "must be a list", "e.g. checks: [\"python -m pytest -q\"]")
@@ -327,7 +331,7 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise _fail(where, key, "must be a mapping", "e.g. model_params: {temperature: 0}")
             changes[key] = {**config.model_params, **value}
-        elif key in ("output_cap", "max_format_errors", "max_tool_rounds", "retries"):
+        elif key in ("output_cap", "max_format_errors", "max_tool_rounds", "retries", "keep_runs"):
             changes[key] = _as_number(where, key, value, integer=True, minimum=0 if key == "retries" else 1)
         else:  # check_timeout, retry_max_wait, request_timeout
             changes[key] = _as_number(where, key, value, minimum=0.1)

@@ -9,6 +9,7 @@ from html import escape
 
 from agentloop.runlog import Run
 from agentloop.transcript import Block, blocks
+from agentloop.words import plural
 
 FOLD_LINES = 30
 
@@ -55,7 +56,7 @@ def render_html(run: Run) -> str:
     ]
     if footer:
         totals = footer.get("totals") or {}
-        summary = [f"reward {footer.get('reward')}", f"{totals.get('turns', 0)} turns",
+        summary = [f"reward {footer.get('reward')}", plural(totals.get('turns', 0), 'turn'),
                    f"{totals.get('model_calls', 0)} model calls",
                    f"{totals.get('prompt_tokens', 0) + totals.get('completion_tokens', 0)} tokens",
                    f"${totals.get('cost_usd', 0):.4f}", f"{footer.get('duration_s', 0):.1f}s"]

@@ -24,6 +24,7 @@ from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
 from agentloop.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
 from agentloop.trajectory import Trajectory
+from agentloop.words import plural
 from agentloop.workspace import Workspace
 
 ACCEPTED, BUDGET, GAVE_UP, ERROR, INTERRUPTED = "accepted", "budget_exhausted", "gave_up", "error", "interrupted"
@@ -47,6 +48,7 @@ class Totals:
     replies_with_edits: int = 0  # ... that held at least one well-formed edit
     replies_applied: int = 0
     unusable_turns: int = 0
+    turns_finished: int = 0  # turns in which the model answered (the last turn may have failed before that)
     cost_notes: set[str] = field(default_factory=set)
 
 
@@ -77,7 +79,11 @@ class Loop:
                  guard: SignalGuard | None = None,
                  on_end: Callable[[str, str | None], dict[str, Any]] | None = None,
                  on_turn: Callable[[int, str], None] | None = None,
-                 first_results: list[CommandResult] | None = None, user_root: Path | None = None):
+                 first_results: list[CommandResult] | None = None, user_root: Path | None = None,
+                 started: float | None = None,
+                 status: Callable[[str], None] = lambda text: None,
+                 check_output: Callable[[bytes], None] | None = None,
+                 private_files: frozenset[str] = frozenset()):
         self.config, self.workspace, self.task = config, workspace, task
         self.user_root = user_root or workspace.root  # the user's own tree (hidden from checks when elsewhere)
         self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
@@ -87,11 +93,17 @@ class Loop:
         self.result: RunResult | None = None
         self._model = model
         self.trajectory, self.progress, self.show_reply = trajectory, progress, show_reply
+        self.status, self.check_output = status, check_output  # the live status line, -v's check output
         self.turn_model_s = 0.0  # seconds spent waiting on the model this turn
+        self.turn_calls = 0  # model calls made this turn (0: the turn never really began)
+        self.turn_replies = 0  # ... and answered
+        self.turns_reported = 0  # the last turn whose progress line was printed
+        self.warmed_up = False  # the model client is loaded (litellm imported)
         self.totals = Totals()
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started  # the time limit counts from here
         self.env = check_env(config.pass_env)
-        self.toolbox = Toolbox(workspace.root, workspace.list_files)
+        self.private_files = private_files  # not tracked, not staged: never shown to the model
+        self.toolbox = Toolbox(workspace.root, self.shared_files, private=private_files)
         self.in_play: list[str] = list(config.files)  # files shown to the model so far
         self.unusable_in_a_row = 0
         self.examples: set[str] = set()  # format examples shown to the model, verbatim
@@ -123,6 +135,8 @@ class Loop:
             if self.sandbox.note:
                 self.progress(self.sandbox.note)
             self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
+            if self.config.model and not self.first_results:
+                prefetch_litellm()  # while the first checks run: it takes seconds, and they will likely fail
             results = self.record_first_results() if self.first_results else self.run_checks()
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
@@ -135,6 +149,7 @@ class Loop:
                     self.totals.turns -= 1
                     raise Stop(BUDGET, f"max_turns ({self.config.budget.max_turns}) reached")
                 self.turn_model_s = 0.0
+                self.turn_calls = self.turn_replies = 0
                 reply = self.ask(messages)
                 applied = self.apply(reply, messages)
                 if applied is not None:
@@ -145,9 +160,11 @@ class Loop:
                     messages.append({"role": "user", "content": self.feedback_message(applied, results)})
                 self.report_turn(applied, self.last_results)
         except Stop as stop:
+            self.report_unfinished_turn()
             return stop.outcome, stop.reason
         except AgentloopError as exc:  # provider failure, or a model needed but not configured
             self.exit_code = exc.exit_code
+            self.report_unfinished_turn()
             return ERROR, str(exc)
         except KeyboardInterrupt:
             raise
@@ -179,8 +196,7 @@ class Loop:
                     self.workspace.restore(best.tree)
                     final_tree = best.tree
                     extra["kept_turn"] = best.turn
-                    self.progress(f"kept turn {best.turn}: {best.checks_passed} checks passed there, "
-                                  "fewer or unknown after it")
+                    self.progress(kept_turn_line(best.turn, best.checks_passed))
             diff = self.workspace.diff(self.start_tree, final_tree)
         if self.on_end is not None:
             extra["workspace"] = self.on_end(outcome, final_tree)
@@ -226,9 +242,16 @@ class Loop:
     def call_model(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> ModelReply:
         self.check_budget()
         model = self.model
+        warm_up = getattr(model, "warm_up", None)
+        if warm_up is not None and not self.warmed_up:  # importing litellm takes seconds: they count
+            self.status("loading the model client (litellm)")
+            warm_up()
+            self.warmed_up = True
+            self.check_budget()
         if hasattr(model, "deadline"):  # never wait on the provider past the time limit
             model.deadline = self.started + self.config.budget.time_limit
         self.totals.model_calls += 1
+        self.turn_calls += 1
         override: dict[str, Any] = {}
         saved = getattr(model, "params", None)
         if self.repeat_next and isinstance(saved, dict):
@@ -237,6 +260,9 @@ class Loop:
             override = {"temperature": max(warm, saved.get("temperature") or 0.0)}
             model.params = saved | override  # type: ignore[attr-defined]
         self.repeat_next = False
+        if hasattr(model, "on_retry"):
+            model.on_retry = lambda attempt, error: self.status(f"waiting for the model (retry {attempt}: {error})")
+        self.status(f"waiting for the model (turn {self.totals.turns})")
         try:
             reply = model.query(messages, tools)
         except ModelCallFailed as exc:
@@ -249,9 +275,11 @@ class Loop:
                                    "for the model") from None
             raise
         finally:
+            self.status("")
             if override:
                 model.params = saved  # type: ignore[attr-defined]
         t = self.totals
+        self.turn_replies += 1
         self.turn_model_s += reply.latency_s
         if self.show_reply and reply.content:
             self.show_reply(reply.content)
@@ -279,14 +307,19 @@ class Loop:
         for example in self.examples:  # small models copy the format example as if it were an edit
             copied += content.count(example)
             content = content.replace(example, "")
+        self.status("applying edits")
         before = self.workspace.snapshot()
         result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
+        self.status("")
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
-        suspicious = scan_diff(self.workspace.diff(before)) if result.applied else []
+        applied_diff = self.workspace.diff(before) if result.applied else ""
+        suspicious = scan_diff(applied_diff) if result.applied else []
         for flag in suspicious:
             self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
-        self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious)
+        # `diff`: what the edits did to the files, with real line numbers (for `agentloop show`).
+        self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious,
+                              **({"diff": applied_diff} if applied_diff else {}))
         if result.edits and not any(f.reason == "malformed" for f in result.failures):
             self.totals.replies_with_edits += 1
         if result.applied:
@@ -324,13 +357,16 @@ class Loop:
         results: list[CommandResult] = []
         self.tampered = []
         visible_ok = True
-        for check in sorted(self.config.checks, key=lambda c: not c.feedback):
+        ordered = sorted(self.config.checks, key=lambda c: not c.feedback)
+        for number, check in enumerate(ordered, 1):
             if not check.feedback and not visible_ok:
                 continue  # cannot be accepted this turn anyway: save the time
+            self.status(f"running check {number}/{len(ordered)}: {check.label}")
             result = self.run_check(check)
             results.append(result)
             if check.feedback and check.accept and not result.passed:
                 visible_ok = False
+        self.status("")
         self.last_results = results
         return results
 
@@ -382,6 +418,13 @@ class Loop:
         env, changed_held_out = self.env, []
         skip = [d.name for d in self.environment.dirs]
         before = held_out.listing(self.workspace.root, skip) if hidden else set()
+        sink = log.feed
+        if self.check_output is not None:
+            shown = self.check_output
+
+            def sink(data: bytes) -> None:
+                log.feed(data)
+                shown(data)
         try:
             with contextlib.ExitStack() as stack:
                 stack.enter_context(self.environment.present())
@@ -393,7 +436,7 @@ class Loop:
                                                binds=self.held_out.acceptance_binds() if hidden else (),
                                                hide=() if hidden else self.held_out.hide_paths())
                 result = run_command(check.run, self.workspace.root, timeout=timeout,
-                                     output_cap=self.config.output_cap, env=env, output_sink=log.feed,
+                                     output_cap=self.config.output_cap, env=env, output_sink=sink,
                                      wrapper=wrapper)
         finally:
             log.close()
@@ -439,8 +482,12 @@ class Loop:
         return all(c.run in by_command and by_command[c.run].passed for c in self.config.acceptance_checks)
 
     # -- messages ---------------------------------------------------------------------------------
+    def shared_files(self) -> list[str]:
+        """The repository's files the model may know of: all but the private ones."""
+        return [f for f in self.workspace.list_files() if f not in self.private_files]
+
     def opening_messages(self, results: list[CommandResult]) -> list[dict[str, Any]]:
-        repo_files = self.workspace.list_files()
+        repo_files = self.shared_files()
         visible = self.visible(results)
         pointed = feedback.pointed_files((r.output for r in visible if not r.passed), repo_files,
                                          self.workspace.root)
@@ -507,10 +554,26 @@ class Loop:
     def tools_enabled(self) -> bool:
         return tools_enabled(self.config.tools, getattr(self._model, "name", self.config.model or ""))
 
+    def report_unfinished_turn(self) -> None:
+        """A turn cut short (the model gave up, an error, the budget) still gets its progress line; one
+        that ended before its first model call never began, so it is not counted."""
+        t = self.totals
+        if t.turns <= self.turns_reported:
+            return
+        if self.turn_calls == 0:
+            t.turns = self.turns_reported
+            return
+        if self.turn_replies:
+            t.turns_finished = t.turns
+        what = "stopped after the reply" if self.turn_replies else "stopped: no reply from the model"
+        self.progress(f"turn {t.turns}: model {self.turn_model_s:.1f}s, {t.prompt_tokens + t.completion_tokens} "
+                      f"tokens, ${t.cost_usd:.4f}, {what}")  # the outcome line that follows says why
+
     def report_turn(self, applied: ApplyResult | None, results: list[CommandResult]) -> None:
         t = self.totals
+        t.turns_finished = self.turns_reported = t.turns
         passed = sum(r.passed for r in results)
-        edits = f"{len(applied.edits)} edits applied" if applied else "no edit applied"
+        edits = f"{plural(len(applied.edits), 'edit')} applied" if applied else "no edit applied"
         line = (f"turn {t.turns}: model {self.turn_model_s:.1f}s, "
                 f"{t.prompt_tokens + t.completion_tokens} tokens, ${t.cost_usd:.4f}, {edits}, "
                 f"checks {passed} passed, {len(results) - passed} failed")
@@ -529,6 +592,30 @@ def _git_dirs(workspace: Workspace) -> list:
 
     common = Path(git(["rev-parse", "--git-common-dir"], workspace.root).strip())
     return [workspace.git_dir, common if common.is_absolute() else workspace.root / common]
+
+
+def prefetch_litellm() -> None:
+    """Import litellm in a background thread; the first model call then finds it loaded."""
+    import threading
+
+    def load() -> None:
+        try:
+            from agentloop.model import import_litellm
+
+            import_litellm()
+        except Exception:  # noqa: BLE001 - the model call will import it again and report the error
+            pass
+
+    threading.Thread(target=load, name="agentloop-prefetch", daemon=True).start()
+
+
+def kept_turn_line(turn: int, passed: int) -> str:
+    """Why the result is an earlier tree than the last one, in words."""
+    if turn == 0:
+        return (f"no turn passed more checks than the code it started from ({passed} passed): "
+                "the model's edits are set aside, the result is the starting code")
+    return (f"kept the code of turn {turn}, which passed {plural(passed, 'check')}: "
+            "later turns passed fewer or were cut short")
 
 
 def tools_enabled(mode: str, model: str) -> bool:

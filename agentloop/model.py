@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from agentloop.errors import ModelError
 
 RETRY_STATUS = {408, 409, 429}
+LOOPBACK_REFUSED_RETRIES = 1  # a local server that refuses a connection will not come up in the next 25 s
+LOOPBACK_HOSTS = ("localhost", "::1", "0.0.0.0")
+MODEL_LIST_TIMEOUT = 3.0  # seconds for GET {api_base}/models when a model is not found
 
 
 @dataclass
@@ -89,6 +93,10 @@ class ModelCallFailed(ModelError):
         self.context_window = context_window
 
 
+class DeadlinePassed(Exception):
+    """The run's time limit passed between two attempts: no further request may go out."""
+
+
 def import_litellm():
     """Import litellm with its network fetch of the price map switched off."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -122,6 +130,128 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
+def _chain(exc: BaseException):
+    """The exception and what caused it, down to the socket error litellm and openai wrap."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def connection_failure(exc: BaseException) -> str | None:
+    """`refused`, `unreachable` (DNS, no route, connect timeout), or None for an answer from a server."""
+    names = [type(e).__name__ for e in _chain(exc)]
+    if any(isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
+        return "refused"
+    if any(n in ("APIConnectionError", "ConnectError", "ConnectTimeout") for n in names):
+        return "unreachable"
+    return None
+
+
+def brief(exc: BaseException) -> str:
+    """A failed attempt in a few words: `connection refused`, `HTTP 429`, `Timeout`."""
+    failure = connection_failure(exc)
+    if failure:
+        return "connection refused" if failure == "refused" else "server unreachable"
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if isinstance(status, int) else type(exc).__name__
+
+
+def not_json(exc: BaseException) -> bool:
+    """The server answered 200 with a body that is not JSON: a wrong URL, not a passing hiccup."""
+    text = str(exc)
+    return any(isinstance(e, json.JSONDecodeError) for e in _chain(exc)) or (
+        "Expecting " in text and "Received response" in text)
+
+
+def is_loopback(api_base: str | None) -> bool:
+    from urllib.parse import urlparse
+
+    host = (urlparse(api_base or "").hostname or "").lower()
+    return host.startswith("127.") or host in LOOPBACK_HOSTS
+
+
+def short_text(text: str, limit: int = 200) -> str:
+    """litellm's message without its repeated class prefixes, cut at a word, not mid-word."""
+    import re
+
+    text = " ".join(text.split())
+    text = re.sub(r"^(litellm\.\w+: )?(\w+Error: )?(\w+Exception - )?", "", text)
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
+def key_variable(model: str, api_base: str | None) -> str:
+    """The environment variable that holds the key for this model's provider."""
+    if api_base:
+        return "OPENAI_API_KEY (or AGENTLOOP_API_KEY)"
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    known = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY",
+             "mistral": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY", "deepseek": "DEEPSEEK_API_KEY",
+             "openrouter": "OPENROUTER_API_KEY", "together_ai": "TOGETHERAI_API_KEY", "xai": "XAI_API_KEY",
+             "azure": "AZURE_API_KEY", "cohere": "COHERE_API_KEY", "fireworks_ai": "FIREWORKS_AI_API_KEY"}
+    return known.get(provider, f"{provider.upper()}_API_KEY")
+
+
+def listed_models(api_base: str, timeout: float = MODEL_LIST_TIMEOUT) -> list[str] | None:
+    """The model ids an OpenAI-compatible server lists at GET {api_base}/models; None if it does not say."""
+    import urllib.request
+
+    request = urllib.request.Request(api_base.rstrip("/") + "/models")
+    key = os.environ.get("AGENTLOOP_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the user's own server
+            data = json.loads(response.read(1_000_000))
+    except (OSError, ValueError):
+        return None
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return None
+    return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
+
+
+def describe_failure(exc: BaseException, model: str, api_base: str | None, litellm) -> str:
+    """What went wrong and what to do next, in one line, for the errors people actually meet."""
+    where = f"the model server at {api_base}" if api_base else f"the provider of {model}"
+    status = getattr(exc, "status_code", None)
+    failure = connection_failure(exc)
+    if failure == "refused":
+        return f"cannot connect to {where}: connection refused; is the server running?"
+    if failure == "unreachable":
+        return f"cannot reach {where}; is the server running and the URL right?" if api_base else \
+            f"cannot reach {where}; check your network connection"
+    if isinstance(exc, litellm.exceptions.Timeout) or status == 408:
+        return f"{where} did not answer in time; a slow local model may need a larger request_timeout"
+    if isinstance(exc, (litellm.exceptions.AuthenticationError, litellm.exceptions.PermissionDeniedError)) \
+            or status in (401, 403):
+        return f"{where} refused the API key ({status or 401}): check {key_variable(model, api_base)}"
+    if isinstance(exc, litellm.exceptions.NotFoundError) or status == 404:
+        bare = model.split("/", 1)[1] if model.startswith("openai/") else model
+        if not api_base:
+            return f"model {model} not found (404): check the model name ({short_text(str(exc), 120)})"
+        ids = listed_models(api_base)
+        if ids and bare in ids:
+            return f"{api_base} answered 404 although it lists model {bare!r}: check that the URL ends in /v1"
+        if ids:
+            shown = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+            return (f"model {bare!r} not found on {api_base}; the server lists: {shown} "
+                    f"(pass e.g. -m openai/{ids[0]})")
+        return f"nothing found at {api_base} for model {bare!r} (404): check the model name and the URL (/v1)"
+    if not_json(exc):
+        return (f"{where} answered with something that is not valid JSON, so not a chat completion; "
+                "check that the URL points at an OpenAI-compatible API (usually ending in /v1)")
+    if isinstance(exc, litellm.exceptions.RateLimitError) or status == 429:
+        return f"{where} kept refusing for rate limits (429); wait a little, or lower max_turns"
+    if isinstance(exc, litellm.exceptions.ContextWindowExceededError):
+        return f"the conversation no longer fits the model's context window ({short_text(str(exc), 120)})"
+    return f"{type(exc).__name__}: {short_text(str(exc))}"
+
+
 class LiteLLMModel:
     """Any provider litellm supports, including local OpenAI-compatible servers via api_base."""
 
@@ -146,6 +276,11 @@ class LiteLLMModel:
         self.retry_max_wait = retry_max_wait
         self.request_timeout = request_timeout
         self.deadline: float | None = None  # time.monotonic() past which no call may run (the run's time limit)
+        self.on_retry: Callable[[int, str], None] | None = None  # told before each retry: attempt, last error
+
+    def warm_up(self) -> None:
+        """Import litellm now, so that the caller can check its time limit before a request goes out."""
+        import_litellm()
 
     def _call_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"timeout": self.request_timeout, "num_retries": 0, "max_retries": 0}
@@ -163,11 +298,14 @@ class LiteLLMModel:
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
         attempts: list[Attempt] = []
+        briefs: list[str] = []  # each failed attempt in two or three words, for the status line
         kwargs = self._call_kwargs()
         stop = stop_after_attempt(self.retries + 1)
         if self.deadline is not None:
-            remaining = max(1.0, self.deadline - time.monotonic())
-            kwargs["timeout"] = min(kwargs["timeout"], remaining)
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise ModelCallFailed("the time limit was reached before the request could be sent", [])
+            kwargs["timeout"] = min(kwargs["timeout"], max(remaining, 0.5))
             stop = stop | stop_after_delay(remaining)
         if tools:
             kwargs["tools"] = tools
@@ -175,28 +313,46 @@ class LiteLLMModel:
                 kwargs["_skip_mcp_handler"] = True
 
         def attempt_once():
+            if attempts and self.on_retry is not None:
+                self.on_retry(len(attempts), briefs[-1])
             started = time.monotonic()
+            if self.deadline is not None and started >= self.deadline:
+                raise DeadlinePassed("the time limit was reached before the request could be sent")
             try:
                 response = litellm.completion(model=self.name, messages=messages, **kwargs)
             except Exception as exc:
                 attempts.append(Attempt(round(time.monotonic() - started, 3), _one_line(exc),
                                         getattr(exc, "status_code", None)))
+                briefs.append(brief(exc))
                 raise
             attempts.append(Attempt(round(time.monotonic() - started, 3)))
             return response
 
+        refused = 0
+
+        def worth_retrying(exc: BaseException) -> bool:
+            nonlocal refused
+            if isinstance(exc, DeadlinePassed):
+                return False
+            if is_loopback(self.api_base) and connection_failure(exc) == "refused":
+                refused += 1
+                return refused <= LOOPBACK_REFUSED_RETRIES
+            return is_transient(exc) and not not_json(exc)
+
         retrying = Retrying(
             stop=stop,
             wait=wait_exponential(multiplier=self.retry_min_wait, min=self.retry_min_wait, max=self.retry_max_wait),
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(worth_retrying),
             reraise=True,
         )
         try:
             response = retrying(attempt_once)
+        except DeadlinePassed as exc:
+            raise ModelCallFailed(str(exc), attempts) from None
         except Exception as exc:
             context = isinstance(exc, litellm.exceptions.ContextWindowExceededError)
-            tried = f" after {len(attempts)} attempts" if len(attempts) > 1 else ""
-            raise ModelCallFailed(f"model call failed{tried}: {_one_line(exc)}", attempts,
+            tried = f" ({len(attempts)} attempts)" if len(attempts) > 1 else ""
+            raise ModelCallFailed(describe_failure(exc, self.name, self.api_base, litellm) + tried, attempts,
                                   context_window=context) from None
         return self._to_reply(litellm, response, attempts)
 

@@ -17,6 +17,8 @@ from agentloop.errors import UsageError
 from agentloop.trajectory import INDEX, SUMMARY, TRAJECTORY, read_events
 
 INCOMPLETE = "incomplete"  # a run with no summary: crashed or still running
+# Every outcome a run can have, for validating filters (agentloop/loop.py names the first five).
+OUTCOMES = ("accepted", "budget_exhausted", "gave_up", "error", "interrupted", INCOMPLETE)
 
 
 @dataclass
@@ -126,8 +128,21 @@ def assistant_message(reply: dict[str, Any]) -> dict[str, Any]:
 # -- finding and listing runs -------------------------------------------------------------------
 
 
+RUN_REF_HELP = "a run id, a unique prefix of one, `last` (= -1), -2 for the one before, or a run directory"
+
+
+def recent_ref(ref: str) -> int | None:
+    """`last` -> 1, `-N` -> N (the N-th newest run); None for any other reference."""
+    if ref == "last":
+        return 1
+    if ref.startswith("-") and ref[1:].isdigit() and int(ref[1:]) >= 1:
+        return int(ref[1:])
+    return None
+
+
 def find_run(ref: str, runs_dir: Path | None) -> Path:
-    """A run directory from a path (run dir or its trajectory.jsonl) or a run id / unique prefix."""
+    """A run directory from a path (run dir or its trajectory.jsonl), a run id / unique prefix, or
+    `last` / `-N` (the newest run / the N-th newest)."""
     path = Path(ref)
     if path.is_file() and path.name == TRAJECTORY:
         return path.parent
@@ -135,6 +150,14 @@ def find_run(ref: str, runs_dir: Path | None) -> Path:
         return path
     if runs_dir is None or not runs_dir.is_dir():
         raise UsageError(f"{ref}: no such run (no runs directory here; pass --runs-dir or a run path)")
+    nth = recent_ref(ref)
+    if nth is not None:
+        newest = sorted((p for p in runs_dir.iterdir() if (p / TRAJECTORY).is_file()), key=lambda p: p.name,
+                        reverse=True)
+        if len(newest) < nth:
+            have = f"only {len(newest)} run(s)" if newest else "no runs"
+            raise UsageError(f"{ref}: there are {have} in {runs_dir}; `agentloop runs` lists them")
+        return newest[nth - 1]
     if (runs_dir / ref / TRAJECTORY).is_file():
         return runs_dir / ref
     matches = sorted(p for p in runs_dir.iterdir() if p.name.startswith(ref) and (p / TRAJECTORY).is_file())

@@ -90,11 +90,16 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 progress: Callable[[str], None] = lambda line: None,
                 show_reply: Callable[[str], None] | None = None,
                 header_extra: dict[str, Any] | None = None,
-                first_results: list[CommandResult] | None = None) -> Session:
+                first_results: list[CommandResult] | None = None,
+                started: float | None = None,
+                status: Callable[[str], None] = lambda text: None,
+                check_output: Callable[[bytes], None] | None = None) -> Session:
     """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
     under the runs directory.
 
     `first_results`: the checks as the caller has just run them, so the loop need not run them again.
+    `started`: time.monotonic() when the command began; the time limit counts from there.
+    `status`, `check_output`: the live status line and -v's check output (agentloop/console.py).
     """
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
@@ -106,7 +111,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         try:
             isolation.prepare()
             result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
-                          header_extra, first_results)
+                          header_extra, first_results, started, {"status": status, "check_output": check_output})
         except BaseException:
             guard.settle()
             isolation.finish("interrupted", None)  # whatever was set up is cleaned away; the tree is untouched
@@ -126,6 +131,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         "task": task,
         "model": config.model,
         "turns": t.turns,
+        "turns_finished": t.turns_finished,
         "model_calls": t.model_calls,
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
@@ -159,7 +165,8 @@ class _Ran:
 
 
 def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
-         run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None) -> _Ran:
+         run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None,
+         started_at: float | None = None, live: dict[str, Any] | None = None) -> _Ran:
     """Header, workspace, loop; an interrupt after the header still ends the trajectory with its footer."""
     from agentloop import feedback, toolbox
 
@@ -184,10 +191,12 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
             base_patch="base.patch" if base_patch else None,
             workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
         )
+        private = frozenset() if config.include_untracked else private_files(workspace, config)
         work = isolation.begin(start_tree)
         loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
                     start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
-                    first_results=first_results, user_root=workspace.root)
+                    first_results=first_results, user_root=workspace.root, started=started_at, private_files=private,
+                    **(live or {}))
         result = loop.run()
     except KeyboardInterrupt:  # before the loop could catch it itself
         guard.settle()
@@ -203,6 +212,15 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
     finally:
         trajectory.close()
     return _Ran(result, started, base_commit, trajectory.redactor)
+
+
+def private_files(workspace: Workspace, config: Config) -> frozenset[str]:
+    """Files git neither tracks nor has staged (notes, local settings): the user never shared them, so
+    the model is not shown them, unless `include_untracked` or `files:` names them."""
+    from agentloop.workspace import git
+
+    out = git(["ls-files", "-z", "--others", "--exclude-standard"], workspace.root, check=False)
+    return frozenset(f for f in out.split("\0") if f) - set(config.files)
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any], redactor) -> None:

@@ -57,15 +57,19 @@ class ToolAnswer:
 class Toolbox:
     """Answers tool calls against one directory tree (the workspace)."""
 
-    def __init__(self, root: Path, list_files):
+    def __init__(self, root: Path, list_files, private: frozenset[str] = frozenset()):
         self.root = root.resolve()
         self._list_files = list_files  # callable returning repo-relative paths
+        # Files the user never shared (not tracked, not staged): answered as if they did not exist.
+        self.private = private
 
     def _resolve(self, rel: str) -> Path:
         rel = (rel or ".").strip()
         candidate = (self.root / rel).resolve()
         if not candidate.is_relative_to(self.root):
             raise ValueError(f"{rel}: outside the repository")
+        if self.private and candidate.relative_to(self.root).as_posix() in self.private:
+            raise ValueError(f"{rel}: no such file")
         parts = candidate.relative_to(self.root).parts
         if ".git" in parts:
             raise ValueError(f"{rel}: git internals are not readable")

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentloop.runlog import Run
+from agentloop.words import plural
 
 OK, FAIL, INFO = "ok", "fail", "info"
 
@@ -94,14 +96,17 @@ def _model_call(event: dict[str, Any]) -> Block:
 
 
 def _edits(event: dict[str, Any]) -> Block:
-    parts = []
-    for edit in event.get("edits") or []:
+    parts = [event["diff"]] if event.get("applied") and event.get("diff") else []  # real line numbers
+    for edit in [] if parts else event.get("edits") or []:
         path = edit.get("path", "")
         if edit.get("kind") in ("replace", "write", "create"):
             old = edit.get("search", "") if edit.get("kind") == "replace" else ""
-            parts.append("".join(difflib.unified_diff(
+            hunk = "".join(difflib.unified_diff(
                 old.splitlines(keepends=True), (edit.get("replace") or "").splitlines(keepends=True),
-                f"a/{path}", f"b/{path}", n=2)))
+                f"a/{path}", f"b/{path}", n=2))
+            # Recorded before edits carried their diff: difflib numbers from 1, not the file's lines.
+            where = f"@@ near line {edit['line_hint']} @@" if edit.get("line_hint") else "@@ (line not recorded) @@"
+            parts.append(re.sub(r"^@@ [^\n]* @@", where, hunk, flags=re.M))
         else:
             parts.append(f"{edit.get('kind')} {path}" + (f" -> {edit['new_path']}" if edit.get("new_path") else "")
                          + "\n")
@@ -136,7 +141,7 @@ def _check(event: dict[str, Any]) -> Block:
 
 def _outcome(event: dict[str, Any]) -> list[Block]:
     totals = event.get("totals") or {}
-    meta = [f"reward {event.get('reward')}", f"{totals.get('turns', 0)} turns", f"{_tokens(totals)} tokens",
+    meta = [f"reward {event.get('reward')}", plural(totals.get('turns', 0), 'turn'), f"{_tokens(totals)} tokens",
             f"${totals.get('cost_usd', 0):.4f}", f"{event.get('duration_s', 0):.1f}s"]
     checks = "\n".join(f"{'PASS' if c.get('passed', c.get('exit_code') == 0) else 'FAIL'}  {c.get('command')}"
                        for c in event.get("checks") or [])

@@ -3,6 +3,9 @@
 Each POST to /v1/chat/completions takes the next step of the script:
   {"content": "...", "tool_calls": [{"name": "read_file", "arguments": {...}}], "finish_reason": "stop"}
   {"status": 429, "error": "slow down"}          # an HTTP error instead of a reply
+  {"raw": "{not json"}                            # a 200 whose body is this text, verbatim
+GET /v1/models lists `models` (default ["fake"]); a request naming another model gets a 404
+"model not found" when `strict_models` is set, as llama.cpp's and vLLM's servers answer.
 Requests are recorded (parsed JSON bodies) so tests can assert on what the model was sent.
 When the script runs out, the last step repeats.
 
@@ -21,8 +24,12 @@ from typing import Any
 
 
 class FakeLLM:
-    def __init__(self, script: list[dict[str, Any]], log_path: str | None = None):
+    def __init__(self, script: list[dict[str, Any]], log_path: str | None = None, *,
+                 models: list[str] | None = None, strict_models: bool = False):
         self.script = list(script)
+        self.models = list(models or ["fake"])
+        self.strict_models = strict_models
+        self.model_list_requests = 0
         self.requests: list[dict[str, Any]] = []
         self.log_path = log_path
         self._lock = threading.Lock()
@@ -71,16 +78,31 @@ class FakeLLM:
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                    fake.model_list_requests += 1
+                    self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in fake.models]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if fake.strict_models and body.get("model") not in fake.models:
+                    with fake._lock:
+                        fake.requests.append(body)
+                    self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist.",
+                                               "type": "invalid_request_error", "code": "model_not_found"}})
+                    return
                 step = fake.next_step(body)
                 if step.get("delay"):
                     time.sleep(step["delay"])
+                if "raw" in step:
+                    data = step["raw"].encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if "status" in step:
                     self._send(step["status"], {"error": {"message": step.get("error", "scripted error"),
                                                           "type": "scripted", "code": step["status"]}})

@@ -37,7 +37,8 @@ def test_init_with_nothing_detected(tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     result = CliRunner().invoke(cli, ["init"])
     assert result.exit_code == 0 and "no test runner detected" in result.output
-    assert yaml.safe_load((repo / ".agentloop.yaml").read_text())["checks"] == []
+    assert yaml.safe_load((repo / ".agentloop.yaml").read_text())["checks"] in (None, [])
+    assert load_config(repo, environ={}).checks == ()
 
 
 def test_init_outside_git(tmp_path, monkeypatch):

@@ -28,9 +28,14 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def _read_reply(source: str) -> str:
+def _read_reply(source: str | None) -> str:
+    if source is None and sys.stdin.isatty():
+        _fail("no reply to apply: give a FILE, or pipe the reply in (e.g. `pbpaste | agentloop apply`); "
+              "`agentloop apply -` reads what you type until Ctrl-D", EXIT_USAGE)
     try:
-        if source == "-":
+        if source in (None, "-"):
+            if sys.stdin.isatty():
+                click.echo("reading the reply from standard input; end it with Ctrl-D", err=True)
             data = sys.stdin.buffer.read()
         else:
             data = Path(source).read_bytes()
@@ -39,7 +44,7 @@ def _read_reply(source: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _apply(source: str, dry_run: bool, as_json: bool) -> None:
+def _apply(source: str | None, dry_run: bool, as_json: bool) -> None:
     from agentloop.edits import apply_reply, render_failures  # imported here: keeps `agentloop --help` fast
 
     top = _git(["rev-parse", "--show-toplevel"], Path.cwd())
@@ -65,17 +70,27 @@ def _apply(source: str, dry_run: bool, as_json: bool) -> None:
         for note in result.notes:
             click.echo(f"note: {note}")
     else:
-        click.echo(render_failures(result))
+        click.echo(_for_people(render_failures(result), dry_run))
     sys.exit(EXIT_OK if ok else EXIT_FAILED)
 
 
-@click.argument("reply_file", metavar="[FILE|-]", required=False, default="-")
+def _for_people(text: str, dry_run: bool) -> str:
+    """render_failures speaks to the model ("send all the edits again"); say the same to a person."""
+    head, _, rest = text.partition("\n")
+    count = head.split(" could not be applied")[0]
+    nothing = "nothing would change" if dry_run else "nothing was changed"
+    first = f"{nothing}: {count} could not be applied (a reply applies all or nothing)"
+    return "\n".join([first, rest]) if rest else first
+
+
+@click.argument("reply_file", metavar="[FILE|-]", required=False)
 @click.option("--dry-run", is_flag=True, help="Check that the reply applies; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-def _apply_command(reply_file: str, dry_run: bool, as_json: bool) -> None:
+def _apply_command(reply_file: str | None, dry_run: bool, as_json: bool) -> None:
     """Apply a model reply (SEARCH/REPLACE, diff, apply_patch, whole files) to this repository.
 
-    Reads FILE, or standard input for `-` (the default). All edits apply or none do.
+    Reads FILE, or standard input (`-`, the default when input is piped; on a terminal with no FILE
+    it stops with a usage error rather than wait). All edits apply or none do.
     Exit status: 0 applied, 1 refused (nothing changed), 2 usage error.
     """
     _apply(reply_file, dry_run, as_json)

@@ -6,22 +6,24 @@ from pathlib import Path
 
 import click
 
-from agentloop.commands.style import runs_dir_option
+from agentloop.commands.style import RUN_ARG_SETTINGS, runs_dir_option
+from agentloop.runlog import OUTCOMES
 
 FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"]
 
 
-@click.command("export")
+@click.command("export", context_settings=RUN_ARG_SETTINGS)
 @click.argument("runs", nargs=-1, required=True, metavar="RUN_OR_DIR...")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), required=True, help="Output format.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), required=True, metavar="FILE",
               help="The JSONL file to write (replaced whole, never half-written).")
 @runs_dir_option
-@click.option("--outcome", help="Only runs with this outcome (e.g. accepted).")
+@click.option("--outcome", type=click.Choice(OUTCOMES), help="Only runs with this outcome.")
 @click.option("--min-reward", type=float, help="Only runs with at least this reward.")
 @click.option("--task", "task_text", metavar="TEXT", help="Only runs whose task contains TEXT (case-insensitive).")
 def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text):
-    """Export RUN_OR_DIR... (run ids, run directories, or directories of runs) as FORMAT.
+    """Export RUN_OR_DIR... (run ids or prefixes, `last`, -1, -2, ..., run directories, or
+    directories of runs) as FORMAT.
 
     Filters apply before pairing: DPO formats pair an accepted run with a run of the same task (same
     task text, starting tree content and checks) that failed on the merits, never an interrupted or
@@ -33,6 +35,7 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
     from agentloop.exporters import FORMATS
     from agentloop.runlog import Run, default_runs_dir, expand_runs
     from agentloop.trajectory import atomic_write_text
+    from agentloop.words import plural
 
     folder = default_runs_dir(runs_dir)
     selected = []
@@ -50,4 +53,4 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
         atomic_write_text(out_path, "".join(line + "\n" for line in rows))
     except OSError as exc:
         raise UsageError(f"--out {out_path}: cannot write it ({exc.strerror}); check the folder exists") from None
-    click.echo(f"wrote {len(rows)} rows ({fmt}) from {len(selected)} runs to {out_path}", err=True)
+    click.echo(f"wrote {plural(len(rows), 'row')} ({fmt}) from {plural(len(selected), 'run')} to {out_path}", err=True)

@@ -8,12 +8,52 @@ from pathlib import Path
 import click
 
 OUTCOME_WORDS = {
-    "accepted": "accepted: all acceptance checks pass",
+    "accepted": "accepted",
     "budget_exhausted": "budget exhausted",
     "gave_up": "gave up",
     "error": "error",
     "interrupted": "interrupted",
 }
+
+
+def outcome_line(s: dict) -> str:
+    """`accepted: all acceptance checks pass; after 2 turns, 1874 tokens, $0.0012, 4.0s`: the outcome,
+    its reason said once, and what the run spent."""
+    from agentloop.words import plural
+
+    word = OUTCOME_WORDS.get(s["outcome"], s["outcome"])
+    reason = " ".join(str(s.get("reason") or "").split())
+    headline = reason if reason.startswith(word) or word in reason else f"{word}: {reason}" if reason else word
+    turns, finished = s["turns"], s.get("turns_finished", s["turns"])
+    if turns == 0:
+        when = "(no turn needed)" if s["outcome"] == "accepted" else "before the first turn"
+    elif finished >= turns:
+        when = f"after {plural(turns, 'turn')}"
+    else:
+        when = f"during turn {turns}"
+    return f"{headline}; {when}, {s['tokens']} tokens, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s"
+
+
+def closing_summary(s: dict) -> list[str]:
+    """After the outcome: the files changed with +/- counts, where the result is, how to undo it."""
+    from agentloop.commands.hook import diff_stat
+
+    lines: list[str] = []
+    try:
+        patch = Path(s["patch"]).read_text(encoding="utf-8")
+    except OSError:
+        patch = ""
+    stats = diff_stat(patch)
+    if stats:
+        lines.append("changed:")
+        lines.extend(f"  {path} (+{added} -{removed})" for path, added, removed in stats)
+    where = describe_result(s)
+    if where:
+        lines.append(where)
+    w = s.get("workspace") or {}
+    if stats and w.get("mode") == "worktree" and not w.get("applied"):
+        lines.append(f"to take it: git apply {s['patch']}")
+    return lines
 
 
 @click.command("fix")
@@ -44,14 +84,17 @@ OUTCOME_WORDS = {
 @click.option("--in-place", "in_place", is_flag=True, default=None,
               help="Edit the working tree itself instead of a worktree of it (pre-commit, CI); "
               "`agentloop undo RUN_ID` restores it.")
+@click.option("--include-untracked", "include_untracked", is_flag=True, default=None,
+              help="Also show the model files git neither tracks nor has staged (hidden by default; "
+              "config include_untracked).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout at the end.")
 @click.option("--output-patch", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Write the final diff to FILE (empty when nothing changed), e.g. for a CI artifact.")
-@click.option("-v", "--verbose", is_flag=True, help="Also print each model reply.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print each model reply and the checks' output as they come.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
 def fix_command(task, model, api_base, checks, accepts, accept_files, files, edit_format, max_turns, max_cost,
-                max_tokens, time_limit, config_path, sandbox, runs_dir, in_place, as_json, output_patch, verbose,
-                quiet):
+                max_tokens, time_limit, config_path, sandbox, runs_dir, in_place, include_untracked, as_json,
+                output_patch, verbose, quiet):
     """Ask the model for edits, run the checks, feed back, until they pass.
 
     TASK is what to do in words (default: "Make the checks pass."). Checks come from --check and
@@ -59,6 +102,9 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     or gave up), 2 usage error, 3 provider error, 130 interrupted. Never prompts; in GitHub
     Actions ($GITHUB_STEP_SUMMARY set) a short report is appended to the job summary.
     """
+    import time
+
+    started = time.monotonic()  # --time-limit counts from here: set-up, imports and checks included
     from agentloop.config import load_config
     from agentloop.errors import UsageError
     from agentloop.session import run_session
@@ -67,7 +113,7 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     repo = find_repo_root(Path.cwd())
     flags = {"model": model, "api_base": api_base, "files": files, "edit_format": edit_format,
              "max_turns": max_turns, "max_cost": max_cost, "max_tokens": max_tokens, "time_limit": time_limit,
-             "runs_dir": runs_dir, "in_place": in_place, "sandbox": sandbox}
+             "runs_dir": runs_dir, "in_place": in_place, "sandbox": sandbox, "include_untracked": include_untracked}
     if checks or accepts:
         flags["checks"] = [{"run": c} for c in checks] + [{"run": a, "feedback": False} for a in accepts]
     if accept_files:  # relative SRCs are relative to where the command was typed
@@ -95,25 +141,28 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     if output_patch is not None and not output_patch.expanduser().parent.is_dir():
         raise UsageError(f"--output-patch {output_patch}: folder {output_patch.parent} does not exist; create it first")
 
-    def say(line: str) -> None:
-        if not quiet:
-            click.echo(line, err=True)
+    from agentloop.console import Console
 
+    console = Console(verbose=verbose, quiet=quiet, live=False if as_json or quiet else None)
+    say = console.line
     workspace = Workspace(repo)
-    show_reply = (lambda text: click.echo(click.style(text.rstrip(), dim=True), err=True)) if verbose else None
-    session = run_session(config, workspace, task, model=_model_or_usage_error(config), progress=say,
-                          show_reply=show_reply)
+    try:
+        session = run_session(config, workspace, task, model=_model_or_usage_error(config),
+                              progress=console.progress, show_reply=console.reply if verbose else None,
+                              started=started, status=console.status,
+                              check_output=console.check_output if verbose else None)
+    finally:
+        console.close()
     s = session.summary
     if verbose:
         say(f"trajectory: {s['trajectory']}")
-    say(f"{OUTCOME_WORDS.get(s['outcome'], s['outcome'])} ({s['reason']}) after {s['turns']} turns, "
-        f"{s['tokens']} tokens, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s")
+    good = s["outcome"] == "accepted"
+    console.line(outcome_line(s), fg="green" if good else "red" if s["outcome"] == "error" else "yellow", bold=True)
     for note in s["cost_notes"]:
         say(f"note: {note}")
-    where = describe_result(s)
-    if where:
-        say(where)
-    say(f"run {s['run_id']}: {s['trajectory']}")
+    for line in closing_summary(s):
+        say(line)
+    say(f"run {s['run_id']}: {s['trajectory']} (`agentloop show last` prints it)")
     _ci_outputs(s, output_patch, say)
     if as_json:
         click.echo(json.dumps(s))
@@ -137,7 +186,8 @@ def describe_result(s: dict) -> str | None:
     if w.get("mode") == "worktree" and s["changed"] and not w.get("applied"):
         return f"your tree is untouched; the result is on branch {branch} and in {patch}"
     if w.get("applied"):
-        return f"applied to your tree; also on branch {branch} (agentloop undo {s['run_id']} reverts it)"
+        return (f"applied to your tree (review it with `git diff`); also on branch {branch} and in {patch}; "
+                f"`agentloop undo {s['run_id']}` reverts it")
     return None
 
 

@@ -41,8 +41,13 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     Made for pre-commit (see .pre-commit-hooks.yaml). Each CHECK is a shell command; without
     any, `hook: checks` then `checks` from .agentloop.yaml are used. `{files}` in a check becomes
     the staged files, shell-quoted; with no staged files such a check is skipped. Exit codes:
-    0 all checks pass, 1 they failed (fixed or not: review `git diff`, then stage), 2 usage error.
+    0 all checks pass, 1 they failed (fixed or not: review `git diff`, then stage), 2 usage error,
+    3 provider error (the checks failed and the model could not be reached; files as they were),
+    130 interrupted.
     """
+    import time
+
+    started = time.monotonic()  # the time limit counts from here, the first round of checks included
     from agentloop.config import Check, load_config
     from agentloop.errors import UsageError
 
@@ -79,7 +84,7 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
             _show_failure(result)
         click.echo(MODEL_LINE)
         raise SystemExit(1)
-    raise SystemExit(repair(config, repo, task, results))
+    raise SystemExit(repair(config, repo, task, results, started))
 
 
 def repo_root() -> Path:
@@ -179,7 +184,7 @@ def _show_failure(result) -> None:
         click.echo(result.output.rstrip("\n"))
 
 
-def repair(config, repo: Path, task: str | None, results: list) -> int:
+def repair(config, repo: Path, task: str | None, results: list, started: float | None = None) -> int:
     """Run the loop in place, from the check results just seen. A fix stays in the working tree,
     unstaged; a failed attempt is undone."""
     from agentloop.ci import append_step_summary
@@ -191,7 +196,7 @@ def repair(config, repo: Path, task: str | None, results: list) -> int:
                f"asking {config.model}, at most {config.budget.max_turns} turn(s)")
     replies: list[str] = []
     session = run_session(config, Workspace(repo), task, progress=lambda line: click.echo(f"agentloop: {line}"),
-                          show_reply=replies.append, first_results=results)
+                          show_reply=replies.append, first_results=results, started=started)
     s, diff = session.summary, session.result.diff
     patch = Path(s["patch"]).read_text(encoding="utf-8")  # redacted: what is shown and reported
     spent = f"{s['turns']} turn(s), {s['tokens']} tokens, ${s['cost_usd']:.4f}"

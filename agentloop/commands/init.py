@@ -41,6 +41,20 @@ def detect_checks(repo: Path) -> list[tuple[str, str]]:
     return found
 
 
+def detect_tests(repo: Path) -> list[str]:
+    """Globs for the test files the repository shows: what the model should not be able to rewrite."""
+    globs: list[str] = []
+    for folder in ("tests", "test", "spec", "__tests__"):
+        if (repo / folder).is_dir():
+            globs.append(f"{folder}/**")
+    for pattern in ("test_*.py", "*_test.py", "conftest.py", "pytest.ini", "*_test.go"):
+        if any(p.is_file() for p in repo.glob(pattern)):
+            globs.append(pattern)
+    if any(repo.glob("**/*_test.go")) and "*_test.go" not in globs:
+        globs.append("**/*_test.go")
+    return globs
+
+
 TEMPLATE = """\
 # agentloop configuration: every setting is described in agentloop's README (Configuration).
 # Precedence: these values < environment (AGENTLOOP_MODEL, AGENTLOOP_API_BASE) < command-line flags.
@@ -59,15 +73,19 @@ checks:
 
 # Globs the model may not edit (its edits there are refused), e.g. your tests. Checks also run
 # against these files as they were when the run started, whatever the model's code does to them.
-protect: []
-#  - "tests/**"
-#  - conftest.py
+# The tests found here are listed, so that they are protected whatever agentloop's defaults are;
+# remove a line to let the model edit those files. More examples to uncomment:
+protect:
+{protect}
+  # - ".github/**"
+  # - "scripts/check.sh"
 
 # Run checks under bubblewrap (no network, writes only inside the repository): auto | bwrap | off.
 sandbox: auto
 
-# Files always shown to the model at the start.
-files: []
+# Files always shown to the model at the start, e.g.:
+files:
+  # - src/main.py
 
 # Edit format: auto, search_replace, udiff, whole, apply_patch.
 edit_format: auto
@@ -83,15 +101,25 @@ budget:
 check_timeout: {check_timeout}   # seconds per check; the whole process tree is killed after it
 
 # Environment variables passed to checks besides the harmless defaults (PATH, HOME, LANG, ...).
-# Secrets such as *_API_KEY are withheld unless named here.
-pass_env: []
+# Secrets such as *_API_KEY are withheld unless named here, e.g.:
+pass_env:
+  # - DATABASE_URL
+
+# Files git neither tracks nor has staged are not shown to the model unless this is true.
+include_untracked: false
+
+# `agentloop runs --prune` keeps this many newest runs (and their agentloop/<id> branches).
+keep_runs: 20
 """
 
 
 @click.command("init")
 @click.option("--force", is_flag=True, help="Overwrite an existing .agentloop.yaml.")
 def init_command(force: bool) -> None:
-    """Write a commented .agentloop.yaml with the checks this repository shows."""
+    """Write a commented .agentloop.yaml with the checks this repository shows.
+
+    Exit codes: 0 written, 2 not inside a git repository or the file exists (pass --force).
+    """
     from agentloop.config import Budget, Config
     from agentloop.errors import UsageError
     from agentloop.workspace import find_repo_root
@@ -105,12 +133,13 @@ def init_command(force: bool) -> None:
         checks = "\n".join(f"  - run: {json.dumps(cmd)}    # {why}" for cmd, why in detected)
     else:
         checks = '  # - run: "python -m pytest -q"   (no test runner detected: add your own)'
+    tests = detect_tests(repo)
+    protect = "\n".join(f"  - {json.dumps(glob)}" for glob in tests) or "  # - \"tests/**\""
     budget, defaults = Budget(), Config()
-    text = TEMPLATE.format(checks=checks, max_turns=budget.max_turns, max_model_calls=budget.max_model_calls,
+    text = TEMPLATE.format(checks=checks, protect=protect, max_turns=budget.max_turns,
+                           max_model_calls=budget.max_model_calls,
                            max_tokens=budget.max_tokens, max_cost=budget.max_cost,
                            time_limit=int(budget.time_limit), check_timeout=int(defaults.check_timeout))
-    if not detected:
-        text = text.replace("checks:\n", "checks: []\n", 1)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
@@ -119,4 +148,6 @@ def init_command(force: bool) -> None:
         click.echo(f"  check: {cmd}  ({why})")
     if not detected:
         click.echo("  no test runner detected: add a check under 'checks:'")
+    if tests:
+        click.echo(f"  protected from the model's edits: {', '.join(tests)} (edit 'protect:' to change that)")
     click.echo("  set 'model:' there or pass --model to agentloop fix")

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from agentloop.commands.style import paint, runs_dir_option, use_colour
+from agentloop.commands.style import RUN_ARG_SETTINGS, paint, runs_dir_option, use_colour
 
 
-@click.command("replay")
+@click.command("replay", context_settings=RUN_ARG_SETTINGS)
 @click.argument("run")
 @runs_dir_option
 @click.option("-m", "--model", help="Send the recorded conversation prefix to this litellm model instead, "
@@ -22,6 +22,7 @@ def replay_command(run, runs_dir, model, api_base, from_turn, as_json):
     """Re-execute RUN's recorded replies against a fresh git worktree at its base commit (under
     .agentloop/replay/, removed afterwards) and report whether every check verdict matches the record.
 
+    RUN is a run id, a unique prefix of one, `last` or -1 (the newest run), -2, ..., or a run directory.
     Exit codes: 0 every verdict matches (with --model: the new run was accepted), 1 they differ
     (not accepted), 2 bad argument or the base commit is missing, 3 provider error.
     """

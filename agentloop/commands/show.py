@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from agentloop.commands.style import paint, runs_dir_option, use_colour
+from agentloop.commands.style import RUN_ARG_SETTINGS, paint, runs_dir_option, use_colour
 
 STATUS_COLOURS = {"ok": "green", "fail": "red", "info": "cyan"}
 
 
-@click.command("show")
+@click.command("show", context_settings=RUN_ARG_SETTINGS)
 @click.argument("run")
 @runs_dir_option
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
@@ -19,7 +19,10 @@ STATUS_COLOURS = {"ok": "green", "fail": "red", "info": "cyan"}
 @click.option("--full", is_flag=True, help="Do not fold long outputs.")
 def show_command(run, runs_dir, html_path, full):
     """Print the transcript of RUN (a run id, a unique prefix of one, or a run directory):
-    turns, replies, coloured diffs, check results, the outcome. Exit code 0, or 2 if RUN is unknown."""
+    turns, replies, coloured diffs, check results, the outcome.
+
+    RUN may also be `last` or -1 (the newest run), -2 (the one before), ...
+    Exit code 0, or 2 if RUN is unknown."""
     from agentloop.runlog import Run, default_runs_dir, find_run
     from agentloop.transcript import blocks
 

@@ -11,6 +11,9 @@ runs_dir_option = click.option(
     "--runs-dir", metavar="DIR",
     help="Where runs are recorded (default: the repository's configured runs directory, .agentloop/runs).")
 
+# Lets a RUN argument be `-1`, `-2`, ... (the newest runs) rather than an unknown option.
+RUN_ARG_SETTINGS = {"ignore_unknown_options": True}
+
 OUTCOME_COLOURS = {"accepted": "green", "budget_exhausted": "yellow", "gave_up": "yellow", "error": "red",
                    "interrupted": "magenta", "incomplete": "magenta"}
 
