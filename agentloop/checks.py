@@ -50,13 +50,17 @@ class CommandResult:
     timed_out: bool = False
     total_bytes: int = 0
     elided_bytes: int = 0
+    grade: dict | None = None  # a pytest check's structured verdict (agentloop.grading); None: exit code only
 
     @property
     def passed(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and (self.grade is None or bool(self.grade.get("ok")))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.grade is None:
+            del data["grade"]
+        return data
 
 
 class _HeadTail:

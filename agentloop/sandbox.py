@@ -60,8 +60,9 @@ class Sandbox:
     hidden: tuple[Path, ...] = ()  # credential files and directories made empty inside
     note: str = ""
 
-    def wrapper(self, protected: Iterable[Path] = ()) -> list[str]:
-        """The argv prefix for `/bin/sh -c CMD`; `protected` paths are also made read-only."""
+    def wrapper(self, protected: Iterable[Path] = (), writable: Iterable[Path] = ()) -> list[str]:
+        """The argv prefix for `/bin/sh -c CMD`; `protected` paths are also made read-only, `writable`
+        folders outside the workspace (a graded check's report folder) are bound writable."""
         if self.mode != "bwrap" or self.root is None:
             return []
         root = str(self.root)
@@ -70,6 +71,8 @@ class Sandbox:
         for top in _tools_under_tmp(os.environ):  # the private /tmp must not hide the checks' own tools
             args += ["--ro-bind", top, top]
         args += ["--bind", root, root]  # after /tmp: the workspace may live under it
+        for path in writable:
+            args += ["--bind", str(path), str(path)]
         for path in (*self.readonly, *protected):
             if path.exists() or path.is_symlink():
                 real = str(path.resolve()) if path.is_symlink() else str(path)
