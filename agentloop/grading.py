@@ -35,6 +35,7 @@ PLUGIN_DIR = Path(__file__).with_name("pytest_plugin")
 PLUGIN = "agentloop_grade"
 PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+EXPANDS = re.compile(r"[$~*?\[{]")  # a word the shell would expand: re-quoting it would change it
 KINDS = ("auto", "pytest", "command")
 RAN = ("passed", "failed", "error")  # outcomes of a test that ran
 NOT_RUN = ("skipped", "xfailed")
@@ -71,6 +72,11 @@ def _split(command: str) -> tuple[list[str], str, list[str]] | None:
     if name in ("pytest", "py.test"):
         return tokens[:i], program, rest
     return None
+
+
+def _rewritable(command: str) -> bool:
+    """Whether the words of `command` survive being quoted again (no expansions, no quoting tricks)."""
+    return not EXPANDS.search(command) and "\\" not in command
 
 
 def _script_python(program: str, env: Mapping[str, str]) -> str | None:
@@ -224,7 +230,7 @@ def prepare(command: str, kind: str, env: Mapping[str, str]) -> Graded | None:
     report = str(folder / "report.jsonl")
     env = dict(env)
     python = None
-    if split is not None:
+    if split is not None and _rewritable(command):
         assignments, mode, args = split
         if mode == "module":
             python, args = args[0], args[1:]

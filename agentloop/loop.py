@@ -12,12 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentloop import feedback, sandbox
+from agentloop import feedback, grading, sandbox
 from agentloop.checks import CommandResult, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
 from agentloop.errors import AgentloopError
-from agentloop.guard import ProtectedFiles, scan_diff
+from agentloop.guard import (
+    TEST_PATH,
+    ProtectedFiles,
+    default_protected,
+    protected_patterns,
+    scan_diff,
+    test_literals,
+    text_diff,
+)
 from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
 from agentloop.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
@@ -59,6 +67,8 @@ class RunResult:
     exit_code: int | None = None
     workspace: dict[str, Any] = field(default_factory=dict)  # how the result reached the user's tree
     kept_turn: int | None = None  # set when an earlier, better turn was restored at the end
+    flags: dict[str, int] = field(default_factory=dict)  # suspicious-edit and tampering flags, by kind
+    reward: float | None = None  # as written to the footer (never positive when flagged)
 
 
 @dataclass
@@ -100,6 +110,10 @@ class Loop:
         self.protected: ProtectedFiles | None = None
         self.tampered: list[str] = []  # protected files changed while this round of checks ran
         self.flags: dict[str, int] = {}  # suspicious-edit and tampering flags of the run, by kind
+        self.protect: list[str] = list(config.protect)  # + the default harness, set when the run starts
+        self.harness: list[str] = []  # what scan_diff flags edits to (even when test edits are allowed)
+        self.literals: frozenset[str] = frozenset()  # literals of the test files at the start
+        self.baselines: dict[str, grading.Report] = {}  # each pytest check's report at the start (turn 0)
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -118,7 +132,12 @@ class Loop:
                                            self.trajectory.run_dir.parent)
             if self.sandbox.note:
                 self.progress(self.sandbox.note)
-            self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
+            commands = [c.run for c in self.config.checks]
+            self.protect = protected_patterns(self.workspace.root, self.config.protect, commands,
+                                              self.config.allow_test_edits)
+            self.harness = default_protected(self.workspace.root, commands)
+            self.literals = self.start_literals()
+            self.protected = ProtectedFiles(self.workspace.root, self.protect, self.start_tree)
             results = self.record_first_results() if self.first_results else self.run_checks()
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
@@ -181,13 +200,15 @@ class Loop:
         if self.on_end is not None:
             extra["workspace"] = self.on_end(outcome, final_tree)
         duration = round(time.monotonic() - self.started, 3)
+        flags = dict(sorted(self.flags.items()))
+        # A flagged run is never rewarded: it scores as a failure, whatever its outcome.
+        reward = self.config.reward.score(outcome == ACCEPTED and not flags, self.totals.unusable_turns)
         self.trajectory.event("outcome", outcome=outcome, reason=reason, duration_s=duration,
                               totals=_plain_totals(self.totals), diff=diff,
                               checks=[r.to_dict() | {"passed": r.passed} for r in self.last_results],
-                              reward=self.config.reward.score(outcome == ACCEPTED, self.totals.unusable_turns),
-                              flags=dict(sorted(self.flags.items())), **extra)
+                              reward=reward, flags=flags, **extra)
         self.result = RunResult(outcome, reason, self.totals, duration, self.last_results, diff, self.exit_code,
-                                extra.get("workspace") or {}, extra.get("kept_turn"))
+                                extra.get("workspace") or {}, extra.get("kept_turn"), flags, reward)
         return self.result
 
     # -- steps ------------------------------------------------------------------------------------
@@ -276,10 +297,11 @@ class Loop:
             copied += content.count(example)
             content = content.replace(example, "")
         before = self.workspace.snapshot()
-        result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
+        result = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play)
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
-        suspicious = scan_diff(self.workspace.diff(before)) if result.applied else []
+        suspicious = (scan_diff(text_diff(self.workspace.root, before, self.workspace.snapshot()), self.harness,
+                                self.literals) if result.applied else [])
         for flag in suspicious:
             self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
         self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious)
@@ -350,11 +372,16 @@ class Loop:
         timeout = max(1.0, min(check.timeout or self.config.check_timeout, remaining))
         self.keep_pristine(None)
         log = self.trajectory.check_log()
-        wrapper = self.sandbox.wrapper(self.protected.readonly_paths() if self.protected else ())
+        graded = grading.prepare(check.run, check.kind, self.env)
+        wrapper = self.sandbox.wrapper(self.protected.readonly_paths() if self.protected else (),
+                                       writable=[graded.folder] if graded else ())
         try:
-            result = run_command(check.run, self.workspace.root, timeout=timeout,
-                                 output_cap=self.config.output_cap, env=self.env, output_sink=log.feed,
-                                 wrapper=wrapper)
+            result = run_command(graded.command if graded else check.run, self.workspace.root, timeout=timeout,
+                                 output_cap=self.config.output_cap, env=graded.env if graded else self.env,
+                                 output_sink=log.feed, wrapper=wrapper)
+            result.command = check.run
+            if graded is not None:
+                self.grade(check, graded, result, log)
         finally:
             log.close()
         self.trajectory.event("check", turn=self.totals.turns, name=check.label, feedback=check.feedback,
@@ -362,6 +389,29 @@ class Loop:
                               sandbox=self.sandbox.mode, **result.to_dict())
         self.tampered += self.keep_pristine(check)
         return result
+
+    def grade(self, check: Check, graded: grading.Graded, result: CommandResult, log) -> None:
+        """Judge a pytest check by its report; the report of its first run is the baseline."""
+        report = graded.read()
+        baseline = self.baselines.get(check.run)
+        if self.totals.turns == 0 and baseline is None:
+            self.baselines[check.run] = report
+        why = grading.verdict(report, baseline)
+        result.grade = grading.summary(report, why)
+        if why and result.exit_code == 0 and not result.timed_out:
+            note = grading.grade_note(why)  # the exit code said pass: say why it does not count
+            result.output += note
+            log.feed(note.encode("utf-8"))
+
+    def start_literals(self) -> frozenset[str]:
+        texts = []
+        for path in self.workspace.list_files():
+            if TEST_PATH.search(path) and path.endswith(".py"):
+                try:
+                    texts.append((self.workspace.root / path).read_text(encoding="utf-8", errors="replace"))
+                except OSError:
+                    continue
+        return test_literals(texts)
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.

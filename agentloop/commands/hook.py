@@ -35,7 +35,9 @@ MODEL_LINE = ("agentloop: to have failing checks repaired, set a model: add 'mod
 @click.option("--task", help="What to ask the model (default: \"Make the checks pass.\").")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Config file (default: .agentloop.yaml at the repository root).")
-def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task, config_path):
+@click.option("--allow-test-edits", "allow_test_edits", is_flag=True, default=None,
+              help="Let the model edit tests and the harness, protected by default [config allow_test_edits].")
+def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task, config_path, allow_test_edits):
     """Run the checks; when they fail and a model is set, repair the code in place.
 
     Made for pre-commit (see .pre-commit-hooks.yaml). Each CHECK is a shell command; without
@@ -49,7 +51,8 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     repo = repo_root()
     restore_user_path(os.environ)
     config = load_config(repo, config_path=config_path,
-                         flags={"model": model, "api_base": api_base, "in_place": True})
+                         flags={"model": model, "api_base": api_base, "in_place": True,
+                                "allow_test_edits": allow_test_edits})
     if checks:
         wanted = tuple(Check(run=c) for c in checks)
     else:
