@@ -65,6 +65,11 @@ def _first_reply(run: Run) -> dict[str, Any] | None:
     return assistant_message(answered[0]["reply"]) if answered else None
 
 
+def _flags(*runs: Run) -> list[str]:
+    """The flag kinds of the runs behind a row (a list, so every row has the same column type)."""
+    return sorted({kind for run in runs for kind in run.flags})
+
+
 def task_key(run: Run) -> tuple[str, str]:
     """Runs of "the same task": same task text on the same base commit."""
     return run.task, str(run.header.get("base_commit") or "")
@@ -72,16 +77,16 @@ def task_key(run: Run) -> tuple[str, str]:
 
 def preference_pairs(runs: list[Run]) -> Iterator[tuple[Run, Run]]:
     """(chosen, rejected) for every two runs of one task with different outcomes, the higher reward
-    chosen; both must have a first reply to compare."""
+    chosen; both must have a first reply to compare. A flagged run is never chosen."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         if run.footer and _first_reply(run) is not None:
             groups.setdefault(task_key(run), []).append(run)
     for group in groups.values():
-        good = [r for r in group if r.outcome == ACCEPTED]
-        bad = [r for r in group if r.outcome != ACCEPTED]
+        good = [r for r in group if r.outcome == ACCEPTED and not r.flags]
+        bad = [r for r in group if r.outcome != ACCEPTED or r.flags]
         for chosen, rejected in product(good, bad):
-            if (chosen.reward or 0) > (rejected.reward or 0):
+            if (chosen.export_reward or 0) > (rejected.export_reward or 0):
                 yield chosen, rejected
 
 
@@ -100,7 +105,7 @@ def openai_sft(runs: list[Run]) -> Iterator[Row]:
         for msg in messages:
             if msg["role"] == "assistant":
                 msg["weight"] = 1 if next(usable, True) else 0
-        yield {"messages": messages, "tools": run.tool_specs}
+        yield {"messages": messages, "tools": run.tool_specs, "flags": _flags(run)}
 
 
 def openai_dpo(runs: list[Run]) -> Iterator[Row]:
@@ -109,7 +114,7 @@ def openai_dpo(runs: list[Run]) -> Iterator[Row]:
     for chosen, rejected in preference_pairs(runs):
         yield {"input": {"messages": _openai_messages(_opening(chosen)), "tools": chosen.tool_specs},
                "preferred_output": _openai_messages([_first_reply(chosen)]),
-               "non_preferred_output": _openai_messages([_first_reply(rejected)])}
+               "non_preferred_output": _openai_messages([_first_reply(rejected)]), "flags": _flags(chosen, rejected)}
 
 
 def trl_sft(runs: list[Run]) -> Iterator[Row]:
@@ -117,14 +122,14 @@ def trl_sft(runs: list[Run]) -> Iterator[Row]:
     for run in runs:
         conversation = run.final_conversation()
         if conversation:
-            yield {"messages": _trl_messages(conversation), "tools": run.tool_specs}
+            yield {"messages": _trl_messages(conversation), "tools": run.tool_specs, "flags": _flags(run)}
 
 
 def trl_dpo(runs: list[Run]) -> Iterator[Row]:
     """TRL DPOTrainer conversational format: {"prompt", "chosen", "rejected"}."""
     for chosen, rejected in preference_pairs(runs):
         yield {"prompt": _trl_messages(_opening(chosen)), "chosen": _trl_messages([_first_reply(chosen)]),
-               "rejected": _trl_messages([_first_reply(rejected)])}
+               "rejected": _trl_messages([_first_reply(rejected)]), "flags": _flags(chosen, rejected)}
 
 
 def atif(runs: list[Run]) -> Iterator[Row]:
@@ -180,7 +185,8 @@ def _atif_trajectory(run: Run) -> Row:
             "steps": steps,
             "final_metrics": {"total_prompt_tokens": totals.get("prompt_tokens", 0),
                               "total_completion_tokens": totals.get("completion_tokens", 0),
-                              "total_cost_usd": totals.get("cost_usd", 0.0), "total_steps": len(steps)}}
+                              "total_cost_usd": totals.get("cost_usd", 0.0), "total_steps": len(steps)},
+            "extra": {"outcome": run.outcome, "reward": run.export_reward, "flags": _flags(run)}}
 
 
 def _token_logprobs(logprobs: Any) -> list[float] | None:
@@ -209,7 +215,7 @@ def rlef(runs: list[Run]) -> Iterator[Row]:
                                      for e in events if e.get("type") == "check"],
                           "feedback": feedback})
         yield {"episode_id": run.run_id, "task": run.task, "prompt": _openai_messages(_opening(run)),
-               "turns": turns, "outcome": run.outcome, "reward": run.reward}
+               "turns": turns, "outcome": run.outcome, "reward": run.export_reward, "flags": _flags(run)}
 
 
 def _turn_messages(run: Run, turn: int, feedback: str | None) -> list[dict[str, Any]]:
