@@ -211,7 +211,7 @@ VCS_FILES = re.compile(r"(^|/)\.git(ignore|attributes)$")
 NUMBER_OR_STRING = re.compile(r"(?<![\w.])-?\d[\d_]*(\.\d+)?(?![\w.])|'[^'\n]{1,80}'" r'|"[^"\n]{1,80}"')
 
 
-def test_literals(texts: Iterable[str]) -> frozenset[str]:
+def literals_of(texts: Iterable[str]) -> frozenset[str]:
     """The number and string literals of test files, for spotting code special-cased on them."""
     found: set[str] = set()
     for text in texts:

@@ -21,9 +21,9 @@ from agentloop.guard import (
     TEST_PATH,
     ProtectedFiles,
     default_protected,
+    literals_of,
     protected_patterns,
     scan_diff,
-    test_literals,
     text_diff,
 )
 from agentloop.interrupts import SignalGuard
@@ -411,7 +411,7 @@ class Loop:
                     texts.append((self.workspace.root / path).read_text(encoding="utf-8", errors="replace"))
                 except OSError:
                     continue
-        return test_literals(texts)
+        return literals_of(texts)
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.
