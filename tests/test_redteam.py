@@ -22,6 +22,7 @@ from fake_llm import FakeLLM
 from test_fix_e2e import run_fix
 
 from agentloop import sandbox
+from agentloop.schema import validate_event
 from agentloop.trajectory import read_events
 
 CALC = "def add(a, b):\n    return a - b\n"
@@ -132,6 +133,7 @@ def attack_run(tmp_path: Path, monkeypatch, attack: Attack, mode: str, allow: bo
         code, summary, err = run_fix(repo, server, *args, monkeypatch=monkeypatch)
     assert summary, err
     events = read_events(Path(summary["trajectory"]))
+    assert [p for e in events for p in validate_event(e)] == []  # new flags and grades are in the schema
     first_edits = next(e for e in events if e["type"] == "edits")
     refused = not first_edits["applied"] and any(f["reason"] == "protected" for f in first_edits["failures"])
     accepted = summary["outcome"] == "accepted"
