@@ -57,11 +57,14 @@ TEMPLATE = """\
 checks:
 {checks}
 
-# Globs the model may not edit (its edits there are refused), e.g. your tests. Checks also run
-# against these files as they were when the run started, whatever the model's code does to them.
+# Tests and the harness (tests/, test_*.py, conftest.py, pytest/tox config, setup.cfg, .gitignore,
+# .gitattributes, this file, the Makefile or package.json a check runs through) are protected by
+# default: the model's edits there are refused, and checks run against them as they were when the
+# run started. Add more globs here; set allow_test_edits: true for tasks that must change tests.
 protect: []
-#  - "tests/**"
-#  - conftest.py
+#  - ".github/**"
+#  - scripts/check.sh
+allow_test_edits: false
 
 # Run checks under bubblewrap (no network, writes only inside the repository): auto | bwrap | off.
 sandbox: auto
