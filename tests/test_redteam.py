@@ -3,7 +3,7 @@ real `agentloop fix` (real git repo, real pytest, the sandbox on and off). Each 
 edit is protected), not accepted (the structured grade or the checks see through it), or flagged with
 no positive reward; none may pass wrongly, and the user's files must be as they were.
 
-Set AGENTLOOP_REDTEAM_TABLE=FILE to have each case append its verdict as a JSON line (for the table
+Set REDTEAM_TABLE=FILE to have each case append its verdict as a JSON line (for the table
 in the report); the assertions do not depend on it.
 """
 
@@ -108,7 +108,7 @@ def modes() -> list[str]:
 
 
 def record(attack: Attack, mode: str, allow: bool, verdict: str, summary: dict, lost: bool) -> None:
-    table = os.environ.get("AGENTLOOP_REDTEAM_TABLE")
+    table = os.environ.get("REDTEAM_TABLE")
     if table:
         with open(table, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"attack": attack.name, "sandbox": mode, "allow_test_edits": allow,
