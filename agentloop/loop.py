@@ -359,6 +359,8 @@ class Loop:
         checks = {c.run: c for c in self.config.checks}
         for result in self.first_results or []:
             check = checks[result.command]
+            if result.report is not None:  # the caller ran it graded: the tests of the start are known
+                self.baselines[check.run] = result.report
             log = self.trajectory.check_log()
             log.feed(result.output.encode("utf-8"))
             log.close()
@@ -392,7 +394,7 @@ class Loop:
 
     def grade(self, check: Check, graded: grading.Graded, result: CommandResult, log) -> None:
         """Judge a pytest check by its report; the report of its first run is the baseline."""
-        report = graded.read()
+        report = result.report = graded.read()
         baseline = self.baselines.get(check.run)
         if self.totals.turns == 0 and baseline is None:
             self.baselines[check.run] = report

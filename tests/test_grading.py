@@ -303,3 +303,23 @@ def test_plain_code_is_not_flagged():
     diff = ("diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1 +1 @@\n-    return a - b\n"
             "+    if n == 2:\n+        return a\n+    return a + b\n")
     assert scan_diff(diff, HARNESS, literals_of(["assert add(10, 7) == 17", "n = 2"])) == []
+
+
+def test_a_hook_repair_knows_which_tests_ran_before_it(tmp_path, monkeypatch):
+    """The hook's own first run of the checks is graded (its verdict stays the exit code), so a repair
+    that makes the failing test module skip itself is not accepted though another module passes."""
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TESTS,
+                                         "test_other.py": "def test_other():\n    assert True\n"})
+    skip_me = ("calc.py\n<<<<<<< SEARCH\ndef add(a, b):\n=======\nimport pytest\n\n"
+               "pytest.skip('later', allow_module_level=True)\n\n\ndef add(a, b):\n>>>>>>> REPLACE\n")
+    monkeypatch.chdir(repo)
+    with FakeLLM([{"content": skip_me}]) as server:
+        monkeypatch.setenv("AGENTLOOP_MODEL", "openai/fake")
+        monkeypatch.setenv("AGENTLOOP_API_BASE", server.api_base)
+        result = CliRunner().invoke(cli, ["hook", PYTEST, "--max-turns", "1"], catch_exceptions=False)
+    assert result.exit_code == 1 and "not fixed" in result.stdout, result.stdout
+    events = [json.loads(line) for line in next(repo.glob(".agentloop/runs/*/trajectory.jsonl")).read_text()
+              .splitlines()]
+    graded = [e for e in events if e["type"] == "check" and e.get("grade")]
+    assert graded and "test_calc.py::test_add (did not run)" in graded[-1]["grade"]["verdict"]
+    assert (repo / "calc.py").read_text() == CALC

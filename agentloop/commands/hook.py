@@ -154,6 +154,7 @@ def expand_files(checks, repo: Path) -> list:
 def run_checks(config, repo: Path) -> list:
     """The checks as the loop runs them (mirrors Loop.run_checks: visible ones first, hidden ones only
     once those pass), so a repair can start from these results; no trajectory, no model."""
+    from agentloop import grading
     from agentloop.checks import check_env, run_command
 
     env = check_env(config.pass_env)
@@ -161,8 +162,15 @@ def run_checks(config, repo: Path) -> list:
     for check in sorted(config.checks, key=lambda c: not c.feedback):
         if not check.feedback and not visible_ok:
             continue
-        result = run_command(check.run, repo, timeout=check.timeout or config.check_timeout,
-                             output_cap=config.output_cap, env=env)
+        # A pytest check runs graded so that a repair knows which tests ran at the start; the verdict
+        # here stays the exit code (the user's own commit: no model-written code has run yet).
+        graded = grading.prepare(check.run, check.kind, env)
+        result = run_command(graded.command if graded else check.run, repo,
+                             timeout=check.timeout or config.check_timeout, output_cap=config.output_cap,
+                             env=graded.env if graded else env)
+        result.command = check.run
+        if graded is not None:
+            result.report = graded.read()
         results.append(result)
         if check.feedback and check.accept and not result.passed:
             visible_ok = False
