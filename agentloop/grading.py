@@ -214,8 +214,11 @@ class Graded:
 
     def read(self) -> Report:
         report = parse_report(self.report_path, self.nonce)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.discard()
         return report
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def prepare(command: str, kind: str, env: Mapping[str, str]) -> Graded | None:

@@ -386,6 +386,8 @@ class Loop:
                 self.grade(check, graded, result, log)
         finally:
             log.close()
+            if graded is not None:
+                graded.discard()  # interrupted mid-check: no report folder left behind in /tmp
         self.trajectory.event("check", turn=self.totals.turns, name=check.label, feedback=check.feedback,
                               accept=check.accept, passed=result.passed, output_file=log.name,
                               sandbox=self.sandbox.mode, **result.to_dict())
