@@ -53,7 +53,7 @@ def main(mode: str, report: str, nonce: str) -> None:
     """Run pytest as `python -m pytest` (mode "module") or the `pytest` script in folder `mode`."""
     cwd = os.getcwd()
     root = os.path.realpath(cwd)
-    saved = list(sys.path)  # [this plugin's folder, '' (for -c), ...the interpreter's own path]
+    saved = list(sys.path)  # [this plugin's folder, "" (for -c, unless PYTHONSAFEPATH), ...the rest]
     sys.path[:] = [p for p in saved if p and not _inside(p, root)]
     _open(report, nonce)
     planted = [name for name in ("sitecustomize", "usercustomize")
@@ -63,7 +63,7 @@ def main(mode: str, report: str, nonce: str) -> None:
     import pytest  # the installed one: nothing in the repository is on sys.path now
 
     first = cwd if mode == "module" else mode
-    sys.path[:] = [first, *(p for p in saved[2:] if p)]
+    sys.path[:] = [first, *(p for p in saved[1:] if p)]  # saved[0]: this folder; "": the -c working dir
     code = pytest.main(plugins=[sys.modules[__name__]])
     sys.stdout.flush()
     sys.exit(int(code))
