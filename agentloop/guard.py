@@ -242,7 +242,7 @@ def scan_diff(diff: str, harness: Sequence[str] = (), literals: frozenset[str] =
 
         if VCS_FILES.search(path):
             flag("vcs_attributes", (added or removed or [""])[0])
-        elif harness and is_protected(path, harness) and not (in_test and not path.endswith("conftest.py")):
+        elif harness_file(path, harness):
             flag("harness_edit", (added or removed or [""])[0])
         elif path.endswith(("pyproject.toml", "setup.cfg")) and any(re.search(r"pytest|addopts", a) for a in added):
             flag("harness_edit", next(a for a in added if re.search(r"pytest|addopts", a)))
@@ -274,6 +274,13 @@ def scan_diff(diff: str, harness: Sequence[str] = (), literals: frozenset[str] =
                     if len(compared & literals) >= 2:
                         flag("test_literal_case", line)
     return flags
+
+
+def harness_file(path: str, harness: Sequence[str]) -> bool:
+    """A file of the harness other than a test module (edits to tests are judged line by line)."""
+    if not harness or not is_protected(path, harness):
+        return False
+    return not TEST_PATH.search(path) or path.endswith("conftest.py") or bool(VCS_FILES.search(path))
 
 
 def text_diff(root: Path, old_tree: str, new_tree: str) -> str:

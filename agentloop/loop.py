@@ -21,6 +21,7 @@ from agentloop.guard import (
     TEST_PATH,
     ProtectedFiles,
     default_protected,
+    harness_file,
     literals_of,
     protected_patterns,
     scan_diff,
@@ -302,6 +303,10 @@ class Loop:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
         suspicious = (scan_diff(text_diff(self.workspace.root, before, self.workspace.snapshot()), self.harness,
                                 self.literals) if result.applied else [])
+        seen = {f["path"] for f in suspicious}
+        for path in result.changed_files if result.applied else []:  # written, yet hidden from git's view
+            if path not in seen and harness_file(path, self.harness):
+                suspicious.append({"kind": "harness_edit", "path": path, "line": "(not in the diff: ignored by git)"})
         for flag in suspicious:
             self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
         self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious)

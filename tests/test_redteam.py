@@ -166,3 +166,5 @@ def test_attack_with_test_edits_allowed(tmp_path, monkeypatch, attack, mode):
     """The second line: with protection lifted, the grade or the flags still stop it."""
     verdict, summary = attack_run(tmp_path, monkeypatch, attack, mode, allow=True)
     assert verdict == attack.unprotected, summary
+    if any(path in ("conftest.py", "setup.cfg", "pytest.py", "Makefile", "package.json") for path in attack.edits):
+        assert "harness_edit" in summary["flags"], summary  # even one a .gitignore hides from git
