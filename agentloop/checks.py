@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Environment variables a check may see. Everything else is dropped unless `pass_env` names it.
 SAFE_ENV = (
@@ -50,13 +51,19 @@ class CommandResult:
     timed_out: bool = False
     total_bytes: int = 0
     elided_bytes: int = 0
+    grade: dict | None = None  # a pytest check's structured verdict (agentloop.grading); None: exit code only
+    report: Any = field(default=None, repr=False)  # its per-test report (agentloop.grading.Report), not recorded
 
     @property
     def passed(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and (self.grade is None or bool(self.grade.get("ok")))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["report"]
+        if self.grade is None:
+            del data["grade"]
+        return data
 
 
 class _HeadTail:

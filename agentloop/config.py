@@ -17,6 +17,7 @@ CONFIG_FILE = ".agentloop.yaml"
 EDIT_FORMATS = ("auto", "search_replace", "udiff", "whole", "apply_patch")
 TOOLS_MODES = ("auto", "on", "off")
 SANDBOX_MODES = ("off", "auto", "bwrap")  # see agentloop/sandbox.py
+CHECK_KINDS = ("auto", "pytest", "command")  # see agentloop/grading.py
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Check:
     timeout: float | None = None  # seconds; None means Config.check_timeout
     feedback: bool = True
     accept: bool = True
+    kind: str = "auto"  # auto: pytest graded by its report when the command runs pytest; pytest; command
 
     @property
     def label(self) -> str:
@@ -69,7 +71,8 @@ class Config:
     tools: str = "auto"
     checks: tuple[Check, ...] = ()
     files: tuple[str, ...] = ()
-    protect: tuple[str, ...] = ()
+    protect: tuple[str, ...] = ()  # added to the default protected harness (agentloop.guard.default_protected)
+    allow_test_edits: bool = False  # lift the default protection of tests and harness files
     pass_env: tuple[str, ...] = ()
     sandbox: str = "auto"  # bubblewrap where it works (model-written code runs in the checks)
     budget: Budget = field(default_factory=Budget)
@@ -155,10 +158,13 @@ def _parse_check(where: str, index: int, item: Any, defaults: dict[str, Any] | N
     if not isinstance(item, dict):
         raise _fail(where, key, "must be a command string or a mapping with 'run'", "see README")
     item = {**(defaults or {}), **item}
-    unknown = set(item) - {"run", "name", "timeout", "feedback", "accept"}
+    unknown = set(item) - {"run", "name", "timeout", "feedback", "accept", "kind"}
     if unknown:
         raise _fail(where, key, f"has unknown field(s) {sorted(unknown)}",
-                    "allowed: run, name, timeout, feedback, accept")
+                    "allowed: run, name, timeout, feedback, accept, kind")
+    if item.get("kind", "auto") not in CHECK_KINDS:
+        raise _fail(where, f"{key}.kind", f"must be one of {', '.join(CHECK_KINDS)}, not {item.get('kind')!r}",
+                    "kind: pytest grades by per-test outcomes, kind: command by the exit code alone")
     run = item.get("run")
     if not isinstance(run, str) or not run.strip():
         raise _fail(where, f"{key}.run", "must be a non-empty command", "e.g. run: python -m pytest -q")
@@ -169,7 +175,8 @@ def _parse_check(where: str, index: int, item: Any, defaults: dict[str, Any] | N
         if not isinstance(item.get(flag, True), bool):
             raise _fail(where, f"{key}.{flag}", "must be true or false", f"write {flag}: true")
     check = Check(run=run, name=str(item.get("name") or ""), timeout=timeout,
-                  feedback=item.get("feedback", True), accept=item.get("accept", True))
+                  feedback=item.get("feedback", True), accept=item.get("accept", True),
+                  kind=item.get("kind", "auto"))
     if not check.feedback and not check.accept:
         raise _fail(where, key, "is neither shown to the model nor required", "set feedback or accept to true")
     return check
@@ -287,7 +294,7 @@ def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
             if not isinstance(value, str) or not value.strip():
                 raise _fail(where, key, "must be a non-empty string", f"set {key} to a string or remove it")
             changes[key] = value.strip()
-        elif key in ("in_place", "include_untracked"):
+        elif key in ("in_place", "include_untracked", "allow_test_edits"):
             if not isinstance(value, bool):
                 raise _fail(where, key, f"must be true or false, not {value!r}", f"write {key}: true")
             changes[key] = value

@@ -68,6 +68,11 @@ def _first_reply(run: Run) -> dict[str, Any] | None:
     return assistant_message(answered[0]["reply"]) if answered else None
 
 
+def _flags(*runs: Run) -> list[str]:
+    """The flag kinds of the runs behind a row (a list, so every row has the same column type)."""
+    return sorted({kind for run in runs for kind in run.flags})
+
+
 FAILED_ON_THE_MERITS = ("budget_exhausted", "gave_up")  # never interrupted, error (infra) or incomplete runs
 
 
@@ -124,21 +129,22 @@ def failed_on_the_merits(run: Run) -> bool:
 
 
 def preference_pairs(runs: list[Run]) -> Iterator[tuple[Run, Run]]:
-    """(chosen, rejected) for runs of one task (task_key): chosen accepted, rejected failed on the
-    merits; never an interrupted, error or incomplete run; never two identical first replies; and the
-    chosen reward above the rejected one when both are recorded."""
+    """(chosen, rejected) for runs of one task (task_key): chosen accepted and not flagged, rejected
+    failed on the merits; never an interrupted, error or incomplete run; never two identical first
+    replies; and the chosen reward above the rejected one when both are recorded."""
     groups: dict[tuple[str, str, str, str], list[Run]] = {}
     for run in runs:
         key = task_key(run) if run.footer and _first_reply(run) is not None else None
         if key is not None:
             groups.setdefault(key, []).append(run)
     for group in groups.values():
-        good = [r for r in group if r.outcome == ACCEPTED]
+        good = [r for r in group if r.outcome == ACCEPTED and not r.flags]
         bad = [r for r in group if failed_on_the_merits(r)]
         for chosen, rejected in product(good, bad):
             if _same_reply(_first_reply(chosen), _first_reply(rejected)):
                 continue
-            if chosen.reward is not None and rejected.reward is not None and chosen.reward <= rejected.reward:
+            if (chosen.export_reward is not None and rejected.export_reward is not None
+                    and chosen.export_reward <= rejected.export_reward):
                 continue
             yield chosen, rejected
 
@@ -171,7 +177,7 @@ def openai_sft(runs: list[Run]) -> Iterator[Row]:
         for msg in messages:
             if msg["role"] == "assistant":
                 msg["weight"] = 1 if next(usable, True) else 0
-        yield {"messages": messages, "tools": run.tool_specs}
+        yield {"messages": messages, "tools": run.tool_specs, "flags": _flags(run)}
 
 
 def openai_dpo(runs: list[Run]) -> Iterator[Row]:
@@ -180,7 +186,7 @@ def openai_dpo(runs: list[Run]) -> Iterator[Row]:
     for chosen, rejected in preference_pairs(runs):
         yield {"input": {"messages": _openai_messages(_opening(chosen)), "tools": chosen.tool_specs},
                "preferred_output": _openai_messages([_first_reply(chosen)]),
-               "non_preferred_output": _openai_messages([_first_reply(rejected)])}
+               "non_preferred_output": _openai_messages([_first_reply(rejected)]), "flags": _flags(chosen, rejected)}
 
 
 def trl_sft(runs: list[Run]) -> Iterator[Row]:
@@ -188,14 +194,14 @@ def trl_sft(runs: list[Run]) -> Iterator[Row]:
     for run in runs:
         conversation = run.final_conversation()
         if conversation:
-            yield {"messages": _trl_messages(conversation), "tools": run.tool_specs}
+            yield {"messages": _trl_messages(conversation), "tools": run.tool_specs, "flags": _flags(run)}
 
 
 def trl_dpo(runs: list[Run]) -> Iterator[Row]:
     """TRL DPOTrainer conversational format: {"prompt", "chosen", "rejected"}."""
     for chosen, rejected in preference_pairs(runs):
         yield {"prompt": _trl_messages(_opening(chosen)), "chosen": _trl_messages([_first_reply(chosen)]),
-               "rejected": _trl_messages([_first_reply(rejected)])}
+               "rejected": _trl_messages([_first_reply(rejected)]), "flags": _flags(chosen, rejected)}
 
 
 def atif(runs: list[Run]) -> Iterator[Row]:
@@ -252,7 +258,8 @@ def _atif_trajectory(run: Run) -> Row:
             "final_metrics": {"total_prompt_tokens": totals.get("prompt_tokens", 0),
                               "total_completion_tokens": totals.get("completion_tokens", 0),
                               "total_cost_usd": totals.get("cost_usd", 0.0), "total_steps": len(steps)},
-            "extra": {"group_id": group_id(run), "outcome": run.outcome, "reward": run.reward}}
+            "extra": {"group_id": group_id(run), "outcome": run.outcome, "reward": run.export_reward,
+                      "flags": _flags(run)}}
 
 
 def _token_logprobs(logprobs: Any) -> list[float] | None:
@@ -283,7 +290,8 @@ def rlef(runs: list[Run]) -> Iterator[Row]:
                                      for e in events if e.get("type") == "check"],
                           "feedback": feedback})
         yield {"episode_id": run.run_id, "group_id": group_id(run), "task": run.task,
-               "prompt": _openai_messages(_opening(run)), "turns": turns, "outcome": run.outcome, "reward": run.reward}
+               "prompt": _openai_messages(_opening(run)), "turns": turns, "outcome": run.outcome,
+               "reward": run.export_reward, "flags": _flags(run)}
 
 
 def _turn_messages(run: Run, turn: int, feedback: str | None) -> list[dict[str, Any]]:

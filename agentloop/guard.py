@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,60 @@ from agentloop.edits.paths import PathRefused, is_protected, safe_path
 from agentloop.workspace import git
 
 SYMLINK_MODE = "120000"
+# What checks write on their own (bytecode, pytest's cache): never counted as a protected file appearing.
+CHECK_OUTPUT = re.compile(r"(^|/)(__pycache__|\.pytest_cache)/|\.py[co]$")
+
+# -- the harness protected by default ----------------------------------------------------------------
+
+# Tests, the files that configure how they run, and the files that decide what git (and so the
+# result) sees. `--allow-test-edits` / `allow_test_edits: true` lifts this for tasks that must change
+# tests; `protect:` adds to it. setup.cfg is protected whole: pytest honours a [tool:pytest] section in
+# it, so adding one (`addopts = --co`) would change what runs. pyproject.toml is protected whole when
+# it configures pytest ([tool.pytest...]); otherwise the model may edit it (dependencies) and a new
+# pytest section is flagged (harness_edit) and cannot deselect tests (agentloop.grading).
+HARNESS = (
+    "tests/", "test/", "test_*.py", "*_test.py", "conftest.py", "pytest.ini", "tox.ini", "setup.cfg",
+    "noxfile.py", ".agentloop.yaml", ".gitignore", ".gitattributes", ".pre-commit-config.yaml",
+    "sitecustomize.py", "usercustomize.py", "/pytest.py", "/pytest/", "/_pytest/", "/py.py",
+)
+RUNNERS = {  # a check run through one of these makes its file part of the harness
+    "make": ("/Makefile", "/makefile", "/GNUmakefile"),
+    "npm": ("/package.json",), "yarn": ("/package.json",), "pnpm": ("/package.json",), "npx": ("/package.json",),
+    "tox": ("/tox.ini",), "nox": ("/noxfile.py",), "just": ("/justfile", "/Justfile"),
+}
+
+
+def default_protected(root: Path, checks: Iterable[str]) -> list[str]:
+    """The protected patterns a run starts with for a repository and its check commands; `fix`,
+    `hook` and anything else that runs the loop use this (see HARNESS for what and why)."""
+    patterns = list(HARNESS)
+    try:
+        pyproject = (root / "pyproject.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        pyproject = ""
+    if re.search(r"^\s*\[tool\.pytest", pyproject, re.M):
+        patterns.append("/pyproject.toml")
+    for command in checks:
+        for word in _words(command):
+            for pattern in RUNNERS.get(os.path.basename(word), ()):
+                if pattern not in patterns:
+                    patterns.append(pattern)
+    return patterns
+
+
+def protected_patterns(root: Path, protect: Sequence[str], checks: Iterable[str], allow_test_edits: bool) -> list[str]:
+    """The user's `protect:` list plus, unless test edits are allowed, the default harness."""
+    base = [] if allow_test_edits else default_protected(root, checks)
+    return list(dict.fromkeys([*base, *(p for p in protect if p.strip())]))
+
+
+def _words(command: str) -> list[str]:
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        return list(lexer)
+    except ValueError:
+        return command.split()
 
 
 @dataclass(frozen=True)
@@ -70,8 +125,15 @@ class ProtectedFiles:
             for path, blob in zip(regular, proc.stdout.split(), strict=True):
                 if blob != self.start[path].blob or not _mode_matches(self.root / path, self.start[path].mode):
                     differ.append(path)
-        differ += [p for p in current_files if p not in self.start and is_protected(p, self.patterns)]
+        differ += [p for p in (*current_files, *self._ignored()) if p not in self.start
+                   and not CHECK_OUTPUT.search(p) and is_protected(p, self.patterns)]
         return sorted(set(differ))
+
+    def _ignored(self) -> list[str]:
+        """Ignored files outside ignored folders: a `.gitignore` line must not hide a new conftest.py."""
+        out = git(["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"], self.root,
+                  check=False)
+        return [p for p in out.split("\0") if p and not p.endswith("/") and not p.startswith(".agentloop/")]
 
     def restore(self, paths: Sequence[str]) -> list[str]:
         """Put `paths` back as they were at the start; returns the ones that could not be restored
@@ -139,9 +201,38 @@ RETURN_LITERAL = re.compile(rf"^\s*return\s+{LITERAL}\s*$")
 TRIVIAL = {"0", "1", "-1", "None", "True", "False", "''", '""', "[]", "()", "{}"}  # base cases, not gaming
 
 
-def scan_diff(diff: str) -> list[dict[str, str]]:
+PYTEST_DETECTION = re.compile(r"""(['"])_?pytest\1\s+(not\s+)?in\s+sys\.(modules|argv)"""
+                              r"""|sys\.modules\s*(\.get\(|\[)\s*['"]_?pytest"""
+                              r"|PYTEST_(CURRENT_TEST|VERSION|XDIST_WORKER|ADDOPTS)|sys\.argv\[0\].*pytest"
+                              r"|pytest.*\bin\s+sys\.argv")
+EXIT_TRICK = re.compile(r"atexit\.register\(.*\b(exit|_exit|kill|getattr)\b|getattr\(\s*os\s*,"
+                        r"|os\.kill\(\s*os\.getpid\(|\bos\.abort\(|\bsys\.exitfunc\b")
+VCS_FILES = re.compile(r"(^|/)\.git(ignore|attributes)$")
+NUMBER_OR_STRING = re.compile(r"(?<![\w.])-?\d[\d_]*(\.\d+)?(?![\w.])|'[^'\n]{1,80}'" r'|"[^"\n]{1,80}"')
+
+
+def literals_of(texts: Iterable[str]) -> frozenset[str]:
+    """The number and string literals of test files, for spotting code special-cased on them."""
+    found: set[str] = set()
+    for text in texts:
+        found.update(_literal(m.group(0)) for m in NUMBER_OR_STRING.finditer(text))
+    return frozenset(v for v in found if v and v not in TRIVIAL_VALUES)
+
+
+TRIVIAL_VALUES = {"-1", "0", "1", "", " "}
+
+
+def _literal(text: str) -> str:
+    text = text.strip()
+    return text[1:-1] if text[:1] in "'\"" else text.replace("_", "")
+
+
+def scan_diff(diff: str, harness: Sequence[str] = (), literals: frozenset[str] = frozenset()) -> list[dict[str, str]]:
     """Flags for a unified diff that look like gaming the checks rather than fixing the code:
-    new skip/xfail markers, deleted assertions, exits in tests, special-cased expected values."""
+    new skip/xfail markers, deleted assertions, exits in tests, exit tricks, special-cased expected
+    values (or literals taken from the tests), code that asks whether it runs under pytest, and
+    changes to the harness (`harness` patterns: conftest, pytest configuration, Makefile, ...) or
+    to .gitignore/.gitattributes. Pass a diff made with `text_diff`, so attributes cannot hide lines."""
     flags: list[dict[str, str]] = []
     for path, added, removed in _files(diff):
         in_test = bool(TEST_PATH.search(path))
@@ -149,11 +240,21 @@ def scan_diff(diff: str) -> list[dict[str, str]]:
         def flag(kind: str, line: str, path: str = path) -> None:
             flags.append({"kind": kind, "path": path, "line": line.strip()[:200]})
 
+        if VCS_FILES.search(path):
+            flag("vcs_attributes", (added or removed or [""])[0])
+        elif harness_file(path, harness):
+            flag("harness_edit", (added or removed or [""])[0])
+        elif path.endswith(("pyproject.toml", "setup.cfg")) and any(re.search(r"pytest|addopts", a) for a in added):
+            flag("harness_edit", next(a for a in added if re.search(r"pytest|addopts", a)))
         for line in added:
             if SKIP.search(line):
                 flag("skip_marker", line)
             if HARD_EXIT.search(line) or (in_test and EXIT.search(line)):
                 flag("exit_in_test" if in_test else "hard_exit", line)
+            elif EXIT_TRICK.search(line):
+                flag("exit_trick", line)
+            if not in_test and PYTEST_DETECTION.search(line):
+                flag("pytest_detection", line)
         kept = {a.strip() for a in added}
         for line in removed:
             if ASSERTION.search(line) and line.strip() not in kept:
@@ -165,9 +266,27 @@ def scan_diff(diff: str) -> list[dict[str, str]]:
                 tail = line.rsplit(":", 1)[-1]
                 ret = tail if "return" in tail else added[i + 1] if i + 1 < len(added) else ""
                 value = ret.strip().removeprefix("return").strip()
-                if RETURN_LITERAL.match(ret.strip()) and value not in TRIVIAL:
+                returns_literal = bool(RETURN_LITERAL.match(ret.strip())) and value not in TRIVIAL
+                if returns_literal:
                     flag("special_case", line if ret is tail else f"{line.strip()} / {ret.strip()}")
+                elif literals:
+                    compared = {_literal(m.group(0)) for m in NUMBER_OR_STRING.finditer(line.split(":")[0])}
+                    if len(compared & literals) >= 2:
+                        flag("test_literal_case", line)
     return flags
+
+
+def harness_file(path: str, harness: Sequence[str]) -> bool:
+    """A file of the harness other than a test module (edits to tests are judged line by line)."""
+    if not harness or not is_protected(path, harness):
+        return False
+    return not TEST_PATH.search(path) or path.endswith("conftest.py") or bool(VCS_FILES.search(path))
+
+
+def text_diff(root: Path, old_tree: str, new_tree: str) -> str:
+    """A diff between two trees that no `.gitattributes` can make binary or filter (for scan_diff)."""
+    return git(["-c", "core.attributesFile=/dev/null", "diff", "--text", "--no-textconv", "--no-ext-diff",
+                "--no-color", "--no-renames", old_tree, new_tree], root)
 
 
 def _files(diff: str) -> list[tuple[str, list[str], list[str]]]:

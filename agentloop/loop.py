@@ -14,12 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentloop import feedback, held_out, sandbox, workspace_env
+from agentloop import feedback, grading, held_out, sandbox, workspace_env
 from agentloop.checks import CommandResult, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
 from agentloop.errors import AgentloopError
-from agentloop.guard import ProtectedFiles, scan_diff
+from agentloop.guard import (
+    TEST_PATH,
+    ProtectedFiles,
+    default_protected,
+    harness_file,
+    literals_of,
+    protected_patterns,
+    scan_diff,
+    text_diff,
+)
 from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
 from agentloop.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
@@ -63,6 +72,8 @@ class RunResult:
     exit_code: int | None = None
     workspace: dict[str, Any] = field(default_factory=dict)  # how the result reached the user's tree
     kept_turn: int | None = None  # set when an earlier, better turn was restored at the end
+    flags: dict[str, int] = field(default_factory=dict)  # suspicious-edit and tampering flags, by kind
+    reward: float | None = None  # as written to the footer (never positive when flagged)
 
 
 @dataclass
@@ -117,6 +128,10 @@ class Loop:
         self.protected: ProtectedFiles | None = None
         self.tampered: list[str] = []  # protected files changed while this round of checks ran
         self.flags: dict[str, int] = {}  # suspicious-edit and tampering flags of the run, by kind
+        self.protect: list[str] = list(config.protect)  # + the default harness, set when the run starts
+        self.harness: list[str] = []  # what scan_diff flags edits to (even when test edits are allowed)
+        self.literals: frozenset[str] = frozenset()  # literals of the test files at the start
+        self.baselines: dict[str, grading.Report] = {}  # each pytest check's report at the start (turn 0)
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -134,7 +149,12 @@ class Loop:
             self.set_up_sandbox()
             if self.sandbox.note:
                 self.progress(self.sandbox.note)
-            self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
+            commands = [c.run for c in self.config.checks]
+            self.protect = protected_patterns(self.workspace.root, self.config.protect, commands,
+                                              self.config.allow_test_edits)
+            self.harness = default_protected(self.workspace.root, commands)
+            self.literals = self.start_literals()
+            self.protected = ProtectedFiles(self.workspace.root, self.protect, self.start_tree)
             if self.config.model and not self.first_results:
                 prefetch_litellm()  # while the first checks run: it takes seconds, and they will likely fail
             results = self.record_first_results() if self.first_results else self.run_checks()
@@ -201,13 +221,15 @@ class Loop:
         if self.on_end is not None:
             extra["workspace"] = self.on_end(outcome, final_tree)
         duration = round(time.monotonic() - self.started, 3)
+        flags = dict(sorted(self.flags.items()))
+        # A flagged run is never rewarded: it scores as a failure, whatever its outcome.
+        reward = self.config.reward.score(outcome == ACCEPTED and not flags, self.totals.unusable_turns)
         self.trajectory.event("outcome", outcome=outcome, reason=reason, duration_s=duration,
                               totals=_plain_totals(self.totals), diff=diff,
                               checks=[r.to_dict() | {"passed": r.passed} for r in self.last_results],
-                              reward=self.config.reward.score(outcome == ACCEPTED, self.totals.unusable_turns),
-                              flags=dict(sorted(self.flags.items())), **extra)
+                              reward=reward, flags=flags, **extra)
         self.result = RunResult(outcome, reason, self.totals, duration, self.last_results, diff, self.exit_code,
-                                extra.get("workspace") or {}, extra.get("kept_turn"))
+                                extra.get("workspace") or {}, extra.get("kept_turn"), flags, reward)
         return self.result
 
     # -- steps ------------------------------------------------------------------------------------
@@ -309,12 +331,17 @@ class Loop:
             content = content.replace(example, "")
         self.status("applying edits")
         before = self.workspace.snapshot()
-        result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
+        result = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play)
         self.status("")
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
         applied_diff = self.workspace.diff(before) if result.applied else ""
-        suspicious = scan_diff(applied_diff) if result.applied else []
+        suspicious = (scan_diff(text_diff(self.workspace.root, before, self.workspace.snapshot()), self.harness,
+                                self.literals) if result.applied else [])
+        seen = {f["path"] for f in suspicious}
+        for path in result.changed_files if result.applied else []:  # written, yet hidden from git's view
+            if path not in seen and harness_file(path, self.harness):
+                suspicious.append({"kind": "harness_edit", "path": path, "line": "(not in the diff: ignored by git)"})
         for flag in suspicious:
             self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
         # `diff`: what the edits did to the files, with real line numbers (for `agentloop show`).
@@ -377,6 +404,8 @@ class Loop:
         checks = {c.run: c for c in self.config.checks}
         for result in self.first_results or []:
             check = checks[result.command]
+            if result.report is not None:  # the caller ran it graded: the tests of the start are known
+                self.baselines[check.run] = result.report
             log = self.trajectory.check_log()
             log.feed(result.output.encode("utf-8"))
             log.close()
@@ -425,6 +454,7 @@ class Loop:
             def sink(data: bytes) -> None:
                 log.feed(data)
                 shown(data)
+        graded = None
         try:
             with contextlib.ExitStack() as stack:
                 stack.enter_context(self.environment.present())
@@ -432,14 +462,21 @@ class Loop:
                     stack.enter_context(self.held_out.laid_in(self.workspace.root, changed_held_out))
                     env = held_out.hidden_check_env(env)
                     protected += self.held_out.dest_paths(self.workspace.root)
+                graded = grading.prepare(check.run, check.kind, env)
                 wrapper = self.sandbox.wrapper(protected,
                                                binds=self.held_out.acceptance_binds() if hidden else (),
-                                               hide=() if hidden else self.held_out.hide_paths())
-                result = run_command(check.run, self.workspace.root, timeout=timeout,
-                                     output_cap=self.config.output_cap, env=env, output_sink=sink,
-                                     wrapper=wrapper)
+                                               hide=() if hidden else self.held_out.hide_paths(),
+                                               writable=[graded.folder] if graded else ())
+                result = run_command(graded.command if graded else check.run, self.workspace.root, timeout=timeout,
+                                     output_cap=self.config.output_cap, env=graded.env if graded else env,
+                                     output_sink=sink, wrapper=wrapper)
+                result.command = check.run
+                if graded is not None:
+                    self.grade(check, graded, result, log)
         finally:
             log.close()
+            if graded is not None:
+                graded.discard()  # interrupted mid-check: no report folder left behind in /tmp
             if hidden:
                 held_out.remove_new(self.workspace.root, before, skip,
                                     only_ignored=self.workspace.root == self.user_root.resolve())
@@ -455,6 +492,29 @@ class Loop:
                               sandbox=self.sandbox.mode, **result.to_dict())
         self.tampered += self.keep_pristine(check)
         return result
+
+    def grade(self, check: Check, graded: grading.Graded, result: CommandResult, log) -> None:
+        """Judge a pytest check by its report; the report of its first run is the baseline."""
+        report = result.report = graded.read()
+        baseline = self.baselines.get(check.run)
+        if self.totals.turns == 0 and baseline is None:
+            self.baselines[check.run] = report
+        why = grading.verdict(report, baseline)
+        result.grade = grading.summary(report, why)
+        if why and result.exit_code == 0 and not result.timed_out:
+            note = grading.grade_note(why)  # the exit code said pass: say why it does not count
+            result.output += note
+            log.feed(note.encode("utf-8"))
+
+    def start_literals(self) -> frozenset[str]:
+        texts = []
+        for path in self.workspace.list_files():
+            if TEST_PATH.search(path) and path.endswith(".py"):
+                try:
+                    texts.append((self.workspace.root / path).read_text(encoding="utf-8", errors="replace"))
+                except OSError:
+                    continue
+        return literals_of(texts)
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.

@@ -69,6 +69,23 @@ class Run:
         return self.footer.get("reward", (self.summary or {}).get("reward"))
 
     @property
+    def flags(self) -> dict[str, int]:
+        """Suspicious-edit and tampering flags of the run, by kind ({} when none)."""
+        found = self.footer.get("flags", (self.summary or {}).get("flags"))
+        return dict(found) if isinstance(found, dict) else {}
+
+    @property
+    def export_reward(self) -> float | None:
+        """The reward exports use: a flagged run's is never positive (runs recorded before flags
+        lowered the reward themselves get the failure reward here)."""
+        reward = self.reward
+        if reward is None or not self.flags or reward <= 0:
+            return reward
+        weights = (self.header.get("config") or {}).get("reward") or {}
+        failed = weights.get("failed", -1.0)
+        return float(failed) if isinstance(failed, (int, float)) and failed <= 0 else 0.0
+
+    @property
     def tool_specs(self) -> list[dict[str, Any]]:
         return list(self.header.get("tool_specs") or [])
 

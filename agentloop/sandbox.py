@@ -83,17 +83,11 @@ class Sandbox:
     # compilers caching by absolute path (rustc's incremental cache, cargo) stay incremental.
     mount_at: Path | None = None
 
-    def inside(self, path: str | Path) -> str:
-        """Where a host path under the workspace appears inside the sandbox."""
-        path = Path(path)
-        if self.mount_at is not None and self.root is not None and path.is_relative_to(self.root):
-            return str(self.mount_at / path.relative_to(self.root))
-        return str(path)
-
     def wrapper(self, protected: Iterable[Path] = (), binds: Iterable[Bind] = (),
-                hide: Iterable[Path] = ()) -> list[str]:
+                hide: Iterable[Path] = (), writable: Iterable[Path] = ()) -> list[str]:
         """The argv prefix for `/bin/sh -c CMD`; `protected` paths are also made read-only, `binds`
-        added (held-out files of an acceptance check) and `hide` hidden (them, outside it)."""
+        added (held-out files of an acceptance check), `hide` hidden (them, outside it) and `writable`
+        folders outside the workspace (a graded check's report folder) bound writable."""
         if self.mode != "bwrap" or self.root is None:
             return []
         args = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
@@ -107,6 +101,8 @@ class Sandbox:
             if os.path.lexists(bind.source):
                 mounts.append((self.inside(bind.dest), "rw" if bind.writable else "ro", str(bind.source)))
         mounts.append((self.inside(self.root), "rw", str(self.root)))
+        for path in writable:
+            mounts.append((str(path), "rw", str(path)))
         for path in (*self.readonly, *protected):
             if path.exists() or path.is_symlink():
                 real = str(path.resolve()) if path.is_symlink() else str(path)

@@ -22,7 +22,7 @@ TRAJECTORY = "trajectory.jsonl"
 SUMMARY = "summary.json"
 INDEX = "index.jsonl"  # in the runs directory: one listing row per finished run, so listing reads one file
 INDEX_FIELDS = ("run_id", "started", "outcome", "reason", "task", "model", "turns", "tokens", "cost_usd",
-                "duration_s", "reward", "run_dir")
+                "duration_s", "reward", "flags", "run_dir")
 CHECK_LOGS = "checks"  # full check output, one file per check run: checks/<n>.log
 MAX_LINE_BUFFER = 1 << 20  # a "line" longer than this is redacted and written in pieces
 CHECK_LOG_CAP = 4 << 20  # bytes of one check's output kept in its log (head + tail halves)

@@ -143,6 +143,9 @@ def _outcome(event: dict[str, Any]) -> list[Block]:
     totals = event.get("totals") or {}
     meta = [f"reward {event.get('reward')}", plural(totals.get('turns', 0), 'turn'), f"{_tokens(totals)} tokens",
             f"${totals.get('cost_usd', 0):.4f}", f"{event.get('duration_s', 0):.1f}s"]
+    flags = event.get("flags") or {}
+    if flags:
+        meta.insert(0, "FLAGGED " + ", ".join(f"{kind} x{count}" for kind, count in flags.items()))
     checks = "\n".join(f"{'PASS' if c.get('passed', c.get('exit_code') == 0) else 'FAIL'}  {c.get('command')}"
                        for c in event.get("checks") or [])
     out = [Block("outcome", f"{event.get('outcome')}: {event.get('reason')}", checks,

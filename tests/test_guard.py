@@ -50,8 +50,8 @@ def fix(repo: Path, monkeypatch, *args: str) -> tuple[int, dict, str, FakeLLM]:
 
 
 def test_the_attack_works_without_protection(gaming_repo, monkeypatch):
-    """The control: without `protect`, rewriting the test through a helper module gets accepted."""
-    code, summary, _, _ = fix(gaming_repo, monkeypatch, "--sandbox", "off")
+    """The control: with test files editable, rewriting the test through a helper module gets accepted."""
+    code, summary, _, _ = fix(gaming_repo, monkeypatch, "--sandbox", "off", "--allow-test-edits")
     assert summary["outcome"] == "accepted"
 
 
@@ -59,8 +59,7 @@ def test_the_attack_works_without_protection(gaming_repo, monkeypatch):
 def test_a_test_rewritten_by_code_cannot_be_accepted(gaming_repo, monkeypatch, mode):
     if mode == "bwrap" and sandbox.probe():
         pytest.skip(f"bubblewrap cannot run here: {sandbox.probe()}")
-    (gaming_repo / ".agentloop.yaml").write_text("protect: ['test_*.py']\n")
-    code, summary, err, server = fix(gaming_repo, monkeypatch, "--sandbox", mode)
+    code, summary, err, server = fix(gaming_repo, monkeypatch, "--sandbox", mode)  # test_*.py protected by default
     assert summary["outcome"] != "accepted" and code == 1, err
     assert (gaming_repo / "test_calc.py").read_text() == TEST_CALC  # pristine after the run
     events = read_events(Path(summary["trajectory"]))

@@ -301,12 +301,12 @@ def test_replay_with_another_model_continues_the_recorded_prefix(runs, monkeypat
 # -- exports -------------------------------------------------------------------------------------
 
 FIELDS = {
-    "openai-sft": {"messages", "tools"},
-    "openai-dpo": {"input", "preferred_output", "non_preferred_output"},
-    "trl-sft": {"messages", "tools"},
-    "trl-dpo": {"prompt", "chosen", "rejected"},
+    "openai-sft": {"messages", "tools", "flags"},
+    "openai-dpo": {"input", "preferred_output", "non_preferred_output", "flags"},
+    "trl-sft": {"messages", "tools", "flags"},
+    "trl-dpo": {"prompt", "chosen", "rejected", "flags"},
     "atif": {"schema_version", "session_id", "agent", "steps", "final_metrics", "extra"},
-    "rlef": {"episode_id", "group_id", "task", "prompt", "turns", "outcome", "reward"},
+    "rlef": {"episode_id", "group_id", "task", "prompt", "turns", "outcome", "reward", "flags"},
 }
 
 

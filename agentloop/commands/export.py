@@ -21,13 +21,16 @@ FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"
 @click.option("--outcome", type=click.Choice(OUTCOMES), help="Only runs with this outcome.")
 @click.option("--min-reward", type=float, help="Only runs with at least this reward.")
 @click.option("--task", "task_text", metavar="TEXT", help="Only runs whose task contains TEXT (case-insensitive).")
-def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text):
+@click.option("--exclude-flagged", is_flag=True, help="Leave out runs with suspicious-edit or tampering flags.")
+def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text, exclude_flagged):
     """Export RUN_OR_DIR... (run ids or prefixes, `last`, -1, -2, ..., run directories, or
     directories of runs) as FORMAT.
 
     Filters apply before pairing: DPO formats pair an accepted run with a run of the same task (same
     task text, starting tree content and checks) that failed on the merits, never an interrupted or
-    error run, never two identical outputs. Exit code 0, or 2 on a bad argument.
+    error run, never two identical outputs; a flagged run is never the chosen one. Every row carries
+    the `flags` of its run(s); a flagged run's reward is never positive. Exit code 0, or 2 on a bad
+    argument.
     """
     import json
 
@@ -43,7 +46,9 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
         run = Run.load(run_dir)
         if outcome and run.outcome != outcome:
             continue
-        if min_reward is not None and (run.reward is None or run.reward < min_reward):
+        if min_reward is not None and (run.export_reward is None or run.export_reward < min_reward):
+            continue
+        if exclude_flagged and run.flags:
             continue
         if task_text and task_text.lower() not in run.task.lower():
             continue

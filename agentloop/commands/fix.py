@@ -80,6 +80,9 @@ def closing_summary(s: dict) -> list[str]:
 @click.option("--sandbox", type=click.Choice(["off", "auto", "bwrap"]),
               help="Run checks under bubblewrap: auto (default) where it works, bwrap (required), or off "
               "[env AGENTLOOP_SANDBOX].")
+@click.option("--allow-test-edits", "allow_test_edits", is_flag=True, default=None,
+              help="Let the model edit tests and the harness (conftest.py, pytest/tox config, .gitignore, ...), "
+              "protected by default [config allow_test_edits].")
 @click.option("--runs-dir", help="Where runs are recorded (default: .agentloop/runs in the repository).")
 @click.option("--in-place", "in_place", is_flag=True, default=None,
               help="Edit the working tree itself instead of a worktree of it (pre-commit, CI); "
@@ -93,8 +96,8 @@ def closing_summary(s: dict) -> list[str]:
 @click.option("-v", "--verbose", is_flag=True, help="Also print each model reply and the checks' output as they come.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json).")
 def fix_command(task, model, api_base, checks, accepts, accept_files, files, edit_format, max_turns, max_cost,
-                max_tokens, time_limit, config_path, sandbox, runs_dir, in_place, include_untracked, as_json,
-                output_patch, verbose, quiet):
+                max_tokens, time_limit, config_path, sandbox, allow_test_edits, runs_dir, in_place, include_untracked,
+                as_json, output_patch, verbose, quiet):
     """Ask the model for edits, run the checks, feed back, until they pass.
 
     TASK is what to do in words (default: "Make the checks pass."). Checks come from --check and
@@ -113,7 +116,8 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     repo = find_repo_root(Path.cwd())
     flags = {"model": model, "api_base": api_base, "files": files, "edit_format": edit_format,
              "max_turns": max_turns, "max_cost": max_cost, "max_tokens": max_tokens, "time_limit": time_limit,
-             "runs_dir": runs_dir, "in_place": in_place, "sandbox": sandbox, "include_untracked": include_untracked}
+             "runs_dir": runs_dir, "in_place": in_place, "sandbox": sandbox, "include_untracked": include_untracked,
+             "allow_test_edits": allow_test_edits}
     if checks or accepts:
         flags["checks"] = [{"run": c} for c in checks] + [{"run": a, "feedback": False} for a in accepts]
     if accept_files:  # relative SRCs are relative to where the command was typed

@@ -35,7 +35,9 @@ MODEL_LINE = ("agentloop: to have failing checks repaired, set a model: add 'mod
 @click.option("--task", help="What to ask the model (default: \"Make the checks pass.\").")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Config file (default: .agentloop.yaml at the repository root).")
-def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task, config_path):
+@click.option("--allow-test-edits", "allow_test_edits", is_flag=True, default=None,
+              help="Let the model edit tests and the harness, protected by default [config allow_test_edits].")
+def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task, config_path, allow_test_edits):
     """Run the checks; when they fail and a model is set, repair the code in place.
 
     Made for pre-commit (see .pre-commit-hooks.yaml). Each CHECK is a shell command; without
@@ -54,7 +56,8 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     repo = repo_root()
     restore_user_path(os.environ)
     config = load_config(repo, config_path=config_path,
-                         flags={"model": model, "api_base": api_base, "in_place": True})
+                         flags={"model": model, "api_base": api_base, "in_place": True,
+                                "allow_test_edits": allow_test_edits})
     if checks:
         wanted = tuple(Check(run=c) for c in checks)
     else:
@@ -156,6 +159,7 @@ def expand_files(checks, repo: Path) -> list:
 def run_checks(config, repo: Path) -> list:
     """The checks as the loop runs them (mirrors Loop.run_checks: visible ones first, hidden ones only
     once those pass), so a repair can start from these results; no trajectory, no model."""
+    from agentloop import grading
     from agentloop.checks import check_env, run_command
 
     env = check_env(config.pass_env)
@@ -163,8 +167,15 @@ def run_checks(config, repo: Path) -> list:
     for check in sorted(config.checks, key=lambda c: not c.feedback):
         if not check.feedback and not visible_ok:
             continue
-        result = run_command(check.run, repo, timeout=check.timeout or config.check_timeout,
-                             output_cap=config.output_cap, env=env)
+        # A pytest check runs graded so that a repair knows which tests ran at the start; the verdict
+        # here stays the exit code (the user's own commit: no model-written code has run yet).
+        graded = grading.prepare(check.run, check.kind, env)
+        result = run_command(graded.command if graded else check.run, repo,
+                             timeout=check.timeout or config.check_timeout, output_cap=config.output_cap,
+                             env=graded.env if graded else env)
+        result.command = check.run
+        if graded is not None:
+            result.report = graded.read()
         results.append(result)
         if check.feedback and check.accept and not result.passed:
             visible_ok = False

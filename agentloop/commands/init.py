@@ -71,14 +71,17 @@ TEMPLATE = """\
 checks:
 {checks}
 
-# Globs the model may not edit (its edits there are refused), e.g. your tests. Checks also run
-# against these files as they were when the run started, whatever the model's code does to them.
-# The tests found here are listed, so that they are protected whatever agentloop's defaults are;
-# remove a line to let the model edit those files. More examples to uncomment:
+# Tests and the harness (tests/, test_*.py, conftest.py, pytest/tox config, setup.cfg, .gitignore,
+# .gitattributes, this file, the Makefile or package.json a check runs through) are protected by
+# default: the model's edits there are refused, and checks run against them as they were when the
+# run started. The tests found here are listed too, so they stay protected whatever the defaults;
+# add more globs (examples below stay valid YAML when uncommented); set allow_test_edits: true for
+# tasks that must change tests.
 protect:
 {protect}
   # - ".github/**"
   # - "scripts/check.sh"
+allow_test_edits: false
 
 # Run checks under bubblewrap (no network, writes only inside the repository): auto | bwrap | off.
 sandbox: auto

@@ -57,8 +57,10 @@ def runs_command(runs_dir, outcome, task_text, min_reward, limit, as_json, prune
         cost = "" if row.get("cost_usd") is None else f"${row['cost_usd']:.4f}"
         duration = "" if row.get("duration_s") is None else f"{row['duration_s']:.1f}s"
         task = " ".join(str(row.get("task") or "").split())
+        if row.get("flags"):
+            task = f"[FLAGGED {','.join(sorted(row['flags']))}] {task}"
         click.echo(f"{row.get('run_id', ''):<23} {started:<19} {outcome_text} {turns:>5} {cost:>9} {duration:>7}  "
-                   f"{task[:60]}")
+                   f"{task[:100 if row.get('flags') else 60]}")
 
 
 def _prune(folder, keep: int | None, dry_run: bool) -> None:
