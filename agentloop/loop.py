@@ -6,6 +6,7 @@ summary is written in a `finally`, whatever ends the run.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from agentloop.checks import CommandResult, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
 from agentloop.errors import AgentloopError
+from agentloop.gitguard import GitConfigGuard
 from agentloop.guard import ProtectedFiles, scan_diff
 from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
@@ -75,11 +77,20 @@ class Loop:
                  guard: SignalGuard | None = None,
                  on_end: Callable[[str, str | None], dict[str, Any]] | None = None,
                  on_turn: Callable[[int, str], None] | None = None,
-                 first_results: list[CommandResult] | None = None):
+                 first_results: list[CommandResult] | None = None,
+                 on_base: Callable[[str], None] | None = None):
         self.config, self.workspace, self.task = config, workspace, task
         self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
-        self.guard, self.on_end, self.on_turn = guard, on_end, on_turn
+        self.guard, self.on_end, self.on_turn, self.on_base = guard, on_end, on_turn, on_base
+        # The result is what the model's edits wrote, never what the checks left in the tree:
+        # `result_tree` is the start plus each edited path's content as the edit left it, and
+        # `base_tree` the start plus (in place) the prior content of ignored files an edit touched.
+        self.result_tree: str | None = start_tree
+        self.base_tree: str | None = start_tree
+        self.base_paths: set[str] | None = None
+        self.pending: list[str] = []  # paths an edit is writing right now (an interrupt may land mid-write)
+        self.git_config = GitConfigGuard.for_workspace(workspace.root)
         self.turn_trees: list[TurnTree] = []  # each finished turn's tree, to keep the best at the end
         self.result: RunResult | None = None
         self._model = model
@@ -114,6 +125,8 @@ class Loop:
         try:
             if self.start_tree is None:
                 self.start_tree = self.workspace.snapshot()
+            self.result_tree = self.result_tree or self.start_tree
+            self.base_tree = self.base_tree or self.start_tree
             self.sandbox = sandbox.resolve(self.config.sandbox, self.workspace.root, _git_dirs(self.workspace),
                                            self.trajectory.run_dir.parent)
             if self.sandbox.note:
@@ -167,17 +180,21 @@ class Loop:
         extra: dict[str, Any] = {}
         diff, final_tree = "", self.start_tree
         if self.start_tree is not None:
-            final_tree = self.workspace.snapshot()
+            if self.pending and self.result_tree:  # interrupted while an edit was being written
+                self.result_tree = self.workspace.tree_with(self.result_tree, self.pending)
+                self.pending = []
+            final_tree = self.result_tree or self.start_tree
             if outcome != ACCEPTED and self.turn_trees:
                 best = max(self.turn_trees, key=lambda t: (t.checks_passed, t.turn))
                 as_good = {t.tree for t in self.turn_trees if t.checks_passed == best.checks_passed}
                 if final_tree not in as_good:  # later turns passed fewer checks, or never finished
-                    self.workspace.restore(best.tree)
+                    # Only the files the model edited since: check outputs stay as the checks left them.
+                    self.workspace.put(final_tree, best.tree)
                     final_tree = best.tree
                     extra["kept_turn"] = best.turn
                     self.progress(f"kept turn {best.turn}: {best.checks_passed} checks passed there, "
                                   "fewer or unknown after it")
-            diff = self.workspace.diff(self.start_tree, final_tree)
+            diff = self.workspace.diff(self.base_tree or self.start_tree, final_tree)
         if self.on_end is not None:
             extra["workspace"] = self.on_end(outcome, final_tree)
         duration = round(time.monotonic() - self.started, 3)
@@ -275,11 +292,15 @@ class Loop:
         for example in self.examples:  # small models copy the format example as if it were an edit
             copied += content.count(example)
             content = content.replace(example, "")
-        before = self.workspace.snapshot()
+        self.note_edit_targets(content)
         result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
-        suspicious = scan_diff(self.workspace.diff(before)) if result.applied else []
+        before = self.result_tree
+        if result.applied and before is not None:
+            self.result_tree = self.workspace.tree_with(before, self.edited_paths(result.changed_files))
+        self.pending = []
+        suspicious = scan_diff(self.workspace.diff(before, self.result_tree)) if result.applied and before else []
         for flag in suspicious:
             self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
         self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious)
@@ -314,6 +335,48 @@ class Loop:
         messages.append({"role": "user", "content": text})
         self.trajectory.event("feedback", turn=self.totals.turns, content=text)
         return None
+
+    def note_edit_targets(self, content: str) -> None:
+        """Before a reply is written: note the paths it will touch (`pending`) and, in place, record the
+        prior content of those git does not track or see (an ignored `.env`), so undo can restore them."""
+        if self.result_tree is None:
+            return
+        dry = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play,
+                          dry_run=True)
+        if not dry.applied:
+            return
+        self.pending = self.edited_paths(dry.changed_files)
+        if not self.config.in_place or self.base_tree is None:
+            return
+        if self.base_paths is None:
+            from agentloop.workspace import git
+
+            out = git(["ls-tree", "-r", "-z", "--name-only", "--full-tree", self.base_tree], self.workspace.root)
+            self.base_paths = {p for p in out.split("\0") if p}
+        unseen = [p for p in self.pending if p not in self.base_paths
+                  and os.path.lexists(self.workspace.root / p) and not self.was_edited(p)]
+        if unseen:
+            self.base_tree = self.workspace.tree_with(self.base_tree, unseen)
+            self.base_paths.update(unseen)
+            if self.on_base is not None:
+                self.on_base(self.base_tree)
+
+    def was_edited(self, path: str) -> bool:
+        """Whether an earlier edit of this run wrote `path` (its content then is the model's, not the user's)."""
+        return bool(self.result_tree and self.start_tree
+                    and any(c.path == path for c in self.workspace.changes(self.start_tree, self.result_tree)))
+
+    def edited_paths(self, changed: list[str]) -> list[str]:
+        """The paths an edit changed, plus, for one written through a symlink, the file it points to."""
+        paths = list(changed)
+        root = os.path.realpath(self.workspace.root)
+        for rel in changed:
+            full = self.workspace.root / rel
+            if os.path.islink(full):
+                real = os.path.realpath(full)
+                if real.startswith(root + os.sep):
+                    paths.append(os.path.relpath(real, root))
+        return list(dict.fromkeys(paths))
 
     def run_checks(self) -> list[CommandResult]:
         """Feedback checks always; acceptance-only (hidden) checks once the visible ones pass."""
@@ -351,6 +414,7 @@ class Loop:
         self.keep_pristine(None)
         log = self.trajectory.check_log()
         wrapper = self.sandbox.wrapper(self.protected.readonly_paths() if self.protected else ())
+        self.git_config.remember()
         try:
             result = run_command(check.run, self.workspace.root, timeout=timeout,
                                  output_cap=self.config.output_cap, env=self.env, output_sink=log.feed,
@@ -361,7 +425,18 @@ class Loop:
                               accept=check.accept, passed=result.passed, output_file=log.name,
                               sandbox=self.sandbox.mode, **result.to_dict())
         self.tampered += self.keep_pristine(check)
+        self.tampered += self.keep_git_config(check)
         return result
+
+    def keep_git_config(self, check: Check) -> list[str]:
+        """Undo a change the check made to the repository's git config; its verdict then does not count."""
+        changed = self.git_config.restore_changed()
+        if changed:
+            self.flags["git_config_changed"] = self.flags.get("git_config_changed", 0) + 1
+            self.trajectory.event("guard", turn=self.totals.turns, kind="git_config_changed", paths=changed,
+                                  unrestored=[], check=check.label)
+            self.progress(f"git configuration changed by {check.label}: {', '.join(changed)}; restored")
+        return changed
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.
@@ -464,7 +539,7 @@ class Loop:
         line = (f"turn {t.turns}: model {self.turn_model_s:.1f}s, "
                 f"{t.prompt_tokens + t.completion_tokens} tokens, ${t.cost_usd:.4f}, {edits}, "
                 f"checks {passed} passed, {len(results) - passed} failed")
-        snapshot = self.workspace.snapshot()
+        snapshot = self.result_tree or self.workspace.snapshot()
         self.turn_trees.append(TurnTree(t.turns, passed, snapshot))
         if self.on_turn is not None:
             self.on_turn(t.turns, snapshot)

@@ -187,7 +187,7 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
         work = isolation.begin(start_tree)
         loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
                     start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
-                    first_results=first_results)
+                    first_results=first_results, on_base=isolation.record_base)
         result = loop.run()
     except KeyboardInterrupt:  # before the loop could catch it itself
         guard.settle()
