@@ -7,6 +7,7 @@ summary is written in a `finally`, whatever ends the run.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from agentloop import feedback, sandbox
 from agentloop.checks import CommandResult, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, UsageError
 from agentloop.gitguard import GitConfigGuard
 from agentloop.guard import ProtectedFiles, scan_diff
 from agentloop.interrupts import SignalGuard
@@ -133,6 +134,7 @@ class Loop:
                 self.progress(self.sandbox.note)
             self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
             results = self.record_first_results() if self.first_results else self.run_checks()
+            refuse_unstartable(results)  # a typo in a check costs no model turn
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
                 raise Stop(ACCEPTED, "the acceptance checks already pass")
@@ -546,6 +548,26 @@ class Loop:
         self.trajectory.event("turn", turn=t.turns, applied=bool(applied), checks_passed=passed,
                               checks_total=len(results), totals=_plain_totals(t), snapshot=snapshot)
         self.progress(line)
+
+
+# What /bin/sh (dash, bash) prints when a command does not exist or cannot be executed.
+_CANNOT_START = re.compile(r"^\S*sh: (?:(?:line )?\d+: )?(?P<name>.+?): "
+                           r"(?P<why>(?:command )?not found|Permission denied)$", re.M)
+
+
+def refuse_unstartable(results: list[CommandResult]) -> None:
+    """Before any model call: a check that cannot start (exit 126/127, or the shell saying its first
+    word is not found) is a usage error naming the command, not a failure to send to the model."""
+    for result in results:
+        if result.passed or result.timed_out:
+            continue
+        first = (result.command.split() or [""])[0]
+        said = [m for m in _CANNOT_START.finditer(result.output) if m.group("name") == first]
+        if result.exit_code in (126, 127) or said:
+            why = said[0].group("why") if said else "not found" if result.exit_code == 127 else "not executable"
+            raise UsageError(f"check `{result.command}` cannot start ({first}: {why.replace('command ', '')}, "
+                             f"exit code {result.exit_code}); fix the command (--check/--accept or "
+                             ".agentloop.yaml) and run again")
 
 
 def _git_dirs(workspace: Workspace) -> list:
