@@ -50,7 +50,7 @@ def files_outside(tmp_path: Path, repo: Path) -> set[str]:
 def agentloop_fix(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The real CLI in its own process (its environment is its own, as for a user)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOOP_")}
-    return subprocess.run([sys.executable, "-m", "agentloop", "fix", "--json", *args], cwd=repo,
+    return subprocess.run([sys.executable, "-m", "agentloop", "fix", "-m", "openai/fake", "--json", *args], cwd=repo,
                           env={**base, **(env or {})}, capture_output=True, text=True, timeout=120)
 
 
