@@ -15,27 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.errors import UsageError
+from agentloop.gitsafe import SAFE_CONFIG, git_env
 
 AGENTLOOP_DIR = ".agentloop"
-
-
-# Every git command of agentloop's runs with these settings, so that nothing a check (or the model's
-# code) plants in the repository's config runs through us: no fsmonitor hook, no hooks, no attributes
-# file, no line-ending conversion, no automatic gc. In-tree attributes (filters, textconv, `-diff`)
-# are kept out by never letting git convert what we store (hash-object --no-filters, cat-file blob)
-# and by diffing with --no-ext-diff --no-textconv, text decided by content (see `Workspace.diff`).
-SAFE_CONFIG = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.attributesFile=/dev/null",
-               "-c", "core.autocrlf=false", "-c", "core.safecrlf=false", "-c", "gc.auto=0",
-               "-c", "core.untrackedCache=false", "-c", "core.splitIndex=false")
-
-
-def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of agentloop's own git: no secret (provider keys, tokens), no system config."""
-    from agentloop.checks import SECRET_NAME
-
-    env = {k: v for k, v in (extra if extra is not None else os.environ).items() if not SECRET_NAME.search(k)}
-    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_ATTR_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
-    return env
 
 
 def git_bytes(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check: bool = True,
