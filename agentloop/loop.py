@@ -357,16 +357,19 @@ class Loop:
             self.base_paths = {p for p in out.split("\0") if p}
         unseen = [p for p in self.pending if p not in self.base_paths
                   and os.path.lexists(self.workspace.root / p) and not self.was_edited(p)]
-        if unseen:
+        if unseen:  # as they are now, before the edit: the start of every tree recorded so far too
             self.base_tree = self.workspace.tree_with(self.base_tree, unseen)
+            self.result_tree = self.workspace.tree_with(self.result_tree, unseen)
+            for turn in self.turn_trees:
+                turn.tree = self.workspace.tree_with(turn.tree, unseen)
             self.base_paths.update(unseen)
             if self.on_base is not None:
                 self.on_base(self.base_tree)
 
     def was_edited(self, path: str) -> bool:
         """Whether an earlier edit of this run wrote `path` (its content then is the model's, not the user's)."""
-        return bool(self.result_tree and self.start_tree
-                    and any(c.path == path for c in self.workspace.changes(self.start_tree, self.result_tree)))
+        return bool(self.result_tree and self.base_tree
+                    and any(c.path == path for c in self.workspace.changes(self.base_tree, self.result_tree)))
 
     def edited_paths(self, changed: list[str]) -> list[str]:
         """The paths an edit changed, plus, for one written through a symlink, the file it points to."""
