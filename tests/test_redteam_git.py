@@ -266,3 +266,15 @@ def test_without_bubblewrap_fix_says_checks_run_unsandboxed(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "unsandboxed" in line]
     assert len(lines) == 1 and "bwrap is not installed" in lines[0]
+
+
+def test_in_place_keeping_an_earlier_turn_puts_an_ignored_file_back(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC + "# keep\n", "test_calc.py": CALC_TEST,
+                                         ".gitignore": ".env\n"})
+    (repo / ".env").write_bytes(ENV_TEXT)
+    worse = ENV_EDIT + "\ncalc.py\n<<<<<<< SEARCH\n# keep\n=======\n# gone\n>>>>>>> REPLACE\n"
+    code, summary, err, _ = run_fix(repo, [{"content": worse}], "--check", PYTEST, "--check", "grep -q keep calc.py",
+                                    "--in-place", "--max-turns", "1", "--file", ".env", monkeypatch=monkeypatch)
+    assert code == 1 and summary["kept_turn"] == 0, err
+    assert (repo / ".env").read_bytes() == ENV_TEXT and (repo / "calc.py").read_text() == BUGGY_CALC + "# keep\n"
+    assert summary["changed"] is False
