@@ -79,12 +79,11 @@ class Workspace:
 
         Starts from a copy of the user's index, so only files whose stat data changed are hashed,
         unless the index may hold converted content (line endings, filters): then every file is."""
-        files = self.list_files()
         with tempfile.TemporaryDirectory(prefix="agentloop-index-") as tmp:
             index = Path(tmp) / "index"
             env = {**os.environ, "GIT_INDEX_FILE": str(index)}
             real_index = self.git_dir / "index"
-            if real_index.exists() and not self.may_convert(files):
+            if real_index.exists() and not self.may_convert():
                 shutil.copyfile(real_index, index)
                 out = git(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"],
                           self.root, env=env)
@@ -93,12 +92,14 @@ class Workspace:
                     return self._write_tree(env, None, paths)
                 except RuntimeError:  # e.g. unmerged entries: start from nothing instead
                     index.unlink(missing_ok=True)
-            return self._write_tree(env, "--empty", files)
+            return self._write_tree(env, "--empty", self.list_files())
 
-    def may_convert(self, files: list[str]) -> bool:
+    def may_convert(self) -> bool:
         """Whether the user's own `git add` may have stored files other than byte for byte: attributes
         files, or line-ending conversion in their configuration."""
-        if any(f == ".gitattributes" or f.endswith("/.gitattributes") for f in files):
+        attributes = git(["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+                          ":(glob)**/.gitattributes"], self.root)
+        if attributes.strip("\0"):
             return True
         common = Path(git(["rev-parse", "--git-common-dir"], self.root).strip())
         info = (common if common.is_absolute() else self.root / common) / "info" / "attributes"
