@@ -6,8 +6,6 @@ summary is written in a `finally`, whatever ends the run.
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentloop import feedback, sandbox
-from agentloop.checks import CommandResult, check_env, run_command
+from agentloop.checks import CommandResult, cannot_start, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
 from agentloop.errors import AgentloopError, UsageError
@@ -23,6 +21,7 @@ from agentloop.gitguard import GitConfigGuard
 from agentloop.guard import ProtectedFiles, scan_diff
 from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
+from agentloop.result import EditedResult
 from agentloop.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
 from agentloop.trajectory import Trajectory
 from agentloop.workspace import Workspace
@@ -84,13 +83,7 @@ class Loop:
         self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
         self.guard, self.on_end, self.on_turn, self.on_base = guard, on_end, on_turn, on_base
-        # The result is what the model's edits wrote, never what the checks left in the tree:
-        # `result_tree` is the start plus each edited path's content as the edit left it, and
-        # `base_tree` the start plus (in place) the prior content of ignored files an edit touched.
-        self.result_tree: str | None = start_tree
-        self.base_tree: str | None = start_tree
-        self.base_paths: set[str] | None = None
-        self.pending: list[str] = []  # paths an edit is writing right now (an interrupt may land mid-write)
+        self.edited: EditedResult | None = None  # the result: what the model's edits wrote (agentloop.result)
         self.git_config = GitConfigGuard.for_workspace(workspace.root)
         self.turn_trees: list[TurnTree] = []  # each finished turn's tree, to keep the best at the end
         self.result: RunResult | None = None
@@ -126,15 +119,19 @@ class Loop:
         try:
             if self.start_tree is None:
                 self.start_tree = self.workspace.snapshot()
-            self.result_tree = self.result_tree or self.start_tree
-            self.base_tree = self.base_tree or self.start_tree
+            self.edited = EditedResult(self.workspace, self.start_tree, in_place=self.config.in_place,
+                                       on_base=self.on_base)
             self.sandbox = sandbox.resolve(self.config.sandbox, self.workspace.root, _git_dirs(self.workspace),
                                            self.trajectory.run_dir.parent)
             if self.sandbox.note:
                 self.progress(self.sandbox.note)
             self.protected = ProtectedFiles(self.workspace.root, self.config.protect, self.start_tree)
             results = self.record_first_results() if self.first_results else self.run_checks()
-            refuse_unstartable(results)  # a typo in a check costs no model turn
+            for result in results:  # a typo in a check costs no model turn
+                why = cannot_start(result)
+                if why:
+                    raise UsageError(f"check `{result.command}` cannot start ({why}); fix the command "
+                                     "(--check/--accept or .agentloop.yaml) and run again")
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
                 raise Stop(ACCEPTED, "the acceptance checks already pass")
@@ -182,10 +179,7 @@ class Loop:
         extra: dict[str, Any] = {}
         diff, final_tree = "", self.start_tree
         if self.start_tree is not None:
-            if self.pending and self.result_tree:  # interrupted while an edit was being written
-                self.result_tree = self.workspace.tree_with(self.result_tree, self.pending)
-                self.pending = []
-            final_tree = self.result_tree or self.start_tree
+            final_tree = self.edited.settle() if self.edited else self.start_tree
             if outcome != ACCEPTED and self.turn_trees:
                 best = max(self.turn_trees, key=lambda t: (t.checks_passed, t.turn))
                 as_good = {t.tree for t in self.turn_trees if t.checks_passed == best.checks_passed}
@@ -196,7 +190,7 @@ class Loop:
                     extra["kept_turn"] = best.turn
                     self.progress(f"kept turn {best.turn}: {best.checks_passed} checks passed there, "
                                   "fewer or unknown after it")
-            diff = self.workspace.diff(self.base_tree or self.start_tree, final_tree)
+            diff = self.workspace.diff(self.edited.base if self.edited else self.start_tree, final_tree)
         if self.on_end is not None:
             extra["workspace"] = self.on_end(outcome, final_tree)
         duration = round(time.monotonic() - self.started, 3)
@@ -294,15 +288,16 @@ class Loop:
         for example in self.examples:  # small models copy the format example as if it were an edit
             copied += content.count(example)
             content = content.replace(example, "")
-        self.note_edit_targets(content)
+        self.expect_edit(content)
         result = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play)
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
-        before = self.result_tree
-        if result.applied and before is not None:
-            self.result_tree = self.workspace.tree_with(before, self.edited_paths(result.changed_files))
-        self.pending = []
-        suspicious = scan_diff(self.workspace.diff(before, self.result_tree)) if result.applied and before else []
+        suspicious = []
+        if self.edited is not None:
+            if result.applied:
+                before = self.edited.record(result.changed_files)
+                suspicious = scan_diff(self.workspace.diff(before, self.edited.tree))
+            self.edited.pending = []
         for flag in suspicious:
             self.flags[flag["kind"]] = self.flags.get(flag["kind"], 0) + 1
         self.trajectory.event("edits", turn=self.totals.turns, **result.to_dict(), suspicious=suspicious)
@@ -338,50 +333,16 @@ class Loop:
         self.trajectory.event("feedback", turn=self.totals.turns, content=text)
         return None
 
-    def note_edit_targets(self, content: str) -> None:
-        """Before a reply is written: note the paths it will touch (`pending`) and, in place, record the
-        prior content of those git does not track or see (an ignored `.env`), so undo can restore them."""
-        if self.result_tree is None:
+    def expect_edit(self, content: str) -> None:
+        """Before a reply is written, tell the result which paths it will touch (see agentloop.result)."""
+        if self.edited is None:
             return
         dry = apply_reply(self.workspace.root, content, protect=self.config.protect, known_files=self.in_play,
                           dry_run=True)
-        if not dry.applied:
-            return
-        self.pending = self.edited_paths(dry.changed_files)
-        if not self.config.in_place or self.base_tree is None:
-            return
-        if self.base_paths is None:
-            from agentloop.workspace import git
-
-            out = git(["ls-tree", "-r", "-z", "--name-only", "--full-tree", self.base_tree], self.workspace.root)
-            self.base_paths = {p for p in out.split("\0") if p}
-        unseen = [p for p in self.pending if p not in self.base_paths
-                  and os.path.lexists(self.workspace.root / p) and not self.was_edited(p)]
-        if unseen:  # as they are now, before the edit: the start of every tree recorded so far too
-            self.base_tree = self.workspace.tree_with(self.base_tree, unseen)
-            self.result_tree = self.workspace.tree_with(self.result_tree, unseen)
+        unseen = self.edited.expect(dry.changed_files) if dry.applied else []
+        if unseen:  # their prior content belongs to every tree recorded so far (a kept turn restores it)
             for turn in self.turn_trees:
                 turn.tree = self.workspace.tree_with(turn.tree, unseen)
-            self.base_paths.update(unseen)
-            if self.on_base is not None:
-                self.on_base(self.base_tree)
-
-    def was_edited(self, path: str) -> bool:
-        """Whether an earlier edit of this run wrote `path` (its content then is the model's, not the user's)."""
-        return bool(self.result_tree and self.base_tree
-                    and any(c.path == path for c in self.workspace.changes(self.base_tree, self.result_tree)))
-
-    def edited_paths(self, changed: list[str]) -> list[str]:
-        """The paths an edit changed, plus, for one written through a symlink, the file it points to."""
-        paths = list(changed)
-        root = os.path.realpath(self.workspace.root)
-        for rel in changed:
-            full = self.workspace.root / rel
-            if os.path.islink(full):
-                real = os.path.realpath(full)
-                if real.startswith(root + os.sep):
-                    paths.append(os.path.relpath(real, root))
-        return list(dict.fromkeys(paths))
 
     def run_checks(self) -> list[CommandResult]:
         """Feedback checks always; acceptance-only (hidden) checks once the visible ones pass."""
@@ -544,33 +505,13 @@ class Loop:
         line = (f"turn {t.turns}: model {self.turn_model_s:.1f}s, "
                 f"{t.prompt_tokens + t.completion_tokens} tokens, ${t.cost_usd:.4f}, {edits}, "
                 f"checks {passed} passed, {len(results) - passed} failed")
-        snapshot = self.result_tree or self.workspace.snapshot()
+        snapshot = self.edited.tree if self.edited else self.workspace.snapshot()
         self.turn_trees.append(TurnTree(t.turns, passed, snapshot))
         if self.on_turn is not None:
             self.on_turn(t.turns, snapshot)
         self.trajectory.event("turn", turn=t.turns, applied=bool(applied), checks_passed=passed,
                               checks_total=len(results), totals=_plain_totals(t), snapshot=snapshot)
         self.progress(line)
-
-
-# What /bin/sh (dash, bash) prints when a command does not exist or cannot be executed.
-_CANNOT_START = re.compile(r"^\S*sh: (?:(?:line )?\d+: )?(?P<name>.+?): "
-                           r"(?P<why>(?:command )?not found|Permission denied)$", re.M)
-
-
-def refuse_unstartable(results: list[CommandResult]) -> None:
-    """Before any model call: a check that cannot start (exit 126/127, or the shell saying its first
-    word is not found) is a usage error naming the command, not a failure to send to the model."""
-    for result in results:
-        if result.passed or result.timed_out:
-            continue
-        first = (result.command.split() or [""])[0]
-        said = [m for m in _CANNOT_START.finditer(result.output) if m.group("name") == first]
-        if result.exit_code in (126, 127) or said:
-            why = said[0].group("why") if said else "not found" if result.exit_code == 127 else "not executable"
-            raise UsageError(f"check `{result.command}` cannot start ({first}: {why.replace('command ', '')}, "
-                             f"exit code {result.exit_code}); fix the command (--check/--accept or "
-                             ".agentloop.yaml) and run again")
 
 
 def _git_dirs(workspace: Workspace) -> list:
