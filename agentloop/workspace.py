@@ -187,9 +187,17 @@ class Workspace:
         return self.put(now, tree, paths)
 
 
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def blobs_binary(cwd: Path, shas: list[str]) -> dict[str, bool]:
-    """For each blob, whether its content is binary (a NUL byte in its first 8000 bytes, as git decides
-    without attributes)."""
+    """For each blob, whether its content is binary: a NUL byte in its first 8000 bytes (as git decides
+    without attributes), or not UTF-8 (its diff would not be text a patch file can hold)."""
     unique = list(dict.fromkeys(shas))
     if not unique:
         return {}
@@ -200,7 +208,7 @@ def blobs_binary(cwd: Path, shas: list[str]) -> dict[str, bool]:
         header = out[pos:end].split()
         size = int(header[2]) if len(header) == 3 else 0
         body = out[end + 1:end + 1 + size]
-        result[sha] = b"\0" in body[:8000]
+        result[sha] = b"\0" in body[:8000] or not _utf8(body)
         pos = end + 1 + size + (1 if len(header) == 3 else 0)
     return result
 

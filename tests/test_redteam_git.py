@@ -278,3 +278,20 @@ def test_in_place_keeping_an_earlier_turn_puts_an_ignored_file_back(tmp_path, mo
     assert code == 1 and summary["kept_turn"] == 0, err
     assert (repo / ".env").read_bytes() == ENV_TEXT and (repo / "calc.py").read_text() == BUGGY_CALC + "# keep\n"
     assert summary["changed"] is False
+
+
+def test_diff_keeps_real_binaries_binary_and_applies(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", ".gitattributes": "*.py -diff\n"})
+    (repo / "blob.bin").write_bytes(b"\x00\x01\x02binary")
+    git(repo, "add", "blob.bin")
+    git(repo, "commit", "-qm", "bin")
+    ws = Workspace(repo)
+    start = ws.snapshot()
+    (repo / "a.py").write_text("x = 2\n")
+    (repo / "blob.bin").write_bytes(b"\x00\x03binary, changed")
+    patch = ws.diff(start, ws.tree_with(start, ["a.py", "blob.bin"]))
+    assert "-x = 1\n+x = 2\n" in patch and "GIT binary patch" in patch
+    git(repo, "checkout", "--", ".")
+    subprocess.run(["git", "apply", "--binary", "-"], cwd=repo, input=patch.encode(), check=True)
+    assert (repo / "a.py").read_text() == "x = 2\n"
+    assert (repo / "blob.bin").read_bytes() == b"\x00\x03binary, changed"
