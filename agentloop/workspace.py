@@ -84,7 +84,7 @@ class Workspace:
             env = {**os.environ, "GIT_INDEX_FILE": str(index)}
             real_index = self.git_dir / "index"
             if real_index.exists() and not self.may_convert():
-                shutil.copyfile(real_index, index)
+                shutil.copy2(real_index, index)  # its mtime too: git then still re-checks racily clean entries
                 out = git(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"],
                           self.root, env=env)
                 paths = [f for f in out.split("\0") if f and not f.startswith(AGENTLOOP_DIR + "/")]
