@@ -42,6 +42,24 @@ def check_env(pass_env: Iterable[str] = (), base: Mapping[str, str] | None = Non
     return env
 
 
+# What /bin/sh (dash, bash) prints when a command does not exist or cannot be executed.
+_CANNOT_START = re.compile(r"^\S*sh: (?:(?:line )?\d+: )?(?P<name>.+?): "
+                           r"(?P<why>(?:command )?not found|Permission denied)$", re.M)
+
+
+def cannot_start(result: CommandResult) -> str | None:
+    """Why a check could not even start (exit 126/127, or the shell saying its first word is not
+    found), or None: such a check is a usage error, not a failure for the model to fix."""
+    if result.passed or result.timed_out:
+        return None
+    first = (result.command.split() or [""])[0]
+    said = [m for m in _CANNOT_START.finditer(result.output) if m.group("name") == first]
+    if result.exit_code not in (126, 127) and not said:
+        return None
+    why = said[0].group("why") if said else "not found" if result.exit_code == 127 else "not executable"
+    return f"{first}: {why.replace('command ', '')}, exit code {result.exit_code}"
+
+
 @dataclass
 class CommandResult:
     command: str

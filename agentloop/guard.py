@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.edits.paths import PathRefused, is_protected, safe_path
+from agentloop.gitsafe import git_argv, git_env
 from agentloop.workspace import git
 
 SYMLINK_MODE = "120000"
@@ -120,8 +121,9 @@ class ProtectedFiles:
             else:
                 regular.append(path)
         if regular:
-            proc = subprocess.run(["git", "hash-object", "--no-filters", "--stdin-paths"], cwd=self.root,
-                                  input="\n".join(regular) + "\n", capture_output=True, text=True, check=True)
+            proc = subprocess.run(git_argv("hash-object", "--no-filters", "--stdin-paths"), cwd=self.root,
+                                  env=git_env(), input="\n".join(regular) + "\n", capture_output=True, text=True,
+                                  check=True)
             for path, blob in zip(regular, proc.stdout.split(), strict=True):
                 if blob != self.start[path].blob or not _mode_matches(self.root / path, self.start[path].mode):
                     differ.append(path)
@@ -176,7 +178,7 @@ class ProtectedFiles:
         return paths
 
     def _blob(self, blob: str) -> bytes:
-        return subprocess.run(["git", "cat-file", "blob", blob], cwd=self.root, capture_output=True,
+        return subprocess.run(git_argv("cat-file", "blob", blob), cwd=self.root, env=git_env(), capture_output=True,
                               check=True).stdout
 
 

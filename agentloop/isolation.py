@@ -223,6 +223,7 @@ class Isolation:
     workspace: Workspace | None = None
     worktree: Path | None = None
     tip: str | None = None  # the branch's newest commit: the start, then one per turn
+    base_tree: str | None = None  # the start, plus (in place) ignored files the model's edits touched
     finished: dict[str, Any] | None = None
 
     @property
@@ -281,6 +282,12 @@ class Isolation:
                 raise UsageError(f"run {other.get('run_id')} (pid {other.get('pid')}) is editing this tree in place; "
                                  "wait for it to finish, then run again")
 
+    def record_base(self, tree: str) -> None:
+        """The start grew files git does not see (an ignored `.env` an edit is about to change in place):
+        record it before the edit is written, so that undo, even after a kill, puts them back."""
+        self.base_tree = tree
+        self.update_workspace_file(start_tree=tree)
+
     def record_turn(self, turn: int, tree: str) -> None:
         """One commit per turn on the run's branch, so that every turn's tree stays restorable."""
         if self.tip is not None:
@@ -306,8 +313,9 @@ class Isolation:
             # An interrupted `git update-ref` of ours may have left the branch's lock: it is ours alone.
             (common_dir(self.user.root) / "refs" / "heads" / f"{self.branch}.lock").unlink(missing_ok=True)
             final_tree = final_tree or self.start_tree
-            changes = self.user.changes(self.start_tree, final_tree)
-            info.update(start_tree=self.start_tree, final_tree=final_tree)
+            base = self.base_tree or self.start_tree
+            changes = self.user.changes(base, final_tree)
+            info.update(start_tree=base, final_tree=final_tree)
             if changes or self.tip != self.start_commit:
                 result = self.commit(final_tree, self.tip, f"agentloop {self.run_id}: {outcome}")
                 git(["update-ref", f"refs/heads/{self.branch}", result], self.user.root)
@@ -317,7 +325,7 @@ class Isolation:
             if self.in_place:
                 info["applied"] = bool(changes)
                 if outcome == "interrupted" and changes:
-                    self.user.restore(self.start_tree, {c.path for c in changes})
+                    self.user.restore(base, {c.path for c in changes})
                     info.update(restored=True, applied=False)
             elif outcome == "accepted" and changes:
                 try:
@@ -337,9 +345,12 @@ class Isolation:
         return info
 
     def apply_back(self, changes: list[Change]) -> dict[str, Any]:
-        """The net change into the user's tree, unless they changed one of its files meanwhile."""
+        """The model's changes, and nothing else, into the user's tree, unless one of those files is not
+        as it was at the start (changed by the user meanwhile, or an ignored file the run never saw)."""
         with repo_lock(self.state):
-            now = {c.path: c for c in self.user.changes(self.start_tree, self.user.snapshot())}
+            paths = [c.path for c in changes]
+            current = self.user.tree_with(self.start_tree, paths)
+            now = {c.path: c for c in self.user.changes(self.start_tree, current)}
             todo, conflicts = [], []
             for change in changes:
                 theirs = now.get(change.path)
@@ -377,16 +388,18 @@ def undo(run_dir: Path, *, force: bool = False) -> list[str]:
         raise Refused(f"run {run_id} was already undone")
     user = Workspace(Path(info["root"]))
     start, final = info["start_tree"], info.get("final_tree")
-    now = user.snapshot()
     if final is None:  # the run never finished (killed): its changes cannot be told from later ones
         if not force:
             raise Refused(f"run {run_id} did not finish (killed?), so its changes cannot be told from later ones; "
                           f"`agentloop undo {run_id} --force` puts every file back as it was before it started")
+        started_with = git(["ls-tree", "-r", "-z", "--name-only", "--full-tree", start], user.root).split("\0")
+        now = user.tree_with(start, [*user.list_files(), *(p for p in started_with if p)])
         paths = {c.path for c in user.changes(start, now)}
     else:
         if not info.get("applied"):
             return []
         ours = {c.path: c for c in user.changes(start, final)}
+        now = user.tree_with(final, ours)  # those files as they are now, ignored ones included
         moved = sorted(c.path for c in user.changes(final, now) if c.path in ours)
         if moved and not force:
             shown = ", ".join(moved[:3]) + (f" and {len(moved) - 3} more" if len(moved) > 3 else "")

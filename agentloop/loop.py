@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from agentloop import feedback, grading, held_out, sandbox, workspace_env
-from agentloop.checks import CommandResult, check_env, run_command
+from agentloop.checks import CommandResult, cannot_start, check_env, run_command
 from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
-from agentloop.errors import AgentloopError
+from agentloop.errors import AgentloopError, UsageError
+from agentloop.gitguard import GitConfigGuard
 from agentloop.guard import (
     TEST_PATH,
     ProtectedFiles,
@@ -31,6 +32,7 @@ from agentloop.guard import (
 )
 from agentloop.interrupts import SignalGuard
 from agentloop.model import Model, ModelCallFailed, ModelReply
+from agentloop.result import EditedResult
 from agentloop.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
 from agentloop.trajectory import Trajectory
 from agentloop.words import plural
@@ -94,12 +96,15 @@ class Loop:
                  started: float | None = None,
                  status: Callable[[str], None] = lambda text: None,
                  check_output: Callable[[bytes], None] | None = None,
-                 private_files: frozenset[str] = frozenset()):
+                 private_files: frozenset[str] = frozenset(),
+                 on_base: Callable[[str], None] | None = None):
         self.config, self.workspace, self.task = config, workspace, task
         self.user_root = user_root or workspace.root  # the user's own tree (hidden from checks when elsewhere)
         self.first_results = first_results  # checks the caller has just run (the pre-commit hook)
         self.start_tree = start_tree  # the tree the run starts from (taken at the start if not given)
-        self.guard, self.on_end, self.on_turn = guard, on_end, on_turn
+        self.guard, self.on_end, self.on_turn, self.on_base = guard, on_end, on_turn, on_base
+        self.edited: EditedResult | None = None  # the result: what the model's edits wrote (agentloop.result)
+        self.git_config = GitConfigGuard.for_workspace(workspace.root)
         self.turn_trees: list[TurnTree] = []  # each finished turn's tree, to keep the best at the end
         self.result: RunResult | None = None
         self._model = model
@@ -146,6 +151,8 @@ class Loop:
         try:
             if self.start_tree is None:
                 self.start_tree = self.workspace.snapshot()
+            self.edited = EditedResult(self.workspace, self.start_tree, in_place=self.config.in_place,
+                                       on_base=self.on_base)
             self.set_up_sandbox()
             if self.sandbox.note:
                 self.progress(self.sandbox.note)
@@ -158,6 +165,11 @@ class Loop:
             if self.config.model and not self.first_results:
                 prefetch_litellm()  # while the first checks run: it takes seconds, and they will likely fail
             results = self.record_first_results() if self.first_results else self.run_checks()
+            for result in results:  # a typo in a check costs no model turn
+                why = cannot_start(result)
+                if why:
+                    raise UsageError(f"check `{result.command}` cannot start ({why}); fix the command "
+                                     "(--check/--accept or .agentloop.yaml) and run again")
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
                 raise Stop(ACCEPTED, "the acceptance checks already pass")
@@ -208,16 +220,17 @@ class Loop:
         extra: dict[str, Any] = {}
         diff, final_tree = "", self.start_tree
         if self.start_tree is not None:
-            final_tree = self.workspace.snapshot()
+            final_tree = self.edited.settle() if self.edited else self.start_tree
             if outcome != ACCEPTED and self.turn_trees:
                 best = max(self.turn_trees, key=lambda t: (t.checks_passed, t.turn))
                 as_good = {t.tree for t in self.turn_trees if t.checks_passed == best.checks_passed}
                 if final_tree not in as_good:  # later turns passed fewer checks, or never finished
-                    self.workspace.restore(best.tree)
+                    # Only the files the model edited since: check outputs stay as the checks left them.
+                    self.workspace.put(final_tree, best.tree)
                     final_tree = best.tree
                     extra["kept_turn"] = best.turn
                     self.progress(kept_turn_line(best.turn, best.checks_passed))
-            diff = self.workspace.diff(self.start_tree, final_tree)
+            diff = self.workspace.diff(self.edited.base if self.edited else self.start_tree, final_tree)
         if self.on_end is not None:
             extra["workspace"] = self.on_end(outcome, final_tree)
         duration = round(time.monotonic() - self.started, 3)
@@ -330,14 +343,20 @@ class Loop:
             copied += content.count(example)
             content = content.replace(example, "")
         self.status("applying edits")
-        before = self.workspace.snapshot()
+        self.expect_edit(content)
         result = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play)
         self.status("")
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
-        applied_diff = self.workspace.diff(before) if result.applied else ""
-        suspicious = (scan_diff(text_diff(self.workspace.root, before, self.workspace.snapshot()), self.harness,
-                                self.literals) if result.applied else [])
+        suspicious: list[dict[str, Any]] = []
+        applied_diff = ""
+        if self.edited is not None:
+            if result.applied:
+                before = self.edited.record(result.changed_files)
+                applied_diff = self.workspace.diff(before, self.edited.tree)
+                suspicious = scan_diff(text_diff(self.workspace.root, before, self.edited.tree), self.harness,
+                                       self.literals)
+            self.edited.pending = []
         seen = {f["path"] for f in suspicious}
         for path in result.changed_files if result.applied else []:  # written, yet hidden from git's view
             if path not in seen and harness_file(path, self.harness):
@@ -378,6 +397,17 @@ class Loop:
         messages.append({"role": "user", "content": text})
         self.trajectory.event("feedback", turn=self.totals.turns, content=text)
         return None
+
+    def expect_edit(self, content: str) -> None:
+        """Before a reply is written, tell the result which paths it will touch (see agentloop.result)."""
+        if self.edited is None:
+            return
+        dry = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play,
+                          dry_run=True)
+        unseen = self.edited.expect(dry.changed_files) if dry.applied else []
+        if unseen:  # their prior content belongs to every tree recorded so far (a kept turn restores it)
+            for turn in self.turn_trees:
+                turn.tree = self.workspace.tree_with(turn.tree, unseen)
 
     def run_checks(self) -> list[CommandResult]:
         """Feedback checks always; acceptance-only (hidden) checks once the visible ones pass."""
@@ -455,6 +485,7 @@ class Loop:
                 log.feed(data)
                 shown(data)
         graded = None
+        self.git_config.remember()
         try:
             with contextlib.ExitStack() as stack:
                 stack.enter_context(self.environment.present())
@@ -491,6 +522,7 @@ class Loop:
                               accept=check.accept, passed=result.passed, output_file=log.name,
                               sandbox=self.sandbox.mode, **result.to_dict())
         self.tampered += self.keep_pristine(check)
+        self.tampered += self.keep_git_config(check)
         return result
 
     def grade(self, check: Check, graded: grading.Graded, result: CommandResult, log) -> None:
@@ -515,6 +547,16 @@ class Loop:
                 except OSError:
                     continue
         return literals_of(texts)
+
+    def keep_git_config(self, check: Check) -> list[str]:
+        """Undo a change the check made to the repository's git config; its verdict then does not count."""
+        changed = self.git_config.restore_changed()
+        if changed:
+            self.flags["git_config_changed"] = self.flags.get("git_config_changed", 0) + 1
+            self.trajectory.event("guard", turn=self.totals.turns, kind="git_config_changed", paths=changed,
+                                  unrestored=[], check=check.label)
+            self.progress(f"git configuration changed by {check.label}: {', '.join(changed)}; restored")
+        return changed
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.
@@ -637,7 +679,7 @@ class Loop:
         line = (f"turn {t.turns}: model {self.turn_model_s:.1f}s, "
                 f"{t.prompt_tokens + t.completion_tokens} tokens, ${t.cost_usd:.4f}, {edits}, "
                 f"checks {passed} passed, {len(results) - passed} failed")
-        snapshot = self.workspace.snapshot()
+        snapshot = self.edited.tree if self.edited else self.workspace.snapshot()
         self.turn_trees.append(TurnTree(t.turns, passed, snapshot))
         if self.on_turn is not None:
             self.on_turn(t.turns, snapshot)

@@ -153,8 +153,10 @@ def apply_base_patch(run: Run, worktree: Path) -> None:
     if not name:
         return
     patch = (run.run_dir / name).read_text(encoding="utf-8")
-    proc = subprocess.run(["git", "apply", "--binary", "--whitespace=nowarn", "-"], cwd=worktree, input=patch,
-                          capture_output=True, text=True)
+    from agentloop.gitsafe import git_argv, git_env
+
+    proc = subprocess.run(git_argv("apply", "--binary", "--whitespace=nowarn", "-"), cwd=worktree, input=patch,
+                          env=git_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise UsageError(f"cannot replay: the run's starting changes ({name}) do not apply: "
                          f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")

@@ -267,7 +267,9 @@ def default_runs_dir(runs_dir: str | None) -> Path | None:
         return Path(runs_dir)
     import subprocess
 
-    proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    from agentloop.gitsafe import git_argv, git_env
+
+    proc = subprocess.run(git_argv("rev-parse", "--show-toplevel"), env=git_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         return None
     from agentloop.config import load_config

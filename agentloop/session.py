@@ -197,7 +197,7 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
         loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
                     start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
                     first_results=first_results, user_root=workspace.root, started=started_at, private_files=private,
-                    **(live or {}))
+                    on_base=isolation.record_base, **(live or {}))
         result = loop.run()
     except KeyboardInterrupt:  # before the loop could catch it itself
         guard.settle()

@@ -10,26 +10,38 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.errors import UsageError
+from agentloop.gitsafe import SAFE_CONFIG, git_env
 
 AGENTLOOP_DIR = ".agentloop"
+
+
+def git_bytes(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check: bool = True,
+              input_bytes: bytes | None = None) -> bytes:
+    """Run git (hardened, see SAFE_CONFIG) and return its stdout as bytes."""
+    proc = subprocess.run(["git", *SAFE_CONFIG, *args], cwd=cwd, env=git_env(env), input=input_bytes,
+                          capture_output=True)
+    if check and proc.returncode != 0:
+        message = (proc.stderr.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
+        raise RuntimeError(f"git {' '.join(args[:2])} failed: {message}")
+    return proc.stdout
 
 
 def git(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check: bool = True,
         input_text: str | None = None) -> str:
     """Run git and return stdout; a failure raises with git's own one-line message."""
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, input=input_text, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        message = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise RuntimeError(f"git {' '.join(args[:2])} failed: {message}")
-    return proc.stdout
+    out = git_bytes(args, cwd, env=env, check=check,
+                    input_bytes=input_text.encode("utf-8", "surrogateescape") if input_text is not None else None)
+    return out.decode("utf-8", "surrogateescape")
 
 
 def find_repo_root(start: Path) -> Path:
-    proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
+    proc = subprocess.run(["git", *SAFE_CONFIG, "rev-parse", "--show-toplevel"], cwd=start, env=git_env(),
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise UsageError(f"{start}: not inside a git repository; run agentloop from a git repo (or `git init`)")
     return Path(proc.stdout.strip()).resolve()
@@ -63,34 +75,142 @@ class Workspace:
         return out or None
 
     def snapshot(self) -> str:
-        """A tree object of the working tree now (tracked + untracked-not-ignored files)."""
+        """A tree object of the working tree now (tracked + untracked-not-ignored files), byte for byte.
+
+        Starts from a copy of the user's index, so only files whose stat data changed are hashed,
+        unless the index may hold converted content (line endings, filters): then every file is."""
         with tempfile.TemporaryDirectory(prefix="agentloop-index-") as tmp:
             index = Path(tmp) / "index"
-            real_index = self.git_dir / "index"
-            if real_index.exists():
-                shutil.copyfile(real_index, index)  # reuse stat data: only changed files get hashed
             env = {**os.environ, "GIT_INDEX_FILE": str(index)}
-            git(["add", "-A", "--", "."], self.root, env=env)
-            return git(["write-tree"], self.root, env=env).strip()
+            real_index = self.git_dir / "index"
+            if real_index.exists() and not self.may_convert():
+                shutil.copy2(real_index, index)  # its mtime too: git then still re-checks racily clean entries
+                out = git(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"],
+                          self.root, env=env)
+                paths = [f for f in out.split("\0") if f and not f.startswith(AGENTLOOP_DIR + "/")]
+                try:
+                    return self._write_tree(env, None, paths)
+                except RuntimeError:  # e.g. unmerged entries: start from nothing instead
+                    index.unlink(missing_ok=True)
+            return self._write_tree(env, "--empty", self.list_files())
+
+    def may_convert(self) -> bool:
+        """Whether the user's own `git add` may have stored files other than byte for byte: attributes
+        files, or line-ending conversion in their configuration."""
+        attributes = git(["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+                          ":(glob)**/.gitattributes"], self.root)
+        if attributes.strip("\0"):
+            return True
+        common = Path(git(["rev-parse", "--git-common-dir"], self.root).strip())
+        info = (common if common.is_absolute() else self.root / common) / "info" / "attributes"
+        if info.is_file() and info.stat().st_size:
+            return True
+        proc = subprocess.run(["git", "config", "--get-regexp", r"^core\.(autocrlf|attributesfile|eol)$"],
+                              cwd=self.root, env=git_env(), capture_output=True, text=True)
+        return any(line.split()[0].lower() != "core.autocrlf" or line.split()[-1].lower() not in ("false", "0")
+                   for line in proc.stdout.splitlines() if line.strip())
+
+    def tree_with(self, base: str | None, paths: Iterable[str]) -> str:
+        """`base` (or an empty tree) with each of `paths` as it is on disk now, ignored or not: its exact
+        bytes (no filter, no line-ending conversion, whatever .gitattributes says), or removed if gone."""
+        with tempfile.TemporaryDirectory(prefix="agentloop-index-") as tmp:
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            return self._write_tree(env, base or "--empty", paths)
+
+    def _write_tree(self, env: dict[str, str], read: str | None, paths: Iterable[str]) -> str:
+        """Into the index named by `env` (first reset to tree `read`, if given), put `paths` as on disk."""
+        regular: list[str] = []
+        entries: list[str] = []
+        for rel in dict.fromkeys(paths):
+            path = self.root / rel
+            if os.path.islink(path):
+                target = os.fsencode(os.readlink(path))
+                sha = git_bytes(["hash-object", "-w", "--stdin"], self.root, input_bytes=target).decode().strip()
+                entries.append(f"120000 {sha}\t{rel}")
+            elif "\n" not in rel and os.path.isfile(path):
+                regular.append(rel)
+            else:
+                entries.append(f"0 {ZERO_SHA}\t{rel}")
+        if regular:
+            shas = git(["hash-object", "-w", "--no-filters", "--stdin-paths"], self.root,
+                       input_text="".join(r + "\n" for r in regular)).split()
+            for rel, sha in zip(regular, shas, strict=True):
+                executable = os.stat(self.root / rel).st_mode & 0o111
+                entries.append(f"{'100755' if executable else '100644'} {sha}\t{rel}")
+        if read is not None:
+            git(["read-tree", read], self.root, env=env)
+        if entries:
+            git(["update-index", "-z", "--index-info"], self.root, env=env,
+                input_text="".join(e + "\0" for e in entries))
+        return git(["write-tree"], self.root, env=env).strip()
 
     def diff(self, old_tree: str, new_tree: str | None = None) -> str:
-        """A git-style patch from `old_tree` to `new_tree` (default: the working tree now)."""
+        """A git-style patch from `old_tree` to `new_tree` (default: the working tree now).
+
+        Whether a file is text is decided by its content alone: a `.gitattributes` saying `-diff`,
+        a textconv or an external diff driver cannot hide a change behind "Binary files differ"."""
         new_tree = new_tree or self.snapshot()
-        return git(["diff", "--binary", "--no-color", "--no-ext-diff", old_tree, new_tree], self.root)
+        changes = self.changes(old_tree, new_tree)
+        if not changes:
+            return ""
+        binary = blobs_binary(self.root, [s for c in changes for s in (c.old_sha, c.new_sha) if s != ZERO_SHA])
+        text_paths = [c.path for c in changes if not any(binary.get(s) for s in (c.old_sha, c.new_sha))]
+        binary_paths = [c.path for c in changes if c.path not in set(text_paths)]
+        env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
+        base = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames"]
+        out = ""
+        if text_paths:
+            out += git([*base, "--text", old_tree, new_tree, "--", *text_paths], self.root, env=env)
+        if binary_paths:
+            out += git([*base, "--binary", old_tree, new_tree, "--", *binary_paths], self.root, env=env)
+        return out
 
     def changes(self, old_tree: str, new_tree: str) -> list[Change]:
         """The files that differ between two trees, with both sides' mode and blob."""
         return tree_changes(self.root, old_tree, new_tree)
 
-    def restore(self, tree: str, paths: set[str] | None = None) -> list[str]:
-        """Make the files git sees equal to `tree` (only `paths`, if given), each written whole;
-        returns the paths changed. Ignored files are left alone."""
-        changed = []
-        for change in self.changes(self.snapshot(), tree):
-            if paths is None or change.path in paths:
+    def put(self, from_tree: str, to_tree: str, paths: Iterable[str] | None = None) -> list[str]:
+        """Write into the tree on disk, file by file, what differs from `from_tree` to `to_tree` (only
+        `paths`, if given); no other file is touched. Returns the paths written."""
+        wanted = None if paths is None else set(paths)
+        written = []
+        for change in self.changes(from_tree, to_tree):
+            if wanted is None or change.path in wanted:
                 write_entry(self.root, change.path, change.new_mode, change.new_sha)
-                changed.append(change.path)
-        return changed
+                written.append(change.path)
+        return written
+
+    def restore(self, tree: str, paths: set[str] | None = None) -> list[str]:
+        """Make `paths` (default: the files git sees) equal to `tree`, each written whole; returns the
+        paths changed."""
+        now = self.snapshot() if paths is None else self.tree_with(tree, paths)
+        return self.put(now, tree, paths)
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def blobs_binary(cwd: Path, shas: list[str]) -> dict[str, bool]:
+    """For each blob, whether its content is binary: a NUL byte in its first 8000 bytes (as git decides
+    without attributes), or not UTF-8 (its diff would not be text a patch file can hold)."""
+    unique = list(dict.fromkeys(shas))
+    if not unique:
+        return {}
+    out = git_bytes(["cat-file", "--batch"], cwd, input_bytes="".join(s + "\n" for s in unique).encode())
+    result, pos = {}, 0
+    for sha in unique:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        size = int(header[2]) if len(header) == 3 else 0
+        body = out[end + 1:end + 1 + size]
+        result[sha] = b"\0" in body[:8000] or not _utf8(body)
+        pos = end + 1 + size + (1 if len(header) == 3 else 0)
+    return result
 
 
 ZERO_SHA = "0" * 40
@@ -110,7 +230,8 @@ class Change:
 
 
 def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
-    out = git(["diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", old_tree, new_tree], cwd)
+    out = git(["diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", "--no-textconv", old_tree,
+               new_tree], cwd)
     fields = out.split("\0")
     changes = []
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
@@ -122,13 +243,13 @@ def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
 
 
 def read_blob(cwd: Path, sha: str, path: str | None = None) -> bytes:
-    """A blob's content as git would check it out at `path`: line endings and smudge filters applied,
-    so a file snapshotted (cleaned) and written back comes out with the bytes it had."""
-    args = ["cat-file", "--filters", f"--path={path}", sha] if path else ["cat-file", "blob", sha]
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"git cat-file failed for {sha[:12]}: {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout
+    """A blob's content exactly as stored: agentloop stores files unconverted (see `tree_with`), so
+    writing it back gives the bytes the file had, whatever filters or attributes say. (`path` is
+    accepted for older callers and ignored.)"""
+    try:
+        return git_bytes(["cat-file", "blob", sha], cwd)
+    except RuntimeError as exc:
+        raise RuntimeError(f"git cat-file failed for {sha[:12]}: {exc}") from None
 
 
 def inside(root: Path, rel: str) -> Path:

@@ -52,26 +52,27 @@ def test_output_patch_is_empty_when_nothing_changed(calc_repo, tmp_path, monkeyp
     monkeypatch.chdir(calc_repo)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     out = tmp_path / "none.patch"
-    result = CliRunner().invoke(cli, ["fix", "--check", "true", "--output-patch", str(out)])
+    result = CliRunner().invoke(cli, ["fix", "-m", "openai/fake", "--check", "true", "--output-patch", str(out)])
     assert result.exit_code == 0 and out.read_text() == ""
 
 
 def test_output_patch_in_a_missing_folder_is_a_usage_error(calc_repo, tmp_path, monkeypatch):
     monkeypatch.chdir(calc_repo)
-    result = CliRunner().invoke(cli, ["fix", "--check", "true", "--output-patch", str(tmp_path / "no" / "x.patch")])
+    result = CliRunner().invoke(cli, ["fix", "-m", "openai/fake", "--check", "true",
+                                      "--output-patch", str(tmp_path / "no" / "x.patch")])
     assert result.exit_code == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (calc_repo / ".agentloop").exists()  # refused before any run starts
 
 
 def test_never_prompts_even_with_a_terminal_less_stdin(calc_repo):
-    """No model and failing checks: the run ends with a usage error at once instead of asking."""
+    """No model: the command ends with a usage error at once, before running the suite, instead of asking."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(calc_repo), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.run([sys.executable, "-m", "agentloop", "fix", "--check", PYTEST, "--json"], cwd=calc_repo,
                           input="", capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert "no model is configured" in proc.stderr
-    assert json.loads(proc.stdout)["outcome"] == "error"
+    assert proc.stdout == "" and not (calc_repo / ".agentloop").exists()
 
 
 def test_step_summary_caps_the_diff_and_survives_fences():

@@ -150,7 +150,7 @@ def test_checks_already_passing_need_no_model(calc_repo, monkeypatch):
     (calc_repo / "calc.py").write_text((calc_repo / "calc.py").read_text().replace("a - b", "a + b"))
     with FakeLLM([{"content": "unused"}]) as server:
         code, summary, _ = run_fix(calc_repo, server, "--check", PYTEST, monkeypatch=monkeypatch)
-    assert code == 0 and summary["turns"] == 0 and server.requests == []
+    assert code == 0 and summary["turns"] == 0 and server.requests == [], _
 
 
 def test_user_changes_survive_and_no_key_is_recorded(calc_repo, monkeypatch):

@@ -50,7 +50,7 @@ def files_outside(tmp_path: Path, repo: Path) -> set[str]:
 def agentloop_fix(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The real CLI in its own process (its environment is its own, as for a user)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOOP_")}
-    return subprocess.run([sys.executable, "-m", "agentloop", "fix", "--json", *args], cwd=repo,
+    return subprocess.run([sys.executable, "-m", "agentloop", "fix", "-m", "openai/fake", "--json", *args], cwd=repo,
                           env={**base, **(env or {})}, capture_output=True, text=True, timeout=120)
 
 
@@ -186,7 +186,8 @@ def test_check_cannot_read_provider_key_from_agentloop_proc_as_a_normal_user():
                                          capture_output=True).returncode == 0), None)
         if python is None:
             pytest.skip("no Python that an unprivileged user may run with agentloop importable")
-        proc = subprocess.run([*nobody, python, "-m", "agentloop", "fix", "--check", check, "--sandbox", "off"],
+        proc = subprocess.run([*nobody, python, "-m", "agentloop", "fix", "-m", "openai/fake", "--check", check,
+                               "--sandbox", "off"],
                               cwd=repo, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
     finally:
@@ -250,7 +251,8 @@ def test_checks_die_when_agentloop_is_killed(repo):
     still takes the check's whole tree down, setsid children included."""
     marker = f"hostile-orphan-{os.getpid()}"
     check = f"setsid sh -c 'sleep 41; : {marker}' & sh -c 'sleep 42; : {marker}'; true"
-    proc = subprocess.Popen([sys.executable, "-m", "agentloop", "fix", "--check", check, "--sandbox", "off"],
+    proc = subprocess.Popen([sys.executable, "-m", "agentloop", "fix", "-m", "openai/fake", "--check", check,
+                             "--sandbox", "off"],
                             cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while len([p for p in _alive(marker) if "sleep" in p]) < 2 and time.monotonic() < deadline:

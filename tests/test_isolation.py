@@ -346,7 +346,8 @@ def test_an_in_place_run_killed_mid_edit_is_undone_with_force(calc_repo, monkeyp
     assert "a - b + 0" in (calc_repo / "calc.py").read_text()
     run_id = next((calc_repo / ".agentloop" / "runs").glob("2*")).name
     monkeypatch.chdir(calc_repo)
-    nothing_to_do = CliRunner().invoke(cli, ["fix", "--check", "true"])  # the next run says what to do
+    # the next run says what to do
+    nothing_to_do = CliRunner().invoke(cli, ["fix", "-m", "openai/fake", "--check", "true"])
     assert nothing_to_do.exit_code == 0
     assert f"run {run_id} was killed while editing this tree in place" in nothing_to_do.stderr
     assert f"agentloop undo {run_id} --force" in nothing_to_do.stderr

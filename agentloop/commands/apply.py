@@ -22,7 +22,9 @@ def _fail(message: str, code: int) -> None:
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+        from agentloop.gitsafe import git_argv, git_env
+
+        out = subprocess.run(git_argv(*args), cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None

@@ -142,6 +142,9 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     from agentloop.sandbox import check_mode
 
     check_mode(config.sandbox)  # `bwrap` asked for but unusable: a usage error before the run starts
+    if not config.model:  # said before a long suite runs, not after (the pre-commit hook differs: see hook.py)
+        raise UsageError("no model is configured; pass --model MODEL or set AGENTLOOP_MODEL "
+                         "(for a local server also --api-base URL)")
     if output_patch is not None and not output_patch.expanduser().parent.is_dir():
         raise UsageError(f"--output-patch {output_patch}: folder {output_patch.parent} does not exist; create it first")
 

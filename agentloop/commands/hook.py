@@ -93,7 +93,9 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
 def repo_root() -> Path:
     """The repository's top folder. Not workspace.find_repo_root: importing the workspace module
     (tempfile, shutil, ...) would cost the pass path time for nothing."""
-    proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    from agentloop.gitsafe import git_argv, git_env
+
+    proc = subprocess.run(git_argv("rev-parse", "--show-toplevel"), env=git_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         from agentloop.errors import UsageError
 
@@ -139,8 +141,10 @@ def _same(a: str | Path, b: str | Path) -> bool:
 
 def staged_files(repo: Path, environ: Mapping[str, str] | None = None) -> list[str]:
     """Files added, copied, modified or renamed in the index (the commit being made)."""
-    proc = subprocess.run(["git", "diff", "--cached", "--name-only", "--diff-filter=ACMR", "-z"], cwd=repo,
-                          capture_output=True, env=dict(environ) if environ is not None else None)
+    from agentloop.gitsafe import git_argv, git_env
+
+    proc = subprocess.run(git_argv("diff", "--cached", "--name-only", "--diff-filter=ACMR", "-z"), cwd=repo,
+                          capture_output=True, env=git_env(environ))
     if proc.returncode != 0:
         return []
     return [f for f in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if f]
@@ -247,7 +251,9 @@ def undo(repo: Path, diff: str) -> bool:
     """Take a failed attempt's edits back out of the working tree (the index is never touched)."""
     if not diff.strip():
         return True
-    proc = subprocess.run(["git", "apply", "-R", "--binary", "--whitespace=nowarn", "-"], cwd=repo,
+    from agentloop.gitsafe import git_argv, git_env
+
+    proc = subprocess.run(git_argv("apply", "-R", "--binary", "--whitespace=nowarn", "-"), cwd=repo, env=git_env(),
                           input=diff.encode("utf-8", "surrogateescape"), capture_output=True)
     return proc.returncode == 0
 
