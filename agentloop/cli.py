@@ -31,7 +31,7 @@ COMMANDS = {
     "undo": ("agentloop.commands.undo:undo_command",
              "Undo what run RUN did to the working tree (an --in-place run, or a result applied back)."),
     "export": ("agentloop.commands.export:export_command",
-               "Export RUN_OR_DIR..."),
+               "Export runs as training data (SFT, DPO, ATIF, RLEF) in FORMAT."),
     "import": ("agentloop.commands.import_cmd:import_command",
                "Write a task file (for batch runs) from another format: agentloop import swebench FILE --repos DIR."),
 }

@@ -16,8 +16,8 @@ from agentloop.errors import ConfigError
 CONFIG_FILE = ".agentloop.yaml"
 EDIT_FORMATS = ("auto", "search_replace", "udiff", "whole", "apply_patch")
 TOOLS_MODES = ("auto", "on", "off")
-SANDBOX_MODES = ("off", "auto", "bwrap")  # see agentloop/sandbox.py
-CHECK_KINDS = ("auto", "pytest", "command")  # see agentloop/grading.py
+SANDBOX_MODES = ("off", "auto", "bwrap")  # see agentloop/workspace/sandbox.py
+CHECK_KINDS = ("auto", "pytest", "command")  # see agentloop/workspace/grading.py
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Config:
     tools: str = "auto"
     checks: tuple[Check, ...] = ()
     files: tuple[str, ...] = ()
-    protect: tuple[str, ...] = ()  # added to the default protected harness (agentloop.guard.default_protected)
+    protect: tuple[str, ...] = ()  # added to the default protected harness (workspace.guard.default_protected)
     allow_test_edits: bool = False  # lift the default protection of tests and harness files
     pass_env: tuple[str, ...] = ()
     sandbox: str = "auto"  # bubblewrap where it works (model-written code runs in the checks)
@@ -90,7 +90,7 @@ class Config:
     in_place: bool = False  # edit the working tree itself rather than an isolated worktree
     # Held-out files (SRC outside the repository, DEST inside it) laid in only while hidden checks run.
     accept_files: tuple[tuple[str, str], ...] = ()
-    # The user's ignored environment for checks (agentloop/workspace_env.py): detect, shared, build, hide.
+    # The user's ignored environment for checks (agentloop/workspace/environment.py): detect, shared, build, hide.
     workspace: dict[str, Any] = field(default_factory=dict)
     keep_runs: int = 20  # `agentloop runs --prune` keeps this many newest runs (and their branches)
     include_untracked: bool = False  # show the model files git neither tracks nor has staged
@@ -259,7 +259,7 @@ def _parse_workspace(where: str, raw: Any) -> dict[str, Any]:
 def _parse_accept_files(where: str, raw: Any) -> tuple[tuple[str, str], ...]:
     """`accept_files`: a mapping SRC: DEST, or a list of "SRC[:DEST]" strings or {src, dest} mappings."""
     from agentloop.errors import UsageError
-    from agentloop.held_out import parse_spec
+    from agentloop.workspace.held_out import parse_spec
 
     items: list[Any] = list(raw.items()) if isinstance(raw, dict) else raw if isinstance(raw, (list, tuple)) else [raw]
     out = []

@@ -2,7 +2,7 @@
 
 Run: python benchmarks/bench_grading.py [--tests 200] [--repeat 5]
 Makes a throwaway repository with N passing tests, then runs `python -m pytest -q` through
-agentloop's command runner as is and as agentloop.grading rewrites it (bootstrap + plugin + report),
+agentloop's command runner as is and as agentloop.workspace.grading rewrites it (bootstrap + plugin + report),
 alternating, and prints the median wall time of each and the difference.
 """
 
@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentloop import grading
-from agentloop.checks import check_env, run_command
+from agentloop.workspace import grading
+from agentloop.workspace.checks import check_env, run_command
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentloop.workspace import Workspace  # noqa: E402
+from agentloop.workspace.repo import Workspace  # noqa: E402
 
 
 def make_repo(root: Path, files: int) -> Path:

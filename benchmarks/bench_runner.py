@@ -20,8 +20,8 @@ import tempfile
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from agentloop.checks import run_command
-from agentloop.trajectory import Trajectory
+from agentloop.workspace.checks import run_command
+from agentloop.record.trajectory import Trajectory
 
 size = int(sys.argv[1])
 run_dir = Path(sys.argv[2])
@@ -67,8 +67,8 @@ def overhead(n: int) -> None:
     import time
     from pathlib import Path
 
-    from agentloop import sandbox
-    from agentloop.checks import run_command
+    from agentloop.workspace import sandbox
+    from agentloop.workspace.checks import run_command
 
     with tempfile.TemporaryDirectory(prefix="agentloop-bench-runner-") as tmp:
         root = Path(tmp)

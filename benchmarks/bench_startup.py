@@ -89,7 +89,8 @@ def heavy_modules_on_pass_path(agentloop: str, repo: Path, check: str, env: dict
                           capture_output=True, text=True)
     names = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     return sorted(n for n in names if n.split(".")[0] in ("litellm", "openai", "httpx", "tiktoken", "jinja2")
-                  or n in ("agentloop.loop", "agentloop.model", "agentloop.session", "agentloop.trajectory"))
+                  or n in ("agentloop.run.loop", "agentloop.run.model", "agentloop.run.session",
+                           "agentloop.record.trajectory"))
 
 
 def main() -> None:

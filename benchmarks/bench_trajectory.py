@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agentloop.redact import Redactor  # noqa: E402
-from agentloop.trajectory import SUMMARY, TRAJECTORY, Trajectory, append_index  # noqa: E402
+from agentloop.record.redact import Redactor  # noqa: E402
+from agentloop.record.trajectory import SUMMARY, TRAJECTORY, Trajectory, append_index  # noqa: E402
 
 CHECK_OUTPUT = ("tests/test_calc.py:5: AssertionError: assert -1 == 5\n" * 40)[:2000]
 REPLY = {"content": "calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n",
@@ -112,7 +112,7 @@ def listing(count: int, index: bool) -> None:
             lines = proc.stdout.count("\n")
             print(f"  agentloop {' '.join(args):<28} {count} runs: {min(times):.3f} s best of 3 "
                   f"(median {statistics.median(times):.3f} s), {lines} lines")
-        from agentloop.runlog import list_runs
+        from agentloop.record.runlog import list_runs
 
         start = time.perf_counter()
         rows = list_runs(folder)

@@ -24,10 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agentloop import sandbox, workspace_env  # noqa: E402
-from agentloop.checks import run_command  # noqa: E402
-from agentloop.isolation import Isolation, state_dir  # noqa: E402
-from agentloop.workspace import Workspace, git  # noqa: E402
+from agentloop.workspace import environment as workspace_env  # noqa: E402
+from agentloop.workspace import sandbox  # noqa: E402
+from agentloop.workspace.checks import run_command  # noqa: E402
+from agentloop.workspace.isolation import Isolation, state_dir  # noqa: E402
+from agentloop.workspace.repo import Workspace, git  # noqa: E402
 
 
 def make_repo(root: Path, files: int, node_mb: int) -> None:

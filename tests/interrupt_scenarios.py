@@ -26,8 +26,8 @@ from pathlib import Path
 from conftest import make_repo
 from fake_llm import FakeLLM
 
-from agentloop.isolation import recover, state_dir
-from agentloop.trajectory import read_events
+from agentloop.record.trajectory import read_events
+from agentloop.workspace.isolation import recover, state_dir
 
 FILES = {name: f"def {name[0]}():\n    return 'BUG'\n" for name in ("a.py", "b.py", "c.py")}
 CHECK = "! grep -q BUG a.py b.py c.py"

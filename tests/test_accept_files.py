@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from conftest import BUGGY_CALC, PYTEST, git, make_repo
 from fake_llm import FakeLLM
 
-from agentloop import sandbox
 from agentloop.cli import cli
-from agentloop.schema import validate_event
-from agentloop.trajectory import read_events
+from agentloop.record.schema import validate_event
+from agentloop.record.trajectory import read_events
+from agentloop.workspace import sandbox
 
 REASON = sandbox.probe()
 needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"bubblewrap cannot run here: {REASON}")
@@ -227,7 +227,7 @@ def test_config_key_accept_files(tmp_path: Path, outside: Path):
 
 
 def test_laid_in_restores_the_models_files_and_reports_changes(tmp_path: Path, outside: Path):
-    from agentloop.held_out import listing, load, remove_new
+    from agentloop.workspace.held_out import listing, load, remove_new
 
     repo = make_repo(tmp_path / "repo", {"tests/test_a.py": "mine\n", ".gitignore": "*.log\n"})
     (outside / "d").mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from agentloop.checks import check_env, run_command
+from agentloop.workspace.checks import check_env, run_command
 
 
 def test_exit_code_and_output(tmp_path):

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from conftest import PYTEST, git
 from fake_llm import FakeLLM
 
-from agentloop.ci import SUMMARY_DIFF_CAP, step_summary_markdown, write_patch
 from agentloop.cli import cli
+from agentloop.record.ci import SUMMARY_DIFF_CAP, step_summary_markdown, write_patch
 
 FIX_ADD = """calc.py
 <<<<<<< SEARCH

@@ -16,8 +16,8 @@ from fake_llm import FakeLLM
 from test_fix_e2e import FIX_ADD
 
 from agentloop.cli import cli
-from agentloop.exporters import FORMATS, group_id, preference_pairs, start_tree
-from agentloop.runlog import Run
+from agentloop.record.exporters import FORMATS, group_id, preference_pairs, start_tree
+from agentloop.record.runlog import Run
 
 CONFIG = f"checks:\n  - run: {PYTEST}\n"
 READ = {"tool_calls": [{"name": "read_file", "arguments": {"path": "calc.py"}}]}

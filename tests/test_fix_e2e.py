@@ -11,7 +11,7 @@ from conftest import PYTEST, git
 from fake_llm import FakeLLM
 
 from agentloop.cli import cli
-from agentloop.trajectory import read_events
+from agentloop.record.trajectory import read_events
 
 FIX_ADD = """I will fix add.
 

@@ -18,12 +18,12 @@ from conftest import PYTEST, make_repo
 from fake_llm import FakeLLM
 from test_fix_e2e import run_fix
 
-from agentloop import grading
 from agentloop.cli import cli
 from agentloop.config import load_config
 from agentloop.errors import ConfigError
-from agentloop.guard import HARNESS, default_protected, literals_of, protected_patterns, scan_diff, text_diff
-from agentloop.workspace import Workspace
+from agentloop.workspace import grading
+from agentloop.workspace.guard import HARNESS, default_protected, literals_of, protected_patterns, scan_diff, text_diff
+from agentloop.workspace.repo import Workspace
 
 CALC = "def add(a, b):\n    return a - b\n"
 TESTS = ("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\n"
@@ -250,7 +250,7 @@ def test_default_protection_follows_the_checks_and_the_pytest_config(tmp_path):
 
 
 def test_protected_files_hidden_by_gitignore_are_still_seen(tmp_path):
-    from agentloop.guard import ProtectedFiles
+    from agentloop.workspace.guard import ProtectedFiles
 
     repo = make_repo(tmp_path / "repo", {"calc.py": CALC, "test_calc.py": TESTS, ".gitignore": "conftest.py\n"})
     ws = Workspace(repo)

@@ -10,11 +10,11 @@ from conftest import PYTEST, make_repo
 from fake_llm import FakeLLM
 from test_fix_e2e import run_fix
 
-from agentloop import sandbox
 from agentloop.cli import cli
-from agentloop.guard import ProtectedFiles, scan_diff
-from agentloop.trajectory import read_events
-from agentloop.workspace import Workspace
+from agentloop.record.trajectory import read_events
+from agentloop.workspace import sandbox
+from agentloop.workspace.guard import ProtectedFiles, scan_diff
+from agentloop.workspace.repo import Workspace
 
 # test_a imports calc first; calc then rewrites test_calc.py, which pytest collects after it.
 GAMING_CALC = '''\

@@ -48,7 +48,8 @@ def test_pass_path_exits_0_and_never_imports_litellm(calc_repo):
             f"    cli(['hook', {PYTEST!r}])\n"
             "except SystemExit as exc:\n"
             "    heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'litellm' or m in\n"
-            "                   ('agentloop.loop', 'agentloop.model', 'agentloop.session', 'openai', 'httpx'))\n"
+            "                   ('agentloop.run.loop', 'agentloop.run.model', 'agentloop.run.session',\n"
+            "                    'openai', 'httpx'))\n"
             "    print('RESULT', exc.code, heavy)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOOP_")}
     env["AGENTLOOP_MODEL"] = "openai/fake"  # a model is configured, and still nothing heavy is imported

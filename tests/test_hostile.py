@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from conftest import CALC_TEST, make_repo
 
-from agentloop import sandbox
-from agentloop.checks import check_env, run_command
 from agentloop.edits import apply_reply
-from agentloop.model import ToolCall
-from agentloop.toolbox import Toolbox
-from agentloop.workspace import Workspace
+from agentloop.run.model import ToolCall
+from agentloop.run.toolbox import Toolbox
+from agentloop.workspace import sandbox
+from agentloop.workspace.checks import check_env, run_command
+from agentloop.workspace.repo import Workspace
 
 KEY = "sk-proj-HOSTILEhostileHOSTILE0123456789"
 NO_BWRAP = sandbox.probe()
@@ -296,8 +296,8 @@ def test_gigabytes_of_output_keep_memory_bounded(repo, tmp_path):
     child = f"""
 import json
 from pathlib import Path
-from agentloop.checks import run_command
-from agentloop.trajectory import Trajectory
+from agentloop.workspace.checks import run_command
+from agentloop.record.trajectory import Trajectory
 log = Trajectory(Path({str(tmp_path / 'run')!r})).check_log()
 r = run_command("yes 0123456789abcdef | head -c {256 << 20}", Path({str(repo)!r}), output_sink=log.feed)
 log.close()

@@ -10,9 +10,9 @@ from conftest import make_repo
 
 from agentloop.cli import cli
 from agentloop.config import load_config
-from agentloop.model import ToolCall
-from agentloop.toolbox import Toolbox, load_tool_specs, text_tool_calls
-from agentloop.workspace import Workspace
+from agentloop.run.model import ToolCall
+from agentloop.run.toolbox import Toolbox, load_tool_specs, text_tool_calls
+from agentloop.workspace.repo import Workspace
 
 
 def test_init_detects_checks_and_writes_valid_config(tmp_path, monkeypatch):

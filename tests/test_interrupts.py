@@ -12,7 +12,7 @@ import signal
 import pytest
 from interrupt_scenarios import run_many, run_once
 
-from agentloop.isolation import state_dir
+from agentloop.workspace.isolation import state_dir
 
 
 def test_random_kills_never_lose_anything(tmp_path):

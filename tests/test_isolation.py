@@ -17,9 +17,9 @@ from fake_llm import FakeLLM
 from test_fix_e2e import FIX_ADD, FIX_FROM_WRONG, WRONG_FIX, run_fix
 
 from agentloop.cli import cli
-from agentloop.isolation import recover, state_dir
-from agentloop.trajectory import read_events
-from agentloop.workspace import Workspace
+from agentloop.record.trajectory import read_events
+from agentloop.workspace.isolation import recover, state_dir
+from agentloop.workspace.repo import Workspace
 
 
 def tree_bytes(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -283,8 +283,8 @@ def test_a_half_applied_result_is_finished_or_undone_by_the_next_run(calc_repo):
     assert (calc_repo / "calc.py").read_text().startswith("def add") and not (calc_repo / "new.py").exists()
     state = state_dir(calc_repo)
     state.mkdir(parents=True)
-    from agentloop.isolation import write_json
-    from agentloop.workspace import stage_entry, temp_name
+    from agentloop.workspace.isolation import write_json
+    from agentloop.workspace.repo import stage_entry, temp_name
     changes = ws.changes(start, final)
     dead = subprocess.Popen(["true"])
     dead.wait()

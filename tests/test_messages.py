@@ -111,7 +111,7 @@ def test_show_labels_an_edit_with_its_real_lines(tmp_path, monkeypatch):
 
 
 def test_show_of_an_old_record_does_not_invent_line_numbers():
-    from agentloop.transcript import _edits
+    from agentloop.record.transcript import _edits
 
     block = _edits({"type": "edits", "applied": True, "changed_files": ["calc.py"],
                     "edits": [{"kind": "replace", "path": "calc.py", "search": "a - b\n", "replace": "a + b\n"}]})

@@ -12,8 +12,8 @@ from conftest import PYTEST
 from fake_llm import FakeLLM
 
 from agentloop.cli import cli
-from agentloop.model import key_variable, short_text
-from agentloop.trajectory import read_events
+from agentloop.record.trajectory import read_events
+from agentloop.run.model import key_variable, short_text
 
 
 def unused_port() -> int:

@@ -117,7 +117,7 @@ def test_pass_path_uses_the_users_python_and_never_imports_litellm(hook_repo, tm
     assert proc.returncode == 0, out
     assert "agentloop" in out and "Passed" in out
     assert "agentloop.commands.hook" in out  # the import report is there ...
-    assert "litellm" not in out and "agentloop.loop" not in out  # ... and the model side never loaded
+    assert "litellm" not in out and "agentloop.run.loop" not in out  # ... and the model side never loaded
     # Checks ran from pre-commit's hook env, yet `python` there is the user's, as in their shell.
     seen = dict(line.split("=", 1) for line in where.read_text().splitlines())
     prefix, venv = seen["PREFIX"], seen["VENV"]

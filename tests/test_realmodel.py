@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from agentloop.schema import validate_event
-from agentloop.trajectory import read_events
+from agentloop.record.schema import validate_event
+from agentloop.record.trajectory import read_events
 
 API_BASE = os.environ.get("AGENTLOOP_TEST_API_BASE")  # read now: an autouse fixture clears AGENTLOOP_*
 MODEL = os.environ.get("AGENTLOOP_TEST_MODEL", "openai/qwen2.5-coder-1.5b")

@@ -21,9 +21,9 @@ from conftest import PYTEST, make_repo
 from fake_llm import FakeLLM
 from test_fix_e2e import run_fix
 
-from agentloop import sandbox
-from agentloop.schema import validate_event
-from agentloop.trajectory import read_events
+from agentloop.record.schema import validate_event
+from agentloop.record.trajectory import read_events
+from agentloop.workspace import sandbox
 
 CALC = "def add(a, b):\n    return a - b\n"
 TESTS = ("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\n"

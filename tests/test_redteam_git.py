@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from conftest import BUGGY_CALC, CALC_TEST, PYTEST, git, make_repo
 from fake_llm import FakeLLM
 
-from agentloop import sandbox
 from agentloop.cli import cli
-from agentloop.trajectory import read_events
-from agentloop.workspace import Workspace, git_env
+from agentloop.record.trajectory import read_events
+from agentloop.workspace import sandbox
+from agentloop.workspace.repo import Workspace, git_env
 
 NO_BWRAP = sandbox.probe()
 SANDBOXES = [pytest.param("bwrap", marks=pytest.mark.skipif(NO_BWRAP is not None, reason=f"no bubblewrap: {NO_BWRAP}")),

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_repo
 
-from agentloop import sandbox
-from agentloop.checks import run_command
 from agentloop.cli import cli
+from agentloop.workspace import sandbox
+from agentloop.workspace.checks import run_command
 
 REASON = sandbox.probe()
 needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"bubblewrap cannot run here: {REASON}")

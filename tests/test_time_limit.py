@@ -11,9 +11,9 @@ from conftest import PYTEST
 from fake_llm import FakeLLM
 
 from agentloop.config import Budget, Check, Config
-from agentloop.model import LiteLLMModel, ModelCallFailed, ModelReply
-from agentloop.session import run_session
-from agentloop.workspace import Workspace
+from agentloop.run.model import LiteLLMModel, ModelCallFailed, ModelReply
+from agentloop.run.session import run_session
+from agentloop.workspace.repo import Workspace
 
 
 class SlowToLoad:

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from conftest import make_repo
 from fake_llm import FakeLLM
 
-from agentloop import sandbox
 from agentloop.cli import cli
+from agentloop.workspace import sandbox
 
 NO_BWRAP = sandbox.probe()
 # Until these land, some legs cannot pass in a worktree: the coordinator removes the markers after merging.

@@ -14,8 +14,8 @@ from fake_llm import FakeLLM
 from test_fix_e2e import FIX_ADD, FIX_FROM_WRONG, WRONG_FIX
 
 from agentloop.cli import cli
-from agentloop.runlog import Run
-from agentloop.schema import trajectory_schema, validate_event
+from agentloop.record.runlog import Run
+from agentloop.record.schema import trajectory_schema, validate_event
 
 CONFIG = f"checks:\n  - run: {PYTEST}\nreward:\n  unusable_turn: -0.5\nmodel_params:\n  logprobs: true\n"
 
@@ -139,9 +139,9 @@ def test_check_output_side_files(runs):
 
 
 def test_full_output_streams_to_the_side_file_redacted(tmp_path):
-    from agentloop.checks import run_command
-    from agentloop.redact import Redactor
-    from agentloop.trajectory import Trajectory
+    from agentloop.record.redact import Redactor
+    from agentloop.record.trajectory import Trajectory
+    from agentloop.workspace.checks import run_command
 
     traj = Trajectory(tmp_path / "run", Redactor(environ={"MY_TOKEN": "s3cr3t-value-123"}))
     log = traj.check_log()
@@ -218,7 +218,7 @@ def test_show_prints_a_transcript(runs, monkeypatch):
 def test_show_colours_only_on_a_terminal_without_no_color(runs, monkeypatch):
     from agentloop.commands.show import render_block
     from agentloop.commands.style import use_colour
-    from agentloop.transcript import blocks
+    from agentloop.record.transcript import blocks
 
     _, done = runs
     diff_block = next(b for b in blocks(done["direct"][1]) if b.is_diff)

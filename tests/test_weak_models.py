@@ -13,10 +13,10 @@ from conftest import PYTEST, make_repo
 from fake_llm import FakeLLM
 from test_fix_e2e import run_fix
 
-from agentloop import feedback
 from agentloop.config import Config, load_config
 from agentloop.edits import apply_reply
-from agentloop.session import model_params_for
+from agentloop.run import feedback
+from agentloop.run.session import model_params_for
 
 GEOMETRY = '''\
 def area(width, height):
@@ -232,8 +232,8 @@ def test_a_repeated_reply_is_followed_by_a_warmer_request(repo, monkeypatch):
     temps = [r.get("temperature") for r in server.requests]
     assert temps == [0.0, 0.0, 0.7]  # only the request after the repeat is warmer
     assert "changes nothing" in server.requests[1]["messages"][-1]["content"]
-    from agentloop.schema import validate_event
-    from agentloop.trajectory import read_events
+    from agentloop.record.schema import validate_event
+    from agentloop.record.trajectory import read_events
 
     events = read_events(Path(summary["trajectory"]))
     calls = [e for e in events if e["type"] == "model_call"]

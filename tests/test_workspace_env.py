@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from conftest import BUGGY_CALC, CALC_TEST, git, make_repo
 from fake_llm import FakeLLM
 
-from agentloop import sandbox, workspace_env
 from agentloop.cli import cli
-from agentloop.schema import validate_event
-from agentloop.trajectory import read_events
+from agentloop.record.schema import validate_event
+from agentloop.record.trajectory import read_events
+from agentloop.workspace import environment as workspace_env
+from agentloop.workspace import sandbox
 
 REASON = sandbox.probe()
 needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"bubblewrap cannot run here: {REASON}")

@@ -22,7 +22,7 @@ def _fail(message: str, code: int) -> None:
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        from agentloop.gitsafe import git_argv, git_env
+        from agentloop.workspace.gitsafe import git_argv, git_env
 
         out = subprocess.run(git_argv(*args), cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):

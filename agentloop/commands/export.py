@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from agentloop.commands.style import RUN_ARG_SETTINGS, runs_dir_option
-from agentloop.runlog import OUTCOMES
+from agentloop.record.runlog import OUTCOMES
 
 FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"]
 
@@ -23,8 +23,10 @@ FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"
 @click.option("--task", "task_text", metavar="TEXT", help="Only runs whose task contains TEXT (case-insensitive).")
 @click.option("--exclude-flagged", is_flag=True, help="Leave out runs with suspicious-edit or tampering flags.")
 def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text, exclude_flagged):
-    """Export RUN_OR_DIR... (run ids or prefixes, `last`, -1, -2, ..., run directories, or
-    directories of runs) as FORMAT.
+    """Export runs as training data (SFT, DPO, ATIF, RLEF) in FORMAT.
+
+    RUN_OR_DIR... are run ids or prefixes, `last`, -1, -2, ..., run directories, or directories of
+    runs.
 
     Filters apply before pairing: DPO formats pair an accepted run with a run of the same task (same
     task text, starting tree content and checks) that failed on the merits, never an interrupted or
@@ -35,9 +37,9 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
     import json
 
     from agentloop.errors import UsageError
-    from agentloop.exporters import FORMATS
-    from agentloop.runlog import Run, default_runs_dir, expand_runs
-    from agentloop.trajectory import atomic_write_text
+    from agentloop.record.exporters import FORMATS
+    from agentloop.record.runlog import Run, default_runs_dir, expand_runs
+    from agentloop.record.trajectory import atomic_write_text
     from agentloop.words import plural
 
     folder = default_runs_dir(runs_dir)

@@ -110,8 +110,8 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     started = time.monotonic()  # --time-limit counts from here: set-up, imports and checks included
     from agentloop.config import load_config
     from agentloop.errors import UsageError
-    from agentloop.session import run_session
-    from agentloop.workspace import Workspace, find_repo_root
+    from agentloop.run.session import run_session
+    from agentloop.workspace.repo import Workspace, find_repo_root
 
     repo = find_repo_root(Path.cwd())
     flags = {"model": model, "api_base": api_base, "files": files, "edit_format": edit_format,
@@ -121,13 +121,13 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     if checks or accepts:
         flags["checks"] = [{"run": c} for c in checks] + [{"run": a, "feedback": False} for a in accepts]
     if accept_files:  # relative SRCs are relative to where the command was typed
-        from agentloop.held_out import parse_spec
+        from agentloop.workspace.held_out import parse_spec
 
         specs = [parse_spec(spec) for spec in accept_files]
         flags["accept_files"] = [f"{Path(src).expanduser().resolve()}:{dest}" for src, dest in specs]
     config = load_config(repo, config_path=config_path, flags=flags)
     if config.accept_files:
-        from agentloop.held_out import load
+        from agentloop.workspace.held_out import load
 
         if not any(not c.feedback for c in config.checks):
             raise UsageError("--accept-files needs a hidden check that runs them: add --accept CMD "
@@ -139,7 +139,7 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     for path in config.files:
         if not (repo / path).is_file():
             raise UsageError(f"--file {path}: no such file in the repository; give a path relative to {repo}")
-    from agentloop.sandbox import check_mode
+    from agentloop.workspace.sandbox import check_mode
 
     check_mode(config.sandbox)  # `bwrap` asked for but unusable: a usage error before the run starts
     if not config.model:  # said before a long suite runs, not after (the pre-commit hook differs: see hook.py)
@@ -200,7 +200,7 @@ def describe_result(s: dict) -> str | None:
 
 def _ci_outputs(summary: dict, output_patch: Path | None, say) -> None:
     """The patch file and the GitHub job summary, both from the recorded (redacted) final.patch."""
-    from agentloop.ci import append_step_summary, write_patch
+    from agentloop.record.ci import append_step_summary, write_patch
 
     diff = Path(summary["patch"]).read_text(encoding="utf-8")
     if output_patch is not None:

@@ -93,7 +93,7 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
 def repo_root() -> Path:
     """The repository's top folder. Not workspace.find_repo_root: importing the workspace module
     (tempfile, shutil, ...) would cost the pass path time for nothing."""
-    from agentloop.gitsafe import git_argv, git_env
+    from agentloop.workspace.gitsafe import git_argv, git_env
 
     proc = subprocess.run(git_argv("rev-parse", "--show-toplevel"), env=git_env(), capture_output=True, text=True)
     if proc.returncode != 0:
@@ -141,7 +141,7 @@ def _same(a: str | Path, b: str | Path) -> bool:
 
 def staged_files(repo: Path, environ: Mapping[str, str] | None = None) -> list[str]:
     """Files added, copied, modified or renamed in the index (the commit being made)."""
-    from agentloop.gitsafe import git_argv, git_env
+    from agentloop.workspace.gitsafe import git_argv, git_env
 
     proc = subprocess.run(git_argv("diff", "--cached", "--name-only", "--diff-filter=ACMR", "-z"), cwd=repo,
                           capture_output=True, env=git_env(environ))
@@ -163,8 +163,8 @@ def expand_files(checks, repo: Path) -> list:
 def run_checks(config, repo: Path) -> list:
     """The checks as the loop runs them (mirrors Loop.run_checks: visible ones first, hidden ones only
     once those pass), so a repair can start from these results; no trajectory, no model."""
-    from agentloop import grading
-    from agentloop.checks import check_env, run_command
+    from agentloop.workspace import grading
+    from agentloop.workspace.checks import check_env, run_command
 
     env = check_env(config.pass_env)
     results, visible_ok = [], True
@@ -202,9 +202,9 @@ def _show_failure(result) -> None:
 def repair(config, repo: Path, task: str | None, results: list, started: float | None = None) -> int:
     """Run the loop in place, from the check results just seen. A fix stays in the working tree,
     unstaged; a failed attempt is undone."""
-    from agentloop.ci import append_step_summary
-    from agentloop.session import run_session
-    from agentloop.workspace import Workspace
+    from agentloop.record.ci import append_step_summary
+    from agentloop.run.session import run_session
+    from agentloop.workspace.repo import Workspace
 
     failed = failures(config, results)
     click.echo(f"agentloop: {len(failed)} check(s) failed ({', '.join(r.command for r in failed)}); "
@@ -251,7 +251,7 @@ def undo(repo: Path, diff: str) -> bool:
     """Take a failed attempt's edits back out of the working tree (the index is never touched)."""
     if not diff.strip():
         return True
-    from agentloop.gitsafe import git_argv, git_env
+    from agentloop.workspace.gitsafe import git_argv, git_env
 
     proc = subprocess.run(git_argv("apply", "-R", "--binary", "--whitespace=nowarn", "-"), cwd=repo, env=git_env(),
                           input=diff.encode("utf-8", "surrogateescape"), capture_output=True)

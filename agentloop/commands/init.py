@@ -125,7 +125,7 @@ def init_command(force: bool) -> None:
     """
     from agentloop.config import Budget, Config
     from agentloop.errors import UsageError
-    from agentloop.workspace import find_repo_root
+    from agentloop.workspace.repo import find_repo_root
 
     repo = find_repo_root(Path.cwd())
     target = repo / CONFIG_FILE

@@ -29,9 +29,9 @@ def replay_command(run, runs_dir, model, api_base, from_turn, as_json):
     from pathlib import Path
 
     from agentloop.errors import UsageError
-    from agentloop.replay import replay_run
-    from agentloop.runlog import Run, default_runs_dir, find_run
-    from agentloop.workspace import find_repo_root
+    from agentloop.record.runlog import Run, default_runs_dir, find_run
+    from agentloop.run.replay import replay_run
+    from agentloop.workspace.repo import find_repo_root
 
     folder = default_runs_dir(runs_dir)
     loaded = Run.load(find_run(run, folder))
@@ -40,7 +40,7 @@ def replay_command(run, runs_dir, model, api_base, from_turn, as_json):
         raise UsageError("no runs directory; pass --runs-dir DIR")
     live = None
     if model:
-        from agentloop.session import build_model
+        from agentloop.run.session import build_model
 
         config = _live_config(loaded, model, api_base)
         live = build_model(config)

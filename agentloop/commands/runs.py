@@ -7,7 +7,7 @@ import json
 import click
 
 from agentloop.commands.style import outcome_style, runs_dir_option
-from agentloop.runlog import OUTCOMES
+from agentloop.record.runlog import OUTCOMES
 
 
 @click.command("runs")
@@ -31,7 +31,7 @@ def runs_command(runs_dir, outcome, task_text, min_reward, limit, as_json, prune
     from pathlib import Path
 
     from agentloop.errors import UsageError
-    from agentloop.runlog import default_runs_dir, list_runs
+    from agentloop.record.runlog import default_runs_dir, list_runs
 
     folder = default_runs_dir(runs_dir)
     if folder is None:
@@ -67,9 +67,9 @@ def _prune(folder, keep: int | None, dry_run: bool) -> None:
     from pathlib import Path
 
     from agentloop.config import load_config
-    from agentloop.prune import prune_runs
+    from agentloop.record.prune import prune_runs
     from agentloop.words import plural
-    from agentloop.workspace import find_repo_root
+    from agentloop.workspace.repo import find_repo_root
 
     repo = find_repo_root(Path.cwd())
     keep = load_config(repo).keep_runs if keep is None else keep

@@ -23,15 +23,15 @@ def show_command(run, runs_dir, html_path, full):
 
     RUN may also be `last` or -1 (the newest run), -2 (the one before), ...
     Exit code 0, or 2 if RUN is unknown."""
-    from agentloop.runlog import Run, default_runs_dir, find_run
-    from agentloop.transcript import blocks
+    from agentloop.record.runlog import Run, default_runs_dir, find_run
+    from agentloop.record.transcript import blocks
 
     run_dir = find_run(run, default_runs_dir(runs_dir))
     loaded = Run.load(run_dir)
     if html_path is not None:
         from agentloop.errors import UsageError
-        from agentloop.html_report import render_html
-        from agentloop.trajectory import atomic_write_text
+        from agentloop.record.html import render_html
+        from agentloop.record.trajectory import atomic_write_text
 
         try:
             atomic_write_text(html_path, render_html(loaded))
@@ -49,7 +49,7 @@ def show_command(run, runs_dir, html_path, full):
 
 
 def render_block(block, colour: bool, full: bool) -> str:
-    from agentloop.transcript import fold
+    from agentloop.record.transcript import fold
 
     rule = "=" if block.kind in ("header", "outcome") else "-"
     title = paint(f"{rule * 3} {block.title} ", colour, fg=STATUS_COLOURS[block.status], bold=True)

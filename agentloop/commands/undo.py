@@ -19,8 +19,8 @@ def undo_command(run_id, runs_dir, force):
     files changed since the run ended (pass --force), 2 unknown run or not in a repository.
     """
     from agentloop.errors import UsageError
-    from agentloop.isolation import WORKSPACE_FILE, read_json, undo
-    from agentloop.runlog import default_runs_dir, find_run
+    from agentloop.record.runlog import default_runs_dir, find_run
+    from agentloop.workspace.isolation import WORKSPACE_FILE, read_json, undo
 
     folder = default_runs_dir(runs_dir)
     if folder is None:

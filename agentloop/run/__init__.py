@@ -1,0 +1,1 @@
+"""Running one task: the loop, the session around it, the model, the prompts, the read-only tools."""

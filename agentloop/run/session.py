@@ -1,0 +1,233 @@
+"""One `agentloop fix` run from start to end: run directory, header, loop, summary.
+
+Shared by the CLI commands that start runs (fix, the pre-commit hook, replay).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentloop import __version__
+from agentloop.config import Config, Reward
+from agentloop.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from agentloop.interrupts import SignalGuard
+from agentloop.record.trajectory import (
+    SCHEMA_VERSION,
+    SUMMARY,
+    TRAJECTORY,
+    Trajectory,
+    append_index,
+    new_run_id,
+    now_iso,
+)
+from agentloop.run.loop import ACCEPTED, INTERRUPTED, Loop, RunResult, Totals, _plain_totals, tools_enabled
+from agentloop.run.model import Model
+from agentloop.workspace.checks import CommandResult
+from agentloop.workspace.isolation import Isolation
+from agentloop.workspace.repo import Workspace
+
+EXIT_CODES = {ACCEPTED: EXIT_OK, "budget_exhausted": EXIT_FAILED, "gave_up": EXIT_FAILED,
+              "error": EXIT_ERROR, INTERRUPTED: EXIT_INTERRUPTED}
+DEFAULT_TASK = "Make the checks pass."
+
+
+@dataclass
+class Session:
+    run_id: str
+    run_dir: Path
+    result: RunResult
+    summary: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        if self.result.exit_code is not None:
+            return self.result.exit_code
+        if self.result.workspace.get("conflicts") or self.result.workspace.get("apply_error"):
+            return EXIT_FAILED  # accepted on the branch, but not applied to the user's tree
+        return EXIT_CODES.get(self.result.outcome, EXIT_ERROR)
+
+
+def model_params_for(model: str | None, user_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Request parameters: prompts/models.yaml's for this model (e.g. a reply length limit that stops a
+    small model rambling), under the user's `model_params`, which always win."""
+    from agentloop.run.feedback import model_rule
+
+    return model_rule(model or "")["params"] | dict(user_params or {})
+
+
+def build_model(config: Config) -> Model:
+    from agentloop.run.model import LiteLLMModel
+
+    params = model_params_for(config.model, config.model_params)
+    return LiteLLMModel(config.model or "", api_base=config.api_base, params=params,
+                        retries=config.retries, retry_max_wait=config.retry_max_wait,
+                        request_timeout=config.request_timeout)
+
+
+def reward(result: RunResult, weights: Reward | None = None) -> float:
+    """RLEF-style by default: +1 accepted, -1 otherwise, -0.2 for each turn without a usable edit."""
+    return (weights or Reward()).score(result.outcome == ACCEPTED, result.totals.unusable_turns)
+
+
+def repo_identity(workspace: Workspace) -> dict[str, Any]:
+    """Name and origin URL of the repository (credentials in the URL dropped), for the header."""
+    import re
+
+    from agentloop.workspace.repo import git
+
+    remote = git(["config", "--get", "remote.origin.url"], workspace.root, check=False).strip() or None
+    if remote:
+        remote = re.sub(r"^(\w+://)[^/@]*@", r"\1", remote)
+    return {"repo_name": workspace.root.name, "remote": remote}
+
+
+def run_session(config: Config, workspace: Workspace, task: str | None, *,
+                model: Model | Callable[[], Model] | None = None,
+                progress: Callable[[str], None] = lambda line: None,
+                show_reply: Callable[[str], None] | None = None,
+                header_extra: dict[str, Any] | None = None,
+                first_results: list[CommandResult] | None = None,
+                started: float | None = None,
+                status: Callable[[str], None] = lambda text: None,
+                check_output: Callable[[bytes], None] | None = None) -> Session:
+    """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
+    under the runs directory.
+
+    `first_results`: the checks as the caller has just run them, so the loop need not run them again.
+    `started`: time.monotonic() when the command began; the time limit counts from there.
+    `status`, `check_output`: the live status line and -v's check output (agentloop/console.py).
+    """
+    task = task or DEFAULT_TASK
+    workspace.exclude_agentloop_dir()
+    run_id = new_run_id()
+    runs_dir = Path(config.runs_dir)
+    run_dir = (runs_dir if runs_dir.is_absolute() else workspace.root / runs_dir) / run_id
+    with SignalGuard() as guard:
+        isolation = Isolation(workspace, run_id, run_dir, in_place=config.in_place, note=progress)
+        try:
+            isolation.prepare()
+            result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
+                          header_extra, first_results, started, {"status": status, "check_output": check_output})
+        except BaseException:
+            guard.settle()
+            isolation.finish("interrupted", None)  # whatever was set up is cleaned away; the tree is untouched
+            raise
+    run_dir, trajectory_path = isolation.run_dir, isolation.run_dir / TRAJECTORY
+    redactor = result.redactor
+    result, started, base_commit = result.result, result.started, result.base_commit
+    t = result.totals
+    (run_dir / "final.patch").write_text(redactor.text(result.diff), encoding="utf-8")
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "started": started,
+        "base_commit": base_commit,
+        "outcome": result.outcome,
+        "reason": result.reason,
+        "task": task,
+        "model": config.model,
+        "turns": t.turns,
+        "turns_finished": t.turns_finished,
+        "model_calls": t.model_calls,
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "tokens": t.prompt_tokens + t.completion_tokens,
+        "cost_usd": round(t.cost_usd, 6),
+        "cost_notes": sorted(t.cost_notes),
+        "duration_s": result.duration_s,
+        "replies": t.replies,
+        "replies_with_edits": t.replies_with_edits,
+        "replies_applied": t.replies_applied,
+        "reward": result.reward if result.reward is not None else reward(result, config.reward),
+        "flags": result.flags,
+        "checks": [{"command": r.command, "exit_code": r.exit_code, "passed": r.passed} for r in result.checks],
+        "changed": bool(result.diff.strip()),
+        "run_dir": str(run_dir),
+        "trajectory": str(trajectory_path),
+        "patch": str(run_dir / "final.patch"),
+        "workspace": result.workspace,
+        "kept_turn": result.kept_turn,
+    }
+    write_summary(run_dir, summary, redactor)
+    append_index(run_dir.parent, summary, redactor)
+    return Session(run_id, run_dir, result, summary)
+
+
+@dataclass
+class _Ran:
+    result: RunResult
+    started: str
+    base_commit: str | None
+    redactor: Any
+
+
+def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
+         run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None,
+         started_at: float | None = None, live: dict[str, Any] | None = None) -> _Ran:
+    """Header, workspace, loop; an interrupt after the header still ends the trajectory with its footer."""
+    from agentloop.run import feedback, toolbox
+
+    base_commit = workspace.head()
+    start_tree = workspace.snapshot()
+    trajectory = Trajectory(run_dir)
+    started = now_iso()
+    loop: Loop | None = None
+    try:
+        # Uncommitted changes the run starts from, so that a replay can recreate the starting tree.
+        base_patch = workspace.diff(f"{base_commit}^{{tree}}", start_tree) if base_commit else ""
+        if base_patch:
+            trajectory.write_text("base.patch", base_patch)
+        trajectory.event(
+            "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
+            repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit, config=config.to_dict(),
+            model=config.model, api_base=config.api_base,
+            model_params=model_params_for(config.model, config.model_params),
+            python=platform.python_version(), templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
+            tool_specs=list(toolbox.load_tool_specs()) if tools_enabled(config.tools, config.model or "") else [],
+            checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},
+            base_patch="base.patch" if base_patch else None,
+            workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
+        )
+        private = frozenset() if config.include_untracked else private_files(workspace, config)
+        work = isolation.begin(start_tree)
+        loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
+                    start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
+                    first_results=first_results, user_root=workspace.root, started=started_at, private_files=private,
+                    on_base=isolation.record_base, **(live or {}))
+        result = loop.run()
+    except KeyboardInterrupt:  # before the loop could catch it itself
+        guard.settle()
+        if loop is not None:
+            result = loop.finish(INTERRUPTED, "interrupted by the user")
+        else:
+            info = isolation.finish(INTERRUPTED, None)
+            totals = Totals()
+            trajectory.event("outcome", outcome=INTERRUPTED, reason="interrupted by the user", duration_s=0.0,
+                             totals=_plain_totals(totals), diff="", checks=[],
+                             reward=config.reward.score(False, 0), workspace=info)
+            result = RunResult(INTERRUPTED, "interrupted by the user", totals, 0.0, [], "", None, info)
+    finally:
+        trajectory.close()
+    return _Ran(result, started, base_commit, trajectory.redactor)
+
+
+def private_files(workspace: Workspace, config: Config) -> frozenset[str]:
+    """Files git neither tracks nor has staged (notes, local settings): the user never shared them, so
+    the model is not shown them, unless `include_untracked` or `files:` names them."""
+    from agentloop.workspace.repo import git
+
+    out = git(["ls-files", "-z", "--others", "--exclude-standard"], workspace.root, check=False)
+    return frozenset(f for f in out.split("\0") if f) - set(config.files)
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any], redactor) -> None:
+    import json
+
+    from agentloop.record.trajectory import atomic_write_text
+
+    atomic_write_text(run_dir / SUMMARY, json.dumps(redactor.data(summary), indent=2, ensure_ascii=False,
+                                                    default=str) + "\n")

@@ -1,0 +1,155 @@
+"""The read-only tools the model may call, defined as data in `tools/`, answered here.
+
+The model reads; only the driver runs commands. None of these tools can write, run anything or
+see git history: `.git` (and symlinks into it or out of the repository) and agentloop's own run
+records are refused, and with no shell the model cannot run `git log --all` to peek at later commits.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from agentloop.data import data_dir
+from agentloop.run.model import ToolCall
+from agentloop.workspace.repo import AGENTLOOP_DIR
+
+MAX_READ_LINES = 400
+MAX_LIST = 500
+MAX_MATCHES = 100
+GIVE_UP = "give_up"
+
+
+@cache
+def load_tool_specs() -> tuple[dict[str, Any], ...]:
+    """Tool definitions from `tools/*.yaml`, in OpenAI function-calling format."""
+    import yaml
+
+    specs = []
+    for path in sorted(data_dir("tools").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        specs.append({"type": "function", "function": spec})
+    return tuple(specs)
+
+
+def tool_specs_hash() -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(data_dir("tools").glob("*.yaml"))}
+
+
+@dataclass
+class ToolAnswer:
+    call: ToolCall
+    output: str
+    ok: bool = True
+
+    def message(self) -> dict[str, Any]:
+        return {"role": "tool", "tool_call_id": self.call.id, "content": self.output}
+
+
+class Toolbox:
+    """Answers tool calls against one directory tree (the workspace)."""
+
+    def __init__(self, root: Path, list_files, private: frozenset[str] = frozenset()):
+        self.root = root.resolve()
+        self._list_files = list_files  # callable returning repo-relative paths
+        # Files the user never shared (not tracked, not staged): answered as if they did not exist.
+        self.private = private
+
+    def _resolve(self, rel: str) -> Path:
+        rel = (rel or ".").strip()
+        candidate = (self.root / rel).resolve()
+        if not candidate.is_relative_to(self.root):
+            raise ValueError(f"{rel}: outside the repository")
+        if self.private and candidate.relative_to(self.root).as_posix() in self.private:
+            raise ValueError(f"{rel}: no such file")
+        parts = candidate.relative_to(self.root).parts
+        if ".git" in parts:
+            raise ValueError(f"{rel}: git internals are not readable")
+        if parts[:1] == (AGENTLOOP_DIR,):
+            raise ValueError(f"{rel}: agentloop's run records are not readable")
+        return candidate
+
+    def answer(self, call: ToolCall) -> ToolAnswer:
+        args = call.parsed_arguments()
+        handler = getattr(self, f"_tool_{call.name}", None)
+        if handler is None or call.name == GIVE_UP:
+            known = ", ".join(s["function"]["name"] for s in load_tool_specs())
+            return ToolAnswer(call, f"error: unknown tool {call.name!r}; tools: {known}", ok=False)
+        try:
+            return ToolAnswer(call, handler(**args))
+        except TypeError:
+            return ToolAnswer(call, f"error: wrong arguments for {call.name}: {call.arguments}", ok=False)
+        except (ValueError, OSError, re.error) as exc:
+            return ToolAnswer(call, f"error: {exc}", ok=False)
+
+    def _tool_read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> str:
+        target = self._resolve(path)
+        if not target.is_file():
+            raise ValueError(f"{path}: no such file")
+        data = target.read_bytes()
+        if b"\0" in data[:8192]:
+            raise ValueError(f"{path}: binary file")
+        lines = data.decode("utf-8", "replace").splitlines()
+        start = max(1, int(start_line or 1))
+        end = min(len(lines), int(end_line or start + MAX_READ_LINES - 1), start + MAX_READ_LINES - 1)
+        body = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
+        more = f"\n[lines {end + 1}-{len(lines)} not shown; ask with start_line]" if end < len(lines) else ""
+        return f"{path} (lines {start}-{end} of {len(lines)})\n{body}{more}"
+
+    def _tool_list_files(self, path: str = "", pattern: str = "") -> str:
+        prefix = self._resolve(path).relative_to(self.root).as_posix() if path else ""
+        files = [f for f in self._list_files() if not prefix or prefix == "." or f.startswith(prefix + "/")]
+        if pattern:
+            files = [f for f in files if fnmatch.fnmatch(Path(f).name, pattern) or fnmatch.fnmatch(f, pattern)]
+        shown = files[:MAX_LIST]
+        extra = f"\n[{len(files) - MAX_LIST} more]" if len(files) > MAX_LIST else ""
+        return "\n".join(shown) + extra if shown else "(no files)"
+
+    def _tool_search(self, pattern: str, path: str = "") -> str:
+        regex = re.compile(pattern)
+        prefix = self._resolve(path).relative_to(self.root).as_posix() if path else ""
+        hits: list[str] = []
+        for rel in self._list_files():
+            if prefix and prefix != "." and rel != prefix and not rel.startswith(prefix + "/"):
+                continue
+            try:
+                data = self._resolve(rel).read_bytes()  # a symlink out of the repo or into .git: skipped
+            except (OSError, ValueError):
+                continue
+            if b"\0" in data[:8192]:
+                continue
+            for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+                if regex.search(line):
+                    hits.append(f"{rel}:{n}: {line.strip()[:200]}")
+                    if len(hits) >= MAX_MATCHES:
+                        return "\n".join(hits) + "\n[more matches not shown]"
+        return "\n".join(hits) or "(no matches)"
+
+
+_TEXT_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+
+
+def text_tool_calls(content: str) -> list[ToolCall]:
+    """Tool calls written as text (`<tool_call>{"name":..,"arguments":..}</tool_call>`).
+
+    Local models often emit Hermes/Qwen-style calls that their server does not parse.
+    """
+    calls = []
+    for match in _TEXT_CALL.finditer(content or ""):
+        try:
+            data = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            args = data.get("arguments", {})
+            calls.append(ToolCall(id=f"call_{uuid.uuid4().hex[:8]}", name=data["name"],
+                                  arguments=args if isinstance(args, str) else json.dumps(args)))
+    return calls

@@ -1,0 +1,227 @@
+"""Run the project's own commands: in their own process group, with a timeout and capped output.
+
+The exit code of these commands is the only ground truth agentloop trusts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Environment variables a check may see. Everything else is dropped unless `pass_env` names it.
+SAFE_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR", "TEMP",
+    "TMP", "PWD", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE",
+    "GOPATH", "GOROOT", "GOCACHE", "GOFLAGS", "CARGO_HOME", "RUSTUP_HOME", "JAVA_HOME", "NODE_PATH",
+    "NVM_DIR", "PYENV_ROOT", "PYENV_VERSION", "CI", "NO_COLOR", "FORCE_COLOR", "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE",
+)
+SAFE_ENV_PREFIXES = ("LC_", "XDG_")
+SECRET_NAME = re.compile(
+    r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|AUTH|_PAT$)", re.I)
+
+
+def check_env(pass_env: Iterable[str] = (), base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a check: an allowlist of harmless variables plus what the user passes."""
+    base = os.environ if base is None else base
+    wanted = set(pass_env)
+    env = {}
+    for name, value in base.items():
+        harmless = name in SAFE_ENV or name.startswith(SAFE_ENV_PREFIXES)
+        if name in wanted or (harmless and not SECRET_NAME.search(name)):
+            env[name] = value
+    return env
+
+
+# What /bin/sh (dash, bash) prints when a command does not exist or cannot be executed.
+_CANNOT_START = re.compile(r"^\S*sh: (?:(?:line )?\d+: )?(?P<name>.+?): "
+                           r"(?P<why>(?:command )?not found|Permission denied)$", re.M)
+
+
+def cannot_start(result: CommandResult) -> str | None:
+    """Why a check could not even start (exit 126/127, or the shell saying its first word is not
+    found), or None: such a check is a usage error, not a failure for the model to fix."""
+    if result.passed or result.timed_out:
+        return None
+    first = (result.command.split() or [""])[0]
+    said = [m for m in _CANNOT_START.finditer(result.output) if m.group("name") == first]
+    if result.exit_code not in (126, 127) and not said:
+        return None
+    why = said[0].group("why") if said else "not found" if result.exit_code == 127 else "not executable"
+    return f"{first}: {why.replace('command ', '')}, exit code {result.exit_code}"
+
+
+@dataclass
+class CommandResult:
+    command: str
+    exit_code: int  # -1 when killed by the timeout
+    output: str  # stdout and stderr interleaved, capped (head + tail)
+    duration_s: float
+    timed_out: bool = False
+    total_bytes: int = 0
+    elided_bytes: int = 0
+    grade: dict | None = None  # a pytest check's structured verdict (workspace.grading); None: exit code only
+    report: Any = field(default=None, repr=False)  # its per-test report (workspace.grading.Report), not recorded
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and (self.grade is None or bool(self.grade.get("ok")))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        del data["report"]
+        if self.grade is None:
+            del data["grade"]
+        return data
+
+
+class _HeadTail:
+    """Keep the first and last `cap // 2` bytes of a stream, counting what falls in between."""
+
+    def __init__(self, cap: int):
+        self.head_cap = cap // 2
+        self.tail_cap = cap - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self.tail_cap:
+                del self.tail[: len(self.tail) - self.tail_cap]
+
+    @property
+    def elided(self) -> int:
+        return self.total - len(self.head) - len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        if not self.elided:
+            return head + self.tail.decode("utf-8", "replace")
+        tail = self.tail.decode("utf-8", "replace")
+        return f"{head}\n[... {self.elided} bytes elided ...]\n{tail}"
+
+
+REAPER = Path(__file__).with_name("reaper.py")
+PR_SET_DUMPABLE = 4
+
+
+def _set_dumpable(on: bool) -> None:
+    """While checks run, agentloop is not "dumpable": then other processes of the same (non-root)
+    user cannot read its /proc/<pid>/environ, where the provider keys it was started with live.
+    (Root can; the sandbox's PID namespace hides agentloop from checks altogether.)"""
+    if sys.platform == "linux":
+        from agentloop.workspace.reaper import _prctl
+
+        _prctl(PR_SET_DUMPABLE, int(on))
+
+
+def _end_tree(proc: subprocess.Popen) -> None:
+    """Make sure the command and everything it started are gone, within a second.
+
+    SIGTERM asks the reaper to SIGKILL all its descendants (setsid ones included); if it has not
+    exited soon after, its whole process group is killed as a fallback.
+    """
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=0.9)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the reaper is unreaped until wait(): pid not reused
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_command(
+    command: str,
+    cwd: Path,
+    *,
+    timeout: float = 300,
+    output_cap: int = 10_000,
+    env: Mapping[str, str] | None = None,
+    output_sink: Callable[[bytes], None] | None = None,
+    wrapper: Sequence[str] = (),
+) -> CommandResult:
+    """Run `command` through the shell in its own session; never hangs past `timeout`.
+
+    Output is read as it comes (so a chatty child never blocks on a full pipe) and only the head
+    and tail are kept, so memory stays bounded whatever the command prints. `output_sink`, if
+    given, receives every chunk as it is read (the trajectory streams the output to a file).
+    `wrapper` is put before `/bin/sh -c command` (the sandbox's bwrap arguments). The command runs
+    under reaper.py, which kills every descendant when it ends, even ones that left the group.
+    """
+    start = time.monotonic()
+    argv = [sys.executable, "-I", "-S", str(REAPER), *wrapper, "/bin/sh", "-c", command]
+    _set_dumpable(False)
+    try:
+        return _run(argv, command, cwd, timeout, output_cap, env, output_sink, start)
+    finally:
+        _set_dumpable(True)
+
+
+def _run(argv: list[str], command: str, cwd: Path, timeout: float, output_cap: int,
+         env: Mapping[str, str] | None, output_sink: Callable[[bytes], None] | None,
+         start: float) -> CommandResult:
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    kept = _HeadTail(output_cap)
+    timed_out = False
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        try:
+            while True:
+                remaining = timeout - (time.monotonic() - start)
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                if not sel.select(timeout=min(remaining, 0.5)):
+                    continue
+                chunk = proc.stdout.read(65536)
+                if not chunk:  # EOF: every writer (grandchildren too) closed the pipe
+                    break
+                kept.feed(chunk)
+                if output_sink is not None:
+                    output_sink(chunk)
+        finally:
+            # On timeout or interruption: end the whole tree. (After a normal exit the reaper has
+            # already killed any stragglers, `sleep &` or setsid ones, before closing the pipe.)
+            _end_tree(proc)
+            proc.stdout.close()
+            exit_code = proc.wait()
+    if timed_out:
+        exit_code = -1
+    return CommandResult(
+        command=command,
+        exit_code=exit_code,
+        output=kept.text(),
+        duration_s=round(time.monotonic() - start, 3),
+        timed_out=timed_out,
+        total_bytes=kept.total,
+        elided_bytes=kept.elided,
+    )

@@ -1,0 +1,30 @@
+"""How agentloop runs git itself, so that nothing planted in a repository runs through it.
+
+Every git command of agentloop's gets SAFE_CONFIG (no fsmonitor hook, no hooks, no attributes file,
+no line-ending conversion, no automatic gc) and `git_env()` (no secret, no system config). In-tree
+attributes (filters, textconv, `-diff`) are kept out by never letting git convert what agentloop
+stores (hash-object --no-filters, cat-file blob) and by diffing with --no-ext-diff --no-textconv,
+text decided by content (see `workspace.Workspace.diff`). Cheap to import (the pre-commit pass path).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+SAFE_CONFIG = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.attributesFile=/dev/null",
+               "-c", "core.autocrlf=false", "-c", "core.safecrlf=false", "-c", "gc.auto=0",
+               "-c", "core.untrackedCache=false", "-c", "core.splitIndex=false")
+
+
+def git_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of agentloop's own git: no secret (provider keys, tokens), no system config."""
+    from agentloop.workspace.checks import SECRET_NAME
+
+    env = {k: v for k, v in (base if base is not None else os.environ).items() if not SECRET_NAME.search(k)}
+    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_ATTR_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
+    return env
+
+
+def git_argv(*args: str) -> list[str]:
+    return ["git", *SAFE_CONFIG, *args]

@@ -1,0 +1,417 @@
+"""Where a run works, and how its result reaches the user's tree.
+
+Default: a git worktree of its own under `.git/agentloop/worktrees/<run id>`, checked out from a
+commit of the user's current state (HEAD + staged + unstaged + untracked-not-ignored files; made
+with a private index, so the user's index, branches and stash are untouched). The user's tree is
+not written while the run works. At the end the result is committed on branch `agentloop/<run id>`
+and, if accepted, applied back: only if every file it touches is still as it was at the start,
+all files staged beside their targets first, then renamed into place under a journal. A journal
+left by a SIGKILL is rolled forward (or its temp files removed) by the next run, as are worktrees
+and run records of dead processes.
+
+`in_place`: the run edits the user's tree itself (pre-commit, CI); its start is committed on the
+branch first, so an interruption, or `agentloop undo`, restores it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
+from agentloop.workspace.repo import Change, Workspace, commit_entry, git, inside, stage_entry, temp_name
+
+STATE_DIR = "agentloop"  # in the git common dir: run records, journals, worktrees
+BRANCH_PREFIX = "agentloop/"
+WORKSPACE_FILE = "workspace.json"  # in the run directory: what undo needs
+IDENTITY = {"GIT_AUTHOR_NAME": "agentloop", "GIT_AUTHOR_EMAIL": "agentloop@localhost",
+            "GIT_COMMITTER_NAME": "agentloop", "GIT_COMMITTER_EMAIL": "agentloop@localhost"}
+NO_HOOKS = ["-c", "core.hooksPath=/dev/null"]  # our own git commands never run the user's hooks
+
+
+def common_dir(root: Path) -> Path:
+    common = Path(git(["rev-parse", "--git-common-dir"], root).strip())
+    return (common if common.is_absolute() else root / common).resolve()
+
+
+def state_dir(root: Path) -> Path:
+    return common_dir(root) / STATE_DIR
+
+
+# -- processes -------------------------------------------------------------------------------------
+def process_ticks(pid: int) -> str | None:
+    """The start time of a process (Linux), so a recycled pid is not mistaken for a live run."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def alive(pid: int, ticks: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return ticks is None or process_ticks(pid) in (None, ticks)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Whole file or nothing, and on disk before we go on."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_dead_temp_files(folder: Path) -> None:
+    """`.<name>.<pid>.tmp` files of write_json whose writer died before renaming them."""
+    for tmp in folder.glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not alive(int(pid), None):
+            tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@contextlib.contextmanager
+def repo_lock(state: Path) -> Iterator[None]:
+    """One writer to the user's tree at a time; the kernel drops it if the process dies."""
+    import fcntl
+
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "apply.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# -- applying a tree change to a directory, all or nothing ---------------------------------------------
+def apply_changes(root: Path, changes: list[Change], journal: Path, tag: str, extra: dict[str, Any]) -> None:
+    """Write `changes` into `root`: every new file staged beside its target, then a journal marked
+    `committing`, then one rename (or unlink) per file. A kill at any point is repaired by
+    `repair_journal`: before `committing` it removes the temp files, after it finishes the renames."""
+    entries = [{"path": c.path, "tmp": None if c.deleted else str(temp_name(inside(root, c.path), tag))}
+               for c in changes]
+    record = {**extra, "pid": os.getpid(), "ticks": process_ticks(os.getpid()), "root": str(root),
+              "state": "staging", "entries": entries}
+    write_json(journal, record)
+    try:
+        for change in changes:
+            stage_entry(root, change.path, change.new_mode, change.new_sha, tag)
+    except BaseException:
+        for entry in entries:
+            if entry["tmp"] and os.path.lexists(entry["tmp"]):
+                os.unlink(entry["tmp"])
+        journal.unlink()
+        raise
+    write_json(journal, {**record, "state": "committing"})
+    delay = float(os.environ.get("AGENTLOOP_TEST_APPLY_DELAY") or 0)  # widens the window for the kill tests
+    for entry in entries:
+        commit_entry(root, entry["path"], Path(entry["tmp"]) if entry["tmp"] else None)
+        if delay:
+            time.sleep(delay)
+    journal.unlink()
+
+
+def repair_journal(journal: Path, note: Callable[[str], None]) -> None:
+    """Finish or undo an apply that a dead process left half done."""
+    record = read_json(journal)
+    if record is None:
+        journal.unlink(missing_ok=True)
+        return
+    if alive(int(record.get("pid", 0)), record.get("ticks")):
+        return
+    root = Path(record["root"])
+    if record.get("state") == "committing":
+        for entry in record["entries"]:
+            tmp = Path(entry["tmp"]) if entry["tmp"] else None
+            if tmp is None or os.path.lexists(tmp):
+                commit_entry(root, entry["path"], tmp)
+        note(f"finished applying the result of run {record.get('run_id')}, which was killed while applying it")
+        run_dir = record.get("run_dir")
+        if run_dir and (Path(run_dir) / WORKSPACE_FILE).exists():
+            info = read_json(Path(run_dir) / WORKSPACE_FILE) or {}
+            write_json(Path(run_dir) / WORKSPACE_FILE, {**info, "applied": True})
+    else:
+        for entry in record["entries"]:
+            if entry["tmp"] and os.path.lexists(entry["tmp"]):
+                os.unlink(entry["tmp"])
+    journal.unlink()
+
+
+# -- clean-up of dead runs --------------------------------------------------------------------------
+def remove_worktree(root: Path, path: Path) -> None:
+    git([*NO_HOOKS, "worktree", "unlock", str(path)], root, check=False)
+    git(["worktree", "remove", "--force", "--force", str(path)], root, check=False)
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def recover(root: Path, note: Callable[[str], None] = lambda line: None) -> None:
+    """Repair what dead runs left behind: half-applied results, worktrees, run records, ref locks."""
+    state = state_dir(root)
+    if not state.is_dir():
+        return
+    with repo_lock(state):
+        for journal in sorted(state.glob("journal-*.json")):
+            repair_journal(journal, note)
+        remove_dead_temp_files(state)
+    if (state / "runs").is_dir():
+        remove_dead_temp_files(state / "runs")
+    live_worktrees = set()
+    for path in sorted((state / "runs").glob("*.json")):
+        record = read_json(path)
+        if record is None:
+            path.unlink(missing_ok=True)
+            continue
+        if alive(int(record.get("pid", 0)), record.get("ticks")):
+            if record.get("worktree"):
+                live_worktrees.add(Path(record["worktree"]).name)
+            continue
+        run_id = record.get("run_id", path.stem)
+        if record.get("worktree"):
+            remove_worktree(root, Path(record["worktree"]))
+        elif record.get("mode") == "in_place":
+            note(f"run {run_id} was killed while editing this tree in place; `agentloop undo {run_id} --force` "
+                 "puts every file back as it was before it started")
+        ref_lock = common_dir(root) / "refs" / "heads" / (BRANCH_PREFIX + f"{run_id}.lock")
+        ref_lock.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+    worktrees = state / "worktrees"
+    if worktrees.is_dir():
+        for leftover in worktrees.iterdir():
+            if leftover.name not in live_worktrees:
+                remove_worktree(root, leftover)
+    git(["worktree", "prune"], root, check=False)
+
+
+# -- one run's workspace ----------------------------------------------------------------------------
+@dataclass
+class Isolation:
+    """Sets up, and at the end settles, the tree one run edits."""
+
+    user: Workspace
+    run_id: str
+    run_dir: Path
+    in_place: bool = False
+    note: Callable[[str], None] = lambda line: None
+    start_tree: str | None = None
+    start_commit: str | None = None
+    workspace: Workspace | None = None
+    worktree: Path | None = None
+    tip: str | None = None  # the branch's newest commit: the start, then one per turn
+    base_tree: str | None = None  # the start, plus (in place) ignored files the model's edits touched
+    finished: dict[str, Any] | None = None
+
+    @property
+    def branch(self) -> str:
+        return BRANCH_PREFIX + self.run_id
+
+    @property
+    def mode(self) -> str:
+        return "in_place" if self.in_place else "worktree"
+
+    @property
+    def state(self) -> Path:
+        return state_dir(self.user.root)
+
+    @property
+    def record_path(self) -> Path:
+        return self.state / "runs" / f"{self.run_id}.json"
+
+    def prepare(self) -> None:
+        """Clean up after dead runs; refuse to start on a tree another run edits in place."""
+        recover(self.user.root, self.note)
+        self.refuse_if_tree_busy()
+
+    def begin(self, start_tree: str) -> Workspace:
+        """Record this run, commit its starting state on its branch, and return the tree it works in."""
+        (self.state / "runs").mkdir(parents=True, exist_ok=True)
+        worktree = None if self.in_place else self.state / "worktrees" / self.run_id
+        record = {"run_id": self.run_id, "pid": os.getpid(), "ticks": process_ticks(os.getpid()),
+                  "mode": self.mode, "root": str(self.user.root), "worktree": str(worktree) if worktree else None,
+                  "run_dir": str(self.run_dir)}
+        write_json(self.record_path, record)  # before anything exists that would need cleaning up
+        self.start_tree = start_tree
+        head = self.user.head()
+        self.start_commit = self.commit(self.start_tree, head, f"agentloop {self.run_id}: starting state")
+        git(["update-ref", f"refs/heads/{self.branch}", self.start_commit, ""], self.user.root)
+        self.tip = self.start_commit
+        write_json(self.run_dir / WORKSPACE_FILE, {
+            "run_id": self.run_id, "mode": self.mode, "root": str(self.user.root), "branch": self.branch,
+            "start_tree": self.start_tree, "start_commit": self.start_commit, "head": head})
+        if worktree is None:
+            self.workspace = self.user
+        else:
+            worktree.parent.mkdir(parents=True, exist_ok=True)
+            self.worktree = worktree
+            git([*NO_HOOKS, "worktree", "add", "--detach", "--quiet", str(worktree), self.start_commit],
+                self.user.root)
+            self.workspace = Workspace(worktree)
+        return self.workspace
+
+    def refuse_if_tree_busy(self) -> None:
+        """Two runs may share a repository, but not a tree that one of them edits in place."""
+        for path in sorted((self.state / "runs").glob("*.json")):
+            other = read_json(path) or {}
+            if (other.get("mode") == "in_place" and other.get("root") == str(self.user.root)
+                    and alive(int(other.get("pid", 0)), other.get("ticks"))):
+                raise UsageError(f"run {other.get('run_id')} (pid {other.get('pid')}) is editing this tree in place; "
+                                 "wait for it to finish, then run again")
+
+    def record_base(self, tree: str) -> None:
+        """The start grew files git does not see (an ignored `.env` an edit is about to change in place):
+        record it before the edit is written, so that undo, even after a kill, puts them back."""
+        self.base_tree = tree
+        self.update_workspace_file(start_tree=tree)
+
+    def record_turn(self, turn: int, tree: str) -> None:
+        """One commit per turn on the run's branch, so that every turn's tree stays restorable."""
+        if self.tip is not None:
+            commit = self.commit(tree, self.tip, f"agentloop {self.run_id}: turn {turn}")
+            git(["update-ref", f"refs/heads/{self.branch}", commit, self.tip], self.user.root)
+            self.tip = commit
+
+    def commit(self, tree: str, parent: str | None, message: str) -> str:
+        env = {**os.environ, **IDENTITY}
+        args = ["commit-tree", tree, *(["-p", parent] if parent else []), "-m", message]
+        return git(args, self.user.root, env=env).strip()
+
+    def finish(self, outcome: str, final_tree: str | None) -> dict[str, Any]:
+        """Keep the result on the branch; apply it back if accepted (worktree) or restore the start if
+        interrupted (in place); remove the worktree. Called once, with signals only noted."""
+        if self.finished is not None:
+            return self.finished
+        info: dict[str, Any] = {"mode": self.mode, "branch": None, "applied": False, "conflicts": [],
+                                "restored": False}
+        try:
+            if self.start_commit is None:  # interrupted before the start was recorded: nothing was changed
+                return info
+            # An interrupted `git update-ref` of ours may have left the branch's lock: it is ours alone.
+            (common_dir(self.user.root) / "refs" / "heads" / f"{self.branch}.lock").unlink(missing_ok=True)
+            final_tree = final_tree or self.start_tree
+            base = self.base_tree or self.start_tree
+            changes = self.user.changes(base, final_tree)
+            info.update(start_tree=base, final_tree=final_tree)
+            if changes or self.tip != self.start_commit:
+                result = self.commit(final_tree, self.tip, f"agentloop {self.run_id}: {outcome}")
+                git(["update-ref", f"refs/heads/{self.branch}", result], self.user.root)
+                info["branch"] = self.branch
+            else:  # no turn, no change (checks already passing, or stopped at once): no branch to clutter the repo
+                git(["update-ref", "-d", f"refs/heads/{self.branch}", self.start_commit], self.user.root, check=False)
+            if self.in_place:
+                info["applied"] = bool(changes)
+                if outcome == "interrupted" and changes:
+                    self.user.restore(base, {c.path for c in changes})
+                    info.update(restored=True, applied=False)
+            elif outcome == "accepted" and changes:
+                try:
+                    info.update(self.apply_back(changes))
+                except RuntimeError as exc:  # a path that cannot be written safely: the user's tree is untouched
+                    info["apply_error"] = str(exc)
+            self.update_workspace_file(final_tree=final_tree, applied=info["applied"], restored=info["restored"],
+                                       outcome=outcome)
+        except RuntimeError as exc:  # git refused something: say so in the record rather than crash the footer
+            info["apply_error"] = str(exc)
+        finally:
+            if self.worktree is not None:
+                remove_worktree(self.user.root, self.worktree)
+                git(["worktree", "prune"], self.user.root, check=False)
+            self.record_path.unlink(missing_ok=True)
+            self.finished = info
+        return info
+
+    def apply_back(self, changes: list[Change]) -> dict[str, Any]:
+        """The model's changes, and nothing else, into the user's tree, unless one of those files is not
+        as it was at the start (changed by the user meanwhile, or an ignored file the run never saw)."""
+        with repo_lock(self.state):
+            paths = [c.path for c in changes]
+            current = self.user.tree_with(self.start_tree, paths)
+            now = {c.path: c for c in self.user.changes(self.start_tree, current)}
+            todo, conflicts = [], []
+            for change in changes:
+                theirs = now.get(change.path)
+                if theirs is None:
+                    todo.append(change)
+                elif (theirs.new_mode, theirs.new_sha) != (change.new_mode, change.new_sha):
+                    conflicts.append(change.path)  # changed by the user meanwhile, differently
+            if conflicts:
+                return {"applied": False, "conflicts": sorted(conflicts)}
+            apply_changes(self.user.root, todo, self.state / f"journal-{self.run_id}.json", self.run_id,
+                          {"run_id": self.run_id, "run_dir": str(self.run_dir)})
+        return {"applied": True, "conflicts": []}
+
+    def update_workspace_file(self, **fields: Any) -> None:
+        path = self.run_dir / WORKSPACE_FILE
+        write_json(path, {**(read_json(path) or {}), **fields})
+
+
+# -- undo --------------------------------------------------------------------------------------------
+class Refused(AgentloopError):
+    """Undo would overwrite changes made after the run: exit 1, like a refused edit."""
+
+    exit_code = EXIT_FAILED
+
+
+def undo(run_dir: Path, *, force: bool = False) -> list[str]:
+    """Put back, byte for byte, the files a run changed in the user's tree; returns them.
+
+    Refuses if those files changed since the run ended, unless `force`."""
+    info = read_json(run_dir / WORKSPACE_FILE)
+    run_id = run_dir.name
+    if info is None:
+        raise UsageError(f"run {run_id} has no workspace record ({WORKSPACE_FILE}); it predates undo or never started")
+    if info.get("undone"):
+        raise Refused(f"run {run_id} was already undone")
+    user = Workspace(Path(info["root"]))
+    start, final = info["start_tree"], info.get("final_tree")
+    if final is None:  # the run never finished (killed): its changes cannot be told from later ones
+        if not force:
+            raise Refused(f"run {run_id} did not finish (killed?), so its changes cannot be told from later ones; "
+                          f"`agentloop undo {run_id} --force` puts every file back as it was before it started")
+        started_with = git(["ls-tree", "-r", "-z", "--name-only", "--full-tree", start], user.root).split("\0")
+        now = user.tree_with(start, [*user.list_files(), *(p for p in started_with if p)])
+        paths = {c.path for c in user.changes(start, now)}
+    else:
+        if not info.get("applied"):
+            return []
+        ours = {c.path: c for c in user.changes(start, final)}
+        now = user.tree_with(final, ours)  # those files as they are now, ignored ones included
+        moved = sorted(c.path for c in user.changes(final, now) if c.path in ours)
+        if moved and not force:
+            shown = ", ".join(moved[:3]) + (f" and {len(moved) - 3} more" if len(moved) > 3 else "")
+            raise Refused(f"{shown} changed since run {run_id} ended; undo would overwrite that: "
+                          f"pass --force to restore the start anyway")
+        paths = set(ours)
+    from agentloop.interrupts import SignalGuard
+
+    with SignalGuard() as guard, repo_lock(state_dir(user.root)):
+        guard.settle()  # Ctrl-C is noted, not obeyed, until every file is back
+        changes = [c for c in user.changes(now, start) if c.path in paths]
+        apply_changes(user.root, changes, state_dir(user.root) / f"journal-undo-{run_id}.json", f"undo-{run_id}",
+                      {"run_id": run_id})
+    write_json(run_dir / WORKSPACE_FILE, {**info, "undone": True})
+    return sorted(c.path for c in changes)

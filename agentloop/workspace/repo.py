@@ -1,0 +1,310 @@
+"""The git working tree a run edits: finding it, listing it, snapshotting it, diffing it.
+
+Snapshots are git tree objects written through a private index file, so the user's index,
+branches and stash are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentloop.errors import UsageError
+from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env
+
+AGENTLOOP_DIR = ".agentloop"
+
+
+def git_bytes(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check: bool = True,
+              input_bytes: bytes | None = None) -> bytes:
+    """Run git (hardened, see SAFE_CONFIG) and return its stdout as bytes."""
+    proc = subprocess.run(["git", *SAFE_CONFIG, *args], cwd=cwd, env=git_env(env), input=input_bytes,
+                          capture_output=True)
+    if check and proc.returncode != 0:
+        message = (proc.stderr.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
+        raise RuntimeError(f"git {' '.join(args[:2])} failed: {message}")
+    return proc.stdout
+
+
+def git(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check: bool = True,
+        input_text: str | None = None) -> str:
+    """Run git and return stdout; a failure raises with git's own one-line message."""
+    out = git_bytes(args, cwd, env=env, check=check,
+                    input_bytes=input_text.encode("utf-8", "surrogateescape") if input_text is not None else None)
+    return out.decode("utf-8", "surrogateescape")
+
+
+def find_repo_root(start: Path) -> Path:
+    proc = subprocess.run(["git", *SAFE_CONFIG, "rev-parse", "--show-toplevel"], cwd=start, env=git_env(),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UsageError(f"{start}: not inside a git repository; run agentloop from a git repo (or `git init`)")
+    return Path(proc.stdout.strip()).resolve()
+
+
+class Workspace:
+    """A git working tree that agentloop edits and runs checks in."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.git_dir = Path(git(["rev-parse", "--absolute-git-dir"], self.root).strip())
+
+    def exclude_agentloop_dir(self) -> None:
+        """Keep `.agentloop/` out of git through `.git/info/exclude`, not the user's .gitignore."""
+        common = Path(git(["rev-parse", "--git-common-dir"], self.root).strip())
+        exclude = (common if common.is_absolute() else self.root / common) / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        existing = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        if f"/{AGENTLOOP_DIR}/" not in existing.splitlines():
+            with open(exclude, "a", encoding="utf-8") as fh:
+                fh.write(("" if existing.endswith("\n") or not existing else "\n") + f"/{AGENTLOOP_DIR}/\n")
+
+    def list_files(self) -> list[str]:
+        """Tracked files plus untracked ones git does not ignore, repo-relative, sorted."""
+        out = git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], self.root)
+        files = {f for f in out.split("\0") if f and not f.startswith(AGENTLOOP_DIR + "/")}
+        return sorted(f for f in files if (self.root / f).is_file())
+
+    def head(self) -> str | None:
+        out = git(["rev-parse", "--verify", "-q", "HEAD"], self.root, check=False).strip()
+        return out or None
+
+    def snapshot(self) -> str:
+        """A tree object of the working tree now (tracked + untracked-not-ignored files), byte for byte.
+
+        Starts from a copy of the user's index, so only files whose stat data changed are hashed,
+        unless the index may hold converted content (line endings, filters): then every file is."""
+        with tempfile.TemporaryDirectory(prefix="agentloop-index-") as tmp:
+            index = Path(tmp) / "index"
+            env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+            real_index = self.git_dir / "index"
+            if real_index.exists() and not self.may_convert():
+                shutil.copy2(real_index, index)  # its mtime too: git then still re-checks racily clean entries
+                out = git(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"],
+                          self.root, env=env)
+                paths = [f for f in out.split("\0") if f and not f.startswith(AGENTLOOP_DIR + "/")]
+                try:
+                    return self._write_tree(env, None, paths)
+                except RuntimeError:  # e.g. unmerged entries: start from nothing instead
+                    index.unlink(missing_ok=True)
+            return self._write_tree(env, "--empty", self.list_files())
+
+    def may_convert(self) -> bool:
+        """Whether the user's own `git add` may have stored files other than byte for byte: attributes
+        files, or line-ending conversion in their configuration."""
+        attributes = git(["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+                          ":(glob)**/.gitattributes"], self.root)
+        if attributes.strip("\0"):
+            return True
+        common = Path(git(["rev-parse", "--git-common-dir"], self.root).strip())
+        info = (common if common.is_absolute() else self.root / common) / "info" / "attributes"
+        if info.is_file() and info.stat().st_size:
+            return True
+        proc = subprocess.run(["git", "config", "--get-regexp", r"^core\.(autocrlf|attributesfile|eol)$"],
+                              cwd=self.root, env=git_env(), capture_output=True, text=True)
+        return any(line.split()[0].lower() != "core.autocrlf" or line.split()[-1].lower() not in ("false", "0")
+                   for line in proc.stdout.splitlines() if line.strip())
+
+    def tree_with(self, base: str | None, paths: Iterable[str]) -> str:
+        """`base` (or an empty tree) with each of `paths` as it is on disk now, ignored or not: its exact
+        bytes (no filter, no line-ending conversion, whatever .gitattributes says), or removed if gone."""
+        with tempfile.TemporaryDirectory(prefix="agentloop-index-") as tmp:
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            return self._write_tree(env, base or "--empty", paths)
+
+    def _write_tree(self, env: dict[str, str], read: str | None, paths: Iterable[str]) -> str:
+        """Into the index named by `env` (first reset to tree `read`, if given), put `paths` as on disk."""
+        regular: list[str] = []
+        entries: list[str] = []
+        for rel in dict.fromkeys(paths):
+            path = self.root / rel
+            if os.path.islink(path):
+                target = os.fsencode(os.readlink(path))
+                sha = git_bytes(["hash-object", "-w", "--stdin"], self.root, input_bytes=target).decode().strip()
+                entries.append(f"120000 {sha}\t{rel}")
+            elif "\n" not in rel and os.path.isfile(path):
+                regular.append(rel)
+            else:
+                entries.append(f"0 {ZERO_SHA}\t{rel}")
+        if regular:
+            shas = git(["hash-object", "-w", "--no-filters", "--stdin-paths"], self.root,
+                       input_text="".join(r + "\n" for r in regular)).split()
+            for rel, sha in zip(regular, shas, strict=True):
+                executable = os.stat(self.root / rel).st_mode & 0o111
+                entries.append(f"{'100755' if executable else '100644'} {sha}\t{rel}")
+        if read is not None:
+            git(["read-tree", read], self.root, env=env)
+        if entries:
+            git(["update-index", "-z", "--index-info"], self.root, env=env,
+                input_text="".join(e + "\0" for e in entries))
+        return git(["write-tree"], self.root, env=env).strip()
+
+    def diff(self, old_tree: str, new_tree: str | None = None) -> str:
+        """A git-style patch from `old_tree` to `new_tree` (default: the working tree now).
+
+        Whether a file is text is decided by its content alone: a `.gitattributes` saying `-diff`,
+        a textconv or an external diff driver cannot hide a change behind "Binary files differ"."""
+        new_tree = new_tree or self.snapshot()
+        changes = self.changes(old_tree, new_tree)
+        if not changes:
+            return ""
+        binary = blobs_binary(self.root, [s for c in changes for s in (c.old_sha, c.new_sha) if s != ZERO_SHA])
+        text_paths = [c.path for c in changes if not any(binary.get(s) for s in (c.old_sha, c.new_sha))]
+        binary_paths = [c.path for c in changes if c.path not in set(text_paths)]
+        env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
+        base = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames"]
+        out = ""
+        if text_paths:
+            out += git([*base, "--text", old_tree, new_tree, "--", *text_paths], self.root, env=env)
+        if binary_paths:
+            out += git([*base, "--binary", old_tree, new_tree, "--", *binary_paths], self.root, env=env)
+        return out
+
+    def changes(self, old_tree: str, new_tree: str) -> list[Change]:
+        """The files that differ between two trees, with both sides' mode and blob."""
+        return tree_changes(self.root, old_tree, new_tree)
+
+    def put(self, from_tree: str, to_tree: str, paths: Iterable[str] | None = None) -> list[str]:
+        """Write into the tree on disk, file by file, what differs from `from_tree` to `to_tree` (only
+        `paths`, if given); no other file is touched. Returns the paths written."""
+        wanted = None if paths is None else set(paths)
+        written = []
+        for change in self.changes(from_tree, to_tree):
+            if wanted is None or change.path in wanted:
+                write_entry(self.root, change.path, change.new_mode, change.new_sha)
+                written.append(change.path)
+        return written
+
+    def restore(self, tree: str, paths: set[str] | None = None) -> list[str]:
+        """Make `paths` (default: the files git sees) equal to `tree`, each written whole; returns the
+        paths changed."""
+        now = self.snapshot() if paths is None else self.tree_with(tree, paths)
+        return self.put(now, tree, paths)
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def blobs_binary(cwd: Path, shas: list[str]) -> dict[str, bool]:
+    """For each blob, whether its content is binary: a NUL byte in its first 8000 bytes (as git decides
+    without attributes), or not UTF-8 (its diff would not be text a patch file can hold)."""
+    unique = list(dict.fromkeys(shas))
+    if not unique:
+        return {}
+    out = git_bytes(["cat-file", "--batch"], cwd, input_bytes="".join(s + "\n" for s in unique).encode())
+    result, pos = {}, 0
+    for sha in unique:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        size = int(header[2]) if len(header) == 3 else 0
+        body = out[end + 1:end + 1 + size]
+        result[sha] = b"\0" in body[:8000] or not _utf8(body)
+        pos = end + 1 + size + (1 if len(header) == 3 else 0)
+    return result
+
+
+ZERO_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    old_mode: str
+    new_mode: str
+    old_sha: str
+    new_sha: str
+
+    @property
+    def deleted(self) -> bool:
+        return self.new_sha == ZERO_SHA
+
+
+def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
+    out = git(["diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", "--no-textconv", old_tree,
+               new_tree], cwd)
+    fields = out.split("\0")
+    changes = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(":"):
+            continue
+        old_mode, new_mode, old_sha, new_sha, _status = meta[1:].split(" ")
+        changes.append(Change(path, old_mode, new_mode, old_sha, new_sha))
+    return changes
+
+
+def read_blob(cwd: Path, sha: str, path: str | None = None) -> bytes:
+    """A blob's content exactly as stored: agentloop stores files unconverted (see `tree_with`), so
+    writing it back gives the bytes the file had, whatever filters or attributes say. (`path` is
+    accepted for older callers and ignored.)"""
+    try:
+        return git_bytes(["cat-file", "blob", sha], cwd)
+    except RuntimeError as exc:
+        raise RuntimeError(f"git cat-file failed for {sha[:12]}: {exc}") from None
+
+
+def inside(root: Path, rel: str) -> Path:
+    """`root/rel`, refusing any path whose directory resolves outside `root` or into a `.git`."""
+    target = root / rel
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts or any(p.lower() == ".git" for p in parts):
+        raise RuntimeError(f"refusing to write {rel!r}: not a plain path inside the repository")
+    real_root = Path(os.path.realpath(root))
+    real_dir = Path(os.path.realpath(target.parent))
+    try:
+        rest = real_dir.relative_to(real_root)
+    except ValueError:
+        raise RuntimeError(f"refusing to write {rel!r}: its directory leads outside the repository") from None
+    if any(p.lower() == ".git" for p in rest.parts):
+        raise RuntimeError(f"refusing to write {rel!r}: its directory leads into .git/")
+    return target
+
+
+def temp_name(target: Path, tag: str) -> Path:
+    return target.with_name(f".{target.name}.{tag}.agentloop-tmp")
+
+
+def stage_entry(root: Path, rel: str, mode: str, sha: str, tag: str) -> Path | None:
+    """Write the new content of `rel` beside it under a temporary name (None for a deletion)."""
+    if sha == ZERO_SHA:
+        return None
+    target = inside(root, rel)
+    if target.is_dir() and not target.is_symlink():
+        raise RuntimeError(f"refusing to replace the directory {rel!r} with a file; move it away first")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target, tag)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    data = read_blob(root, sha, None if mode == "120000" else rel)
+    if mode == "120000":
+        os.symlink(os.fsdecode(data), tmp)
+    else:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755 if mode == "100755" else 0o644)
+    return tmp
+
+
+def commit_entry(root: Path, rel: str, tmp: Path | None) -> None:
+    """Put a staged file in place (one rename), or delete `rel` when `tmp` is None."""
+    target = inside(root, rel)
+    if tmp is None:
+        if os.path.lexists(target) and not target.is_dir():
+            os.unlink(target)
+        return
+    os.replace(tmp, target)
+
+
+def write_entry(root: Path, rel: str, mode: str, sha: str) -> None:
+    commit_entry(root, rel, stage_entry(root, rel, mode, sha, f"{os.getpid()}"))
