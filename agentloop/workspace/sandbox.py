@@ -83,6 +83,13 @@ class Sandbox:
     # compilers caching by absolute path (rustc's incremental cache, cargo) stay incremental.
     mount_at: Path | None = None
 
+    def inside(self, path: str | Path) -> str:
+        """Where a host path under the workspace appears inside the sandbox."""
+        path = Path(path)
+        if self.mount_at is not None and self.root is not None and path.is_relative_to(self.root):
+            return str(self.mount_at / path.relative_to(self.root))
+        return str(path)
+
     def wrapper(self, protected: Iterable[Path] = (), binds: Iterable[Bind] = (),
                 hide: Iterable[Path] = (), writable: Iterable[Path] = ()) -> list[str]:
         """The argv prefix for `/bin/sh -c CMD`; `protected` paths are also made read-only, `binds`
