@@ -271,7 +271,7 @@ def test_text_diff_sees_through_gitattributes_and_scan_flags_the_tricks(tmp_path
     (repo / "test_calc.py").write_text(TESTS.replace("assert add(2, 3) == 5", "pass"))
     (repo / "calc.py").write_text('import sys\n\n\ndef add(a, b):\n    if "pytest" in sys.modules and a == 10 '
                                   'and b == 7:\n        return a + b\n    return a - b\n')
-    assert "GIT binary patch" in ws.diff(start)  # what git shows by default
+    assert "GIT binary patch" not in ws.diff(start)  # agentloop's own diff ignores the attributes too
     diff = text_diff(repo, start, ws.snapshot())
     kinds = {f["kind"] for f in scan_diff(diff, HARNESS, literals_of(["assert add(10, 7) == 17"]))}
     assert kinds == {"vcs_attributes", "deleted_assertion", "pytest_detection", "test_literal_case"}

@@ -76,8 +76,10 @@ def test_check_outputs_never_enter_the_result(tmp_path, monkeypatch, mode):
     repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "test_calc.py": CALC_TEST, "data.txt": "data\n"})
     (repo / "NOTES.txt").write_text("my untracked notes\n")
     before = tree_state(repo)
+    # --allow-test-edits: .agentloop.yaml is not protected, so the check's copy would reach the result
+    # if anything but the model's edits did (with protection on, that round could not accept the run).
     code, summary, err, _ = run_fix(repo, [{"content": FIX_ADD}], "--check", WRITING_CHECK, "--sandbox", mode,
-                                    monkeypatch=monkeypatch)
+                                    "--allow-test-edits", monkeypatch=monkeypatch)
     assert code == 0 and summary["outcome"] == "accepted", err
     after = tree_state(repo)
     assert changed_paths(before, after) == {"calc.py"}  # NOTES.txt kept, no .agentloop.yaml, no build output

@@ -9,7 +9,10 @@ import click
 
 @click.group("import")
 def import_command() -> None:
-    """Write a task file (for batch runs) from another format: agentloop import swebench FILE --repos DIR."""
+    """Write a task file (for batch runs) from another format: agentloop import swebench FILE --repos DIR.
+
+    Exit codes: 0 written, 2 bad input (nothing written).
+    """
 
 
 @import_command.command("swebench")
