@@ -6,6 +6,7 @@ never needs it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -341,7 +342,7 @@ class LiteLLMModel:
             stop = stop | stop_after_delay(remaining)
         if tools:
             kwargs["tools"] = tools
-            if _has_mcp_bypass(litellm):
+            if _has_mcp_bypass():
                 kwargs["_skip_mcp_handler"] = True
 
         def attempt_once():
@@ -413,21 +414,17 @@ class LiteLLMModel:
         return reply
 
 
-_MCP_BYPASS: bool | None = None
-
-
-def _has_mcp_bypass(litellm) -> bool:
+@functools.cache
+def _has_mcp_bypass() -> bool:
     """Recent litellm routes every call with `tools` through its MCP handler, which imports the
-    optional `mcp` package; our tools are plain functions, so skip it where litellm allows."""
-    global _MCP_BYPASS
-    if _MCP_BYPASS is None:
-        from pathlib import Path
+    optional `mcp` package; our tools are plain functions, so skip it where litellm allows: the
+    versions that have that handler (litellm.responses.mcp) are the ones that accept the switch."""
+    import importlib.util
 
-        try:
-            _MCP_BYPASS = "_skip_mcp_handler" in Path(litellm.main.__file__).read_text(encoding="utf-8")
-        except (AttributeError, OSError):
-            _MCP_BYPASS = False
-    return _MCP_BYPASS
+    try:
+        return importlib.util.find_spec("litellm.responses.mcp.chat_completions_handler") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _plain(value: Any) -> Any:
