@@ -19,7 +19,7 @@ from agentloop.config import Budget, Check, Config
 from agentloop.record.trajectory import Trajectory
 from agentloop.run import rules
 from agentloop.run.loop import Loop
-from agentloop.run.model import ModelCallFailed, ModelReply, ToolCall
+from agentloop.run.model import LazyModel, ModelCallFailed, ModelReply, ToolCall
 from agentloop.run.scripted import ScriptedModel
 from agentloop.workspace.repo import Workspace
 
@@ -36,7 +36,7 @@ def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path / "repo", {"calc.py": BUGGY})
 
 
-def run_loop(repo: Path, model: ScriptedModel, *, started: float | None = None, **settings):
+def run_loop(repo: Path, model: ScriptedModel | LazyModel, *, started: float | None = None, **settings):
     budget = replace(Budget(), **settings.pop("budget", {}))
     config = replace(Config(), checks=(Check(run=CHECK, kind="command"),), sandbox="off", in_place=True,
                      tools="on", budget=budget, **settings)
@@ -128,3 +128,28 @@ def test_checks_that_already_pass_ask_nothing(repo):
     model = ScriptedModel([FIX])
     result = run_loop(repo, model)
     assert result.outcome == "accepted" and model.queries == []
+
+
+def test_a_lazy_model_is_built_only_when_the_checks_fail(repo):
+    built: list[ScriptedModel] = []
+
+    def build() -> ScriptedModel:
+        built.append(ScriptedModel([FIX]))
+        return built[-1]
+
+    (repo / "calc.py").write_text(BUGGY.replace("a - b", "a + b"))
+    assert run_loop(repo, LazyModel("scripted", build)).outcome == "accepted" and built == []
+    (repo / "calc.py").write_text(BUGGY)
+    result = run_loop(repo, LazyModel("scripted", build))
+    assert result.outcome == "accepted" and len(built) == 1 and built[0].served == 1
+
+
+def test_a_model_that_cannot_be_built_fails_before_a_turn_is_counted(repo):
+    from agentloop.errors import UsageError
+
+    def missing():
+        raise UsageError("no model is configured")
+
+    result = run_loop(repo, LazyModel("", missing))
+    assert result.outcome == "error" and result.reason == "no model is configured"
+    assert result.totals.turns == 0 and result.exit_code == UsageError.exit_code

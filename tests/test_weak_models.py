@@ -150,6 +150,19 @@ def test_small_qwen_models_get_their_own_edit_format():
     assert rules.edit_format("openai/qwen2.5-coder-1.5b", "auto") == "whole"
     assert rules.edit_format("gpt-4o", "auto") == "search_replace"
     assert rules.edit_format("openai/qwen2.5-coder-1.5b", "udiff") == "udiff"
+    small = rules.rule_for("openai/qwen2.5-coder-1.5b")
+    assert (small.tools, small.give_up) == (False, False)
+    assert rules.tools_enabled("on", "openai/qwen2.5-coder-1.5b") and rules.tools_enabled("auto", "gpt-4o")
+
+
+def test_models_yaml_is_read_once_and_its_params_cannot_be_changed_by_a_caller():
+    rules._table.cache_clear()
+    rules.rule_for.cache_clear()
+    for model in ("gpt-4o", "openai/qwen2.5-coder-1.5b", "gpt-4.1", "gpt-4o"):
+        rules.params(model)["max_tokens"] = 1  # a caller's copy
+        rules.edit_format(model, "auto")
+    assert rules._table.cache_info().misses == 1
+    assert rules.params("gpt-4o")["max_tokens"] == 4096
 
 
 def test_file_flag_shows_the_file(repo, monkeypatch):
