@@ -78,7 +78,8 @@ class Model(Protocol):
 
     `deadline`: time.monotonic() past which no request may run (the run's time limit), or None.
     `overrides`: request parameters for this call only, over the model's own (e.g. a warmer temperature).
-    A model may also have `warm_up()`: load what its first call needs, so the caller can time it.
+    A model may also have `warm_up()`: load what its first call needs, so the caller can time it;
+    and `ready()` (LazyModel): build it now, failing early if it cannot be built.
     """
 
     name: str
