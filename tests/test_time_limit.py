@@ -28,7 +28,7 @@ class SlowToLoad:
         self.warmed += 1
         time.sleep(max(0.0, self.until - time.monotonic()))
 
-    def query(self, messages, tools=None) -> ModelReply:
+    def query(self, messages, tools=None, *, deadline=None, overrides=None) -> ModelReply:
         self.queries += 1
         return ModelReply(content="no edit")
 
@@ -41,9 +41,8 @@ def config(time_limit: float) -> Config:
 def test_no_request_once_the_deadline_has_passed():
     with FakeLLM([{"content": "hello"}]) as server:
         model = LiteLLMModel("openai/fake", api_base=server.api_base, retries=0)
-        model.deadline = time.monotonic() - 0.1
         with pytest.raises(ModelCallFailed, match="time limit was reached before the request"):
-            model.query([{"role": "user", "content": "hi"}])
+            model.query([{"role": "user", "content": "hi"}], deadline=time.monotonic() - 0.1)
     assert server.requests == []
 
 

@@ -15,8 +15,7 @@ from test_fix_e2e import run_fix
 
 from agentloop.config import Config, load_config
 from agentloop.edits import apply_reply
-from agentloop.run import feedback
-from agentloop.run.session import model_params_for
+from agentloop.run import feedback, rules
 
 GEOMETRY = '''\
 def area(width, height):
@@ -125,8 +124,8 @@ def test_prompt_prefix_stays_the_same_from_turn_to_turn(repo, monkeypatch):
 
 
 def test_small_local_models_get_a_reply_length_limit(repo, monkeypatch):
-    assert model_params_for("openai/qwen2.5-coder-1.5b")["max_tokens"] <= 2048
-    assert model_params_for("gpt-4.1")["max_tokens"] == 4096
+    assert rules.params("openai/qwen2.5-coder-1.5b")["max_tokens"] <= 2048
+    assert rules.params("gpt-4.1")["max_tokens"] == 4096
     with FakeLLM([{"content": block("geometry.py")}]) as server:
         monkeypatch.chdir(repo)
         from click.testing import CliRunner
@@ -136,21 +135,34 @@ def test_small_local_models_get_a_reply_length_limit(repo, monkeypatch):
         CliRunner().invoke(cli, ["fix", "-m", "openai/qwen2.5-coder-1.5b", "--api-base", server.api_base,
                                  "--check", PYTEST], catch_exceptions=False)
     body = server.requests[0]
-    assert body["max_tokens"] == model_params_for("openai/qwen2.5-coder-1.5b")["max_tokens"]
+    assert body["max_tokens"] == rules.params("openai/qwen2.5-coder-1.5b")["max_tokens"]
     assert body["temperature"] == 0.0
 
 
 def test_the_user_s_model_params_win_over_the_per_model_ones(repo):
     (repo / ".agentloop.yaml").write_text("model_params:\n  max_tokens: 300\n")
     config = load_config(repo, flags={"model": "openai/qwen2.5-coder-1.5b"})
-    assert model_params_for(config.model, config.model_params)["max_tokens"] == 300
-    assert model_params_for("openai/qwen2.5-coder-1.5b", Config().model_params)["max_tokens"] != 300
+    assert rules.params(config.model, config.model_params)["max_tokens"] == 300
+    assert rules.params("openai/qwen2.5-coder-1.5b", Config().model_params)["max_tokens"] != 300
 
 
 def test_small_qwen_models_get_their_own_edit_format():
-    assert feedback.edit_format_for("openai/qwen2.5-coder-1.5b", "auto") == "whole"
-    assert feedback.edit_format_for("gpt-4o", "auto") == "search_replace"
-    assert feedback.edit_format_for("openai/qwen2.5-coder-1.5b", "udiff") == "udiff"
+    assert rules.edit_format("openai/qwen2.5-coder-1.5b", "auto") == "whole"
+    assert rules.edit_format("gpt-4o", "auto") == "search_replace"
+    assert rules.edit_format("openai/qwen2.5-coder-1.5b", "udiff") == "udiff"
+    small = rules.rule_for("openai/qwen2.5-coder-1.5b")
+    assert (small.tools, small.give_up) == (False, False)
+    assert rules.tools_enabled("on", "openai/qwen2.5-coder-1.5b") and rules.tools_enabled("auto", "gpt-4o")
+
+
+def test_models_yaml_is_read_once_and_its_params_cannot_be_changed_by_a_caller():
+    rules._table.cache_clear()
+    rules.rule_for.cache_clear()
+    for model in ("gpt-4o", "openai/qwen2.5-coder-1.5b", "gpt-4.1", "gpt-4o"):
+        rules.params(model)["max_tokens"] = 1  # a caller's copy
+        rules.edit_format(model, "auto")
+    assert rules._table.cache_info().misses == 1
+    assert rules.params("gpt-4o")["max_tokens"] == 4096
 
 
 def test_file_flag_shows_the_file(repo, monkeypatch):

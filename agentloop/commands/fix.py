@@ -213,9 +213,11 @@ def _ci_outputs(summary: dict, output_patch: Path | None, say) -> None:
 
 
 def _model_or_usage_error(config):
-    """A model factory; with no model configured it stops the run with a usage error when needed."""
+    """None (the session builds the litellm model on first use); with no model configured, a model
+    that stops the run with a usage error when it is needed."""
     if config.model:
-        return None  # the session builds the litellm model on first use
+        return None
+    from agentloop.run.model import LazyModel
 
     def missing():
         from agentloop.errors import UsageError
@@ -223,4 +225,4 @@ def _model_or_usage_error(config):
         raise UsageError("the checks fail and no model is configured; pass --model MODEL or set "
                          "AGENTLOOP_MODEL (for a local server also --api-base URL)")
 
-    return missing
+    return LazyModel("", missing)

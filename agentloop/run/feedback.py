@@ -69,29 +69,6 @@ def template_hashes() -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def model_rule(model: str) -> dict[str, Any]:
-    """What `prompts/models.yaml` says for this model: its first matching rule over the defaults."""
-    import yaml
-
-    rules = yaml.safe_load((data_dir("prompts") / "models.yaml").read_text(encoding="utf-8")) or {}
-    chosen = {"format": rules.get("default", "search_replace"), "params": dict(rules.get("params") or {}),
-              "repeat_temperature": float(rules.get("repeat_temperature", 0.7))}
-    for rule in rules.get("rules", []):
-        if re.search(rule["match"], model or ""):
-            chosen["format"] = rule.get("format", chosen["format"])
-            chosen["params"].update(rule.get("params") or {})
-            for key in ("tools", "give_up"):
-                if key in rule:
-                    chosen[key] = bool(rule[key])
-            break
-    return chosen
-
-
-def edit_format_for(model: str, requested: str) -> str:
-    """Resolve `auto` through `prompts/models.yaml`."""
-    return requested if requested != "auto" else model_rule(model)["format"]
-
-
 @dataclass
 class ShownFile:
     path: str

@@ -19,7 +19,7 @@ from agentloop.edits import ApplyResult, apply_reply
 from agentloop.errors import AgentloopError, UsageError
 from agentloop.interrupts import SignalGuard
 from agentloop.record.trajectory import Trajectory
-from agentloop.run import feedback
+from agentloop.run import feedback, rules
 from agentloop.run.model import Model, ModelCallFailed, ModelReply
 from agentloop.run.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
 from agentloop.words import plural
@@ -88,7 +88,7 @@ class TurnTree:
 
 
 class Loop:
-    def __init__(self, config: Config, model: Model | Callable[[], Model], workspace: Workspace, task: str,
+    def __init__(self, config: Config, model: Model, workspace: Workspace, task: str,
                  trajectory: Trajectory, progress: Callable[[str], None] = lambda line: None,
                  show_reply: Callable[[str], None] | None = None, *, start_tree: str | None = None,
                  guard: SignalGuard | None = None,
@@ -109,7 +109,7 @@ class Loop:
         self.git_config = GitConfigGuard.for_workspace(workspace.root)
         self.turn_trees: list[TurnTree] = []  # each finished turn's tree, to keep the best at the end
         self.result: RunResult | None = None
-        self._model = model
+        self.model = model  # see agentloop.run.model.Model (and LazyModel: built on first use)
         self.trajectory, self.progress, self.show_reply = trajectory, progress, show_reply
         self.status, self.check_output = status, check_output  # the live status line, -v's check output
         self.turn_model_s = 0.0  # seconds spent waiting on the model this turn
@@ -175,7 +175,9 @@ class Loop:
             self.turn_trees.append(TurnTree(0, sum(r.passed for r in results), self.start_tree))
             if self.accepted(results):
                 raise Stop(ACCEPTED, "the acceptance checks already pass")
-            _ = self.model  # a failing run needs a model: fail now, before counting a turn, if none is set
+            ready = getattr(self.model, "ready", None)
+            if ready is not None:  # a failing run needs a model: fail now, before counting a turn, if none is set
+                ready()
             messages = self.opening_messages(results)
             while True:
                 self.totals.turns += 1
@@ -285,23 +287,18 @@ class Loop:
             warm_up()
             self.warmed_up = True
             self.check_budget()
-        if hasattr(model, "deadline"):  # never wait on the provider past the time limit
-            model.deadline = self.started + self.config.budget.time_limit
+        deadline = self.started + self.config.budget.time_limit  # never wait on the provider past the limit
         self.totals.model_calls += 1
         self.turn_calls += 1
         override: dict[str, Any] = {}
-        saved = getattr(model, "params", None)
-        if self.repeat_next and isinstance(saved, dict):
+        if self.repeat_next:
             # At temperature 0 a model that repeated itself will repeat itself again: break the loop.
-            warm = feedback.model_rule(model.name).get("repeat_temperature", 0.7)
-            override = {"temperature": max(warm, saved.get("temperature") or 0.0)}
-            model.params = saved | override  # type: ignore[attr-defined]
+            usual = rules.params(self.config.model, self.config.model_params).get("temperature") or 0.0
+            override = {"temperature": max(rules.repeat_temperature(model.name), usual)}
         self.repeat_next = False
-        if hasattr(model, "on_retry"):
-            model.on_retry = lambda attempt, error: self.status(f"waiting for the model (retry {attempt}: {error})")
         self.status(f"waiting for the model (turn {self.totals.turns})")
         try:
-            reply = model.query(messages, tools)
+            reply = model.query(messages, tools, deadline=deadline, overrides=override)
         except ModelCallFailed as exc:
             self.trajectory.event("model_call", turn=self.totals.turns, model=model.name,
                                   **self.trajectory.conversation_delta(messages),
@@ -313,8 +310,6 @@ class Loop:
             raise
         finally:
             self.status("")
-            if override:
-                model.params = saved  # type: ignore[attr-defined]
         t = self.totals
         self.turn_replies += 1
         self.turn_model_s += reply.latency_s
@@ -639,24 +634,16 @@ class Loop:
             raise Stop(BUDGET, f"time_limit ({b.time_limit}s) reached")
 
     @property
-    def model(self) -> Model:
-        if callable(self._model) and not hasattr(self._model, "query"):
-            self._model = self._model()  # built on first use: litellm is imported only if needed
-        return self._model  # type: ignore[return-value]
-
-    @property
     def edit_format(self) -> str:
-        return feedback.edit_format_for(getattr(self._model, "name", self.config.model or ""),
-                                        self.config.edit_format)
+        return rules.edit_format(self.model.name, self.config.edit_format)
 
     @property
     def give_up_offered(self) -> bool:
-        """Small models answer GIVE UP to a task they could do when offered it: models.yaml can withhold it."""
-        return feedback.model_rule(getattr(self._model, "name", self.config.model or "")).get("give_up", True)
+        return rules.give_up_offered(self.model.name)
 
     @property
     def tools_enabled(self) -> bool:
-        return tools_enabled(self.config.tools, getattr(self._model, "name", self.config.model or ""))
+        return rules.tools_enabled(self.config.tools, self.model.name)
 
     def report_unfinished_turn(self) -> None:
         """A turn cut short (the model gave up, an error, the budget) still gets its progress line; one
@@ -720,11 +707,6 @@ def kept_turn_line(turn: int, passed: int) -> str:
                 "the model's edits are set aside, the result is the starting code")
     return (f"kept the code of turn {turn}, which passed {plural(passed, 'check')}: "
             "later turns passed fewer or were cut short")
-
-
-def tools_enabled(mode: str, model: str) -> bool:
-    """`auto` offers the tools unless prompts/models.yaml says the model does better without them."""
-    return mode == "on" or (mode == "auto" and feedback.model_rule(model).get("tools", True))
 
 
 def _plain_totals(t: Totals) -> dict[str, Any]:

@@ -6,6 +6,7 @@ never needs it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -57,10 +58,6 @@ class ModelReply:
     attempts: list[Attempt] = field(default_factory=list)
     logprobs: Any = None
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
     def assistant_message(self) -> dict[str, Any]:
         """The reply as a chat message to append to the conversation (OpenAI tool-call format)."""
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
@@ -76,21 +73,57 @@ class ModelReply:
 
 
 class Model(Protocol):
-    """Anything that turns a conversation into a reply. Tests and replays provide their own."""
+    """Anything that turns a conversation into a reply: litellm's (LiteLLMModel), a replay's recorded
+    replies (agentloop.run.replay), a test's script (agentloop.run.scripted).
+
+    `deadline`: time.monotonic() past which no request may run (the run's time limit), or None.
+    `overrides`: request parameters for this call only, over the model's own (e.g. a warmer temperature).
+    A model may also have `warm_up()`: load what its first call needs, so the caller can time it;
+    and `ready()` (LazyModel): build it now, failing early if it cannot be built.
+    """
 
     name: str
 
-    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> ModelReply:
+    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
+              deadline: float | None = None, overrides: dict[str, Any] | None = None) -> ModelReply:
         ...
+
+
+class LazyModel:
+    """A Model built on its first use, so that a run whose checks pass never imports litellm.
+
+    `ready()` builds it without calling it: a builder that cannot build (no model configured) fails
+    there, before a turn is counted."""
+
+    def __init__(self, name: str, build: Callable[[], Model]):
+        self._name, self._build = name, build
+        self._model: Model | None = None
+
+    @property
+    def name(self) -> str:
+        return self._model.name if self._model is not None else self._name
+
+    def ready(self) -> Model:
+        if self._model is None:
+            self._model = self._build()
+        return self._model
+
+    def warm_up(self) -> None:
+        warm_up = getattr(self.ready(), "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+
+    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
+              deadline: float | None = None, overrides: dict[str, Any] | None = None) -> ModelReply:
+        return self.ready().query(messages, tools, deadline=deadline, overrides=overrides)
 
 
 class ModelCallFailed(ModelError):
     """Retries did not cure the provider; carries the attempts for the record."""
 
-    def __init__(self, message: str, attempts: list[Attempt], *, context_window: bool = False):
+    def __init__(self, message: str, attempts: list[Attempt]):
         super().__init__(message)
         self.attempts = attempts
-        self.context_window = context_window
 
 
 class DeadlinePassed(Exception):
@@ -265,6 +298,7 @@ class LiteLLMModel:
         retry_max_wait: float = 30.0,
         request_timeout: float = 600.0,
         retry_min_wait: float = 1.0,
+        on_retry: Callable[[int, str], None] | None = None,
     ):
         if api_base and "/" not in name:
             name = f"openai/{name}"  # a bare name against a custom server: speak OpenAI's protocol
@@ -275,8 +309,7 @@ class LiteLLMModel:
         self.retry_min_wait = retry_min_wait
         self.retry_max_wait = retry_max_wait
         self.request_timeout = request_timeout
-        self.deadline: float | None = None  # time.monotonic() past which no call may run (the run's time limit)
-        self.on_retry: Callable[[int, str], None] | None = None  # told before each retry: attempt, last error
+        self.on_retry = on_retry  # told before each retry: attempt, last error
 
     def warm_up(self) -> None:
         """Import litellm now, so that the caller can check its time limit before a request goes out."""
@@ -293,30 +326,31 @@ class LiteLLMModel:
             kwargs["api_key"] = os.environ["AGENTLOOP_API_KEY"]
         return kwargs | self.params
 
-    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> ModelReply:
+    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
+              deadline: float | None = None, overrides: dict[str, Any] | None = None) -> ModelReply:
         litellm = import_litellm()
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
         attempts: list[Attempt] = []
         briefs: list[str] = []  # each failed attempt in two or three words, for the status line
-        kwargs = self._call_kwargs()
+        kwargs = self._call_kwargs() | dict(overrides or {})
         stop = stop_after_attempt(self.retries + 1)
-        if self.deadline is not None:
-            remaining = self.deadline - time.monotonic()
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ModelCallFailed("the time limit was reached before the request could be sent", [])
             kwargs["timeout"] = min(kwargs["timeout"], max(remaining, 0.5))
             stop = stop | stop_after_delay(remaining)
         if tools:
             kwargs["tools"] = tools
-            if _has_mcp_bypass(litellm):
+            if _has_mcp_bypass():
                 kwargs["_skip_mcp_handler"] = True
 
         def attempt_once():
             if attempts and self.on_retry is not None:
                 self.on_retry(len(attempts), briefs[-1])
             started = time.monotonic()
-            if self.deadline is not None and started >= self.deadline:
+            if deadline is not None and started >= deadline:
                 raise DeadlinePassed("the time limit was reached before the request could be sent")
             try:
                 response = litellm.completion(model=self.name, messages=messages, **kwargs)
@@ -350,10 +384,9 @@ class LiteLLMModel:
         except DeadlinePassed as exc:
             raise ModelCallFailed(str(exc), attempts) from None
         except Exception as exc:
-            context = isinstance(exc, litellm.exceptions.ContextWindowExceededError)
             tried = f" ({len(attempts)} attempts)" if len(attempts) > 1 else ""
-            raise ModelCallFailed(describe_failure(exc, self.name, self.api_base, litellm) + tried, attempts,
-                                  context_window=context) from None
+            raise ModelCallFailed(describe_failure(exc, self.name, self.api_base, litellm) + tried,
+                                  attempts) from None
         return self._to_reply(litellm, response, attempts)
 
     def _to_reply(self, litellm, response, attempts: list[Attempt]) -> ModelReply:
@@ -382,21 +415,17 @@ class LiteLLMModel:
         return reply
 
 
-_MCP_BYPASS: bool | None = None
-
-
-def _has_mcp_bypass(litellm) -> bool:
+@functools.cache
+def _has_mcp_bypass() -> bool:
     """Recent litellm routes every call with `tools` through its MCP handler, which imports the
-    optional `mcp` package; our tools are plain functions, so skip it where litellm allows."""
-    global _MCP_BYPASS
-    if _MCP_BYPASS is None:
-        from pathlib import Path
+    optional `mcp` package; our tools are plain functions, so skip it where litellm allows: the
+    versions that have that handler (litellm.responses.mcp) are the ones that accept the switch."""
+    import importlib.util
 
-        try:
-            _MCP_BYPASS = "_skip_mcp_handler" in Path(litellm.main.__file__).read_text(encoding="utf-8")
-        except (AttributeError, OSError):
-            _MCP_BYPASS = False
-    return _MCP_BYPASS
+    try:
+        return importlib.util.find_spec("litellm.responses.mcp.chat_completions_handler") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _plain(value: Any) -> Any:

@@ -18,6 +18,7 @@ from agentloop.config import Config, apply_mapping
 from agentloop.errors import AgentloopError, UsageError
 from agentloop.record.runlog import Run
 from agentloop.run.model import Attempt, Model, ModelCallFailed, ModelReply, ToolCall
+from agentloop.run.scripted import ScriptedModel
 from agentloop.workspace.repo import AGENTLOOP_DIR, Workspace, git
 
 REPLAY_DIR = "replay"
@@ -35,36 +36,22 @@ def reply_from_record(data: dict[str, Any]) -> ModelReply:
     )
 
 
-class ReplayModel:
-    """Answers with the recorded replies in order (the Model protocol); after `recorded` of them,
-    hands over to `then` (a live model) if given, else fails: the replay asked for more than the record has."""
+class ReplayModel(ScriptedModel):
+    """Answers with the recorded replies in order; after `recorded` of them, hands over to `then` (a
+    live model) if given, else fails: the replay asked for more than the record has."""
 
     def __init__(self, replies: list[ModelReply], name: str, *, recorded: int | None = None,
                  then: Model | None = None):
-        self.replies = replies
-        self.recorded = len(replies) if recorded is None else recorded
+        super().__init__(replies[:len(replies) if recorded is None else recorded], name)
         self.then = then
-        self.name = name
-        self.served = 0
 
-    @property
-    def deadline(self):  # forwarded so the loop's time limit reaches a live model
-        return getattr(self.then, "deadline", None)
-
-    @deadline.setter
-    def deadline(self, value) -> None:
-        if self.then is not None and hasattr(self.then, "deadline"):
-            self.then.deadline = value
-
-    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> ModelReply:
-        if self.served < self.recorded:
-            self.served += 1
-            return self.replies[self.served - 1]
+    def exhausted(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, *,
+                  deadline: float | None, overrides: dict[str, Any] | None) -> ModelReply:
         if self.then is not None:
             self.name = self.then.name
-            return self.then.query(messages, tools)
+            return self.then.query(messages, tools, deadline=deadline, overrides=overrides)
         raise ModelCallFailed(f"replay diverged: the run asked for model reply {self.served + 1} but the record "
-                              f"has only {self.recorded}", [])
+                              f"has only {len(self.replies)}", [])
 
 
 @dataclass

@@ -24,8 +24,9 @@ from agentloop.record.trajectory import (
     new_run_id,
     now_iso,
 )
-from agentloop.run.loop import ACCEPTED, INTERRUPTED, Loop, RunResult, Totals, _plain_totals, tools_enabled
-from agentloop.run.model import Model
+from agentloop.run import rules
+from agentloop.run.loop import ACCEPTED, INTERRUPTED, Loop, RunResult, Totals, _plain_totals
+from agentloop.run.model import LazyModel, Model
 from agentloop.workspace.checks import CommandResult
 from agentloop.workspace.isolation import Isolation
 from agentloop.workspace.repo import Workspace
@@ -51,21 +52,14 @@ class Session:
         return EXIT_CODES.get(self.result.outcome, EXIT_ERROR)
 
 
-def model_params_for(model: str | None, user_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Request parameters: prompts/models.yaml's for this model (e.g. a reply length limit that stops a
-    small model rambling), under the user's `model_params`, which always win."""
-    from agentloop.run.feedback import model_rule
-
-    return model_rule(model or "")["params"] | dict(user_params or {})
-
-
-def build_model(config: Config) -> Model:
+def build_model(config: Config, on_retry: Callable[[int, str], None] | None = None) -> Model:
+    """The litellm model of `config`; `on_retry` is told of each retry (attempt, what failed)."""
     from agentloop.run.model import LiteLLMModel
 
-    params = model_params_for(config.model, config.model_params)
-    return LiteLLMModel(config.model or "", api_base=config.api_base, params=params,
-                        retries=config.retries, retry_max_wait=config.retry_max_wait,
-                        request_timeout=config.request_timeout)
+    return LiteLLMModel(config.model or "", api_base=config.api_base,
+                        params=rules.params(config.model, config.model_params), retries=config.retries,
+                        retry_max_wait=config.retry_max_wait, request_timeout=config.request_timeout,
+                        on_retry=on_retry)
 
 
 def reward(result: RunResult, weights: Reward | None = None) -> float:
@@ -86,7 +80,7 @@ def repo_identity(workspace: Workspace) -> dict[str, Any]:
 
 
 def run_session(config: Config, workspace: Workspace, task: str | None, *,
-                model: Model | Callable[[], Model] | None = None,
+                model: Model | None = None,
                 progress: Callable[[str], None] = lambda line: None,
                 show_reply: Callable[[str], None] | None = None,
                 header_extra: dict[str, Any] | None = None,
@@ -96,6 +90,9 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 check_output: Callable[[bytes], None] | None = None) -> Session:
     """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
     under the runs directory.
+
+    `model`: None for the litellm model of `config`, built on first use (litellm is imported only
+    when a call is made; see LazyModel).
 
     `first_results`: the checks as the caller has just run them, so the loop need not run them again.
     `started`: time.monotonic() when the command began; the time limit counts from there.
@@ -185,16 +182,20 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
             "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
             repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit, config=config.to_dict(),
             model=config.model, api_base=config.api_base,
-            model_params=model_params_for(config.model, config.model_params),
+            model_params=rules.params(config.model, config.model_params),
             python=platform.python_version(), templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
-            tool_specs=list(toolbox.load_tool_specs()) if tools_enabled(config.tools, config.model or "") else [],
+            tool_specs=list(toolbox.load_tool_specs()) if rules.tools_enabled(config.tools, config.model or "") else [],
             checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},
             base_patch="base.patch" if base_patch else None,
             workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
         )
         private = frozenset() if config.include_untracked else private_files(workspace, config)
         work = isolation.begin(start_tree)
-        loop = Loop(config, model or (lambda: build_model(config)), work, task, trajectory, progress, show_reply,
+        if model is None:
+            status = (live or {}).get("status") or (lambda text: None)
+            model = LazyModel(config.model or "", lambda: build_model(config, on_retry=lambda attempt, error: status(
+                f"waiting for the model (retry {attempt}: {error})")))
+        loop = Loop(config, model, work, task, trajectory, progress, show_reply,
                     start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
                     first_results=first_results, user_root=workspace.root, started=started_at, private_files=private,
                     on_base=isolation.record_base, **(live or {}))

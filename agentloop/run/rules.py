@@ -1,0 +1,76 @@
+"""What `prompts/models.yaml` says about a model, read once per process.
+
+One home for the per-model rules (edit format, tools, the GIVE UP line, request parameters, the
+temperature after a repeated reply), so the loop, the prompt builder and the session agree.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentloop.data import data_dir
+
+DEFAULT_REPEAT_TEMPERATURE = 0.7
+
+
+@dataclass(frozen=True)
+class ModelRule:
+    """The first matching rule of models.yaml over its defaults."""
+
+    edit_format: str = "search_replace"
+    tools: bool = True  # offer the read-only tools when `tools: auto`
+    give_up: bool = True  # offer the GIVE UP line in the prompt
+    params: dict[str, Any] = field(default_factory=dict)  # request parameters (a copy is handed out)
+    repeat_temperature: float = DEFAULT_REPEAT_TEMPERATURE
+
+
+@functools.cache
+def _table() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((data_dir("prompts") / "models.yaml").read_text(encoding="utf-8")) or {}
+
+
+@functools.cache
+def rule_for(model: str) -> ModelRule:
+    table = _table()
+    edit_format = table.get("default", "search_replace")
+    params = dict(table.get("params") or {})
+    flags: dict[str, bool] = {}
+    for rule in table.get("rules", []):
+        if re.search(rule["match"], model or ""):
+            edit_format = rule.get("format", edit_format)
+            params.update(rule.get("params") or {})
+            flags = {key: bool(rule[key]) for key in ("tools", "give_up") if key in rule}
+            break
+    return ModelRule(edit_format, params=params,
+                     repeat_temperature=float(table.get("repeat_temperature", DEFAULT_REPEAT_TEMPERATURE)), **flags)
+
+
+def edit_format(model: str, requested: str) -> str:
+    """The edit format to use: `auto` resolved through models.yaml."""
+    return requested if requested != "auto" else rule_for(model).edit_format
+
+
+def tools_enabled(mode: str, model: str) -> bool:
+    """`auto` offers the tools unless models.yaml says the model does better without them."""
+    return mode == "on" or (mode == "auto" and rule_for(model).tools)
+
+
+def give_up_offered(model: str) -> bool:
+    """Small models answer GIVE UP to a task they could do when offered it: models.yaml can withhold it."""
+    return rule_for(model).give_up
+
+
+def params(model: str | None, user_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Request parameters: models.yaml's for this model (e.g. a reply length limit that stops a small
+    model rambling), under the user's `model_params`, which always win."""
+    return dict(rule_for(model or "").params) | dict(user_params or {})
+
+
+def repeat_temperature(model: str) -> float:
+    """The temperature (at least) of the request after a reply that repeated an earlier one."""
+    return rule_for(model).repeat_temperature

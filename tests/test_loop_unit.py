@@ -1,0 +1,155 @@
+"""The turn cycle on its own: `Loop` with a scripted in-process model (agentloop.run.scripted).
+
+Fast beside the end-to-end tests over HTTP (test_fix_e2e.py): no litellm, no server, one quick
+check command against a real git repository; what the loop asked the model is read back from the
+script's record of queries.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import make_repo
+
+from agentloop.config import Budget, Check, Config
+from agentloop.record.trajectory import Trajectory
+from agentloop.run import rules
+from agentloop.run.loop import Loop
+from agentloop.run.model import LazyModel, ModelCallFailed, ModelReply, ToolCall
+from agentloop.run.scripted import ScriptedModel
+from agentloop.workspace.repo import Workspace
+
+BUGGY = "def add(a, b):\n    return a - b\n"
+CHECK = f'{sys.executable} -c "from calc import add; assert add(2, 3) == 5"'
+FIX = "calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n"
+WRONG = "calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a * b\n>>>>>>> REPLACE\n"
+FIX_WRONG = FIX.replace("a - b", "a * b")
+NO_EDIT = "I am not sure what to change."
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {"calc.py": BUGGY})
+
+
+def run_loop(repo: Path, model: ScriptedModel | LazyModel, *, started: float | None = None, **settings):
+    budget = replace(Budget(), **settings.pop("budget", {}))
+    config = replace(Config(), checks=(Check(run=CHECK, kind="command"),), sandbox="off", in_place=True,
+                     tools="on", budget=budget, **settings)
+    trajectory = Trajectory(repo.parent / "runs" / "run")
+    try:
+        return Loop(config, model, Workspace(repo), "Fix add.", trajectory, started=started).run()
+    finally:
+        trajectory.close()
+
+
+def test_accepted_on_the_first_good_reply(repo):
+    model = ScriptedModel([FIX, FIX])
+    result = run_loop(repo, model)
+    assert (result.outcome, result.totals.turns, model.served) == ("accepted", 1, 1)
+    assert "return a + b" in (repo / "calc.py").read_text()
+    assert result.checks[0].passed
+
+
+def test_budget_stops_the_run(repo):
+    model = ScriptedModel([WRONG, FIX_WRONG.replace("a + b", "a ** b"), FIX])
+    result = run_loop(repo, model, budget={"max_turns": 2})
+    assert result.outcome == "budget_exhausted" and "max_turns (2)" in result.reason
+    assert model.served == 2 and result.totals.turns == 2
+
+
+def test_the_model_gives_up(repo):
+    give_up = ModelReply(content="", tool_calls=[ToolCall("c1", "give_up", '{"reason": "no idea"}')])
+    result = run_loop(repo, ScriptedModel([give_up, FIX]))
+    assert result.outcome == "gave_up" and "no idea" in result.reason
+
+
+def test_format_errors_in_a_row_end_the_run(repo):
+    model = ScriptedModel([NO_EDIT, NO_EDIT + " Really.", NO_EDIT + " Sorry.", FIX])
+    result = run_loop(repo, model, max_format_errors=3)
+    assert result.outcome == "gave_up" and "3 replies in a row" in result.reason
+    assert model.served == 3 and result.totals.unusable_turns == 3
+    assert "<<<<<<< SEARCH" in model.queries[1].messages[-1]["content"]  # told the format, with an example
+
+
+def test_tool_rounds_answer_the_model_within_one_turn(repo):
+    read = ModelReply(content="", tool_calls=[ToolCall("c1", "read_file", '{"path": "calc.py"}')])
+    model = ScriptedModel([read, FIX])
+    result = run_loop(repo, model)
+    assert result.outcome == "accepted" and result.totals.turns == 1 and result.totals.model_calls == 2
+    assert model.queries[0].tools and "read_file" in {t["function"]["name"] for t in model.queries[0].tools}
+    answer = model.queries[1].messages[-1]
+    assert answer["role"] == "tool" and answer["tool_call_id"] == "c1" and "return a - b" in answer["content"]
+
+
+def test_too_many_tool_rounds_end_the_run(repo):
+    read = ModelReply(content="", tool_calls=[ToolCall("c1", "list_files", "{}")])
+    model = ScriptedModel([read] * 5)
+    result = run_loop(repo, model, max_tool_rounds=2)
+    assert result.outcome == "gave_up" and "2 rounds of tool calls" in result.reason
+    assert model.served == 3
+
+
+def test_a_repeated_reply_is_followed_by_a_warmer_request(repo):
+    model = ScriptedModel([NO_EDIT, NO_EDIT, FIX])
+    result = run_loop(repo, model)
+    assert result.outcome == "accepted"
+    warm = rules.repeat_temperature(model.name)
+    assert [q.overrides for q in model.queries] == [{}, {}, {"temperature": warm}]
+
+
+def test_the_user_temperature_wins_when_it_is_warmer(repo):
+    model = ScriptedModel([NO_EDIT, NO_EDIT, FIX])
+    run_loop(repo, model, model_params={"temperature": 1.3})
+    assert model.queries[2].overrides == {"temperature": 1.3}
+
+
+def test_the_deadline_is_passed_to_every_query(repo):
+    started = time.monotonic()
+    model = ScriptedModel([WRONG, FIX_WRONG])
+    result = run_loop(repo, model, started=started, budget={"time_limit": 500})
+    assert result.outcome == "accepted"
+    assert [q.deadline for q in model.queries] == [started + 500] * 2
+
+
+def test_a_failed_model_call_ends_the_run_with_an_error(repo):
+    model = ScriptedModel([ModelCallFailed("the provider is down", [])])
+    result = run_loop(repo, model)
+    assert result.outcome == "error" and "the provider is down" in result.reason
+    assert result.totals.turns == 1 and result.totals.turns_finished == 0
+
+
+def test_checks_that_already_pass_ask_nothing(repo):
+    (repo / "calc.py").write_text(BUGGY.replace("a - b", "a + b"))
+    model = ScriptedModel([FIX])
+    result = run_loop(repo, model)
+    assert result.outcome == "accepted" and model.queries == []
+
+
+def test_a_lazy_model_is_built_only_when_the_checks_fail(repo):
+    built: list[ScriptedModel] = []
+
+    def build() -> ScriptedModel:
+        built.append(ScriptedModel([FIX]))
+        return built[-1]
+
+    (repo / "calc.py").write_text(BUGGY.replace("a - b", "a + b"))
+    assert run_loop(repo, LazyModel("scripted", build)).outcome == "accepted" and built == []
+    (repo / "calc.py").write_text(BUGGY)
+    result = run_loop(repo, LazyModel("scripted", build))
+    assert result.outcome == "accepted" and len(built) == 1 and built[0].served == 1
+
+
+def test_a_model_that_cannot_be_built_fails_before_a_turn_is_counted(repo):
+    from agentloop.errors import UsageError
+
+    def missing():
+        raise UsageError("no model is configured")
+
+    result = run_loop(repo, LazyModel("", missing))
+    assert result.outcome == "error" and result.reason == "no model is configured"
+    assert result.totals.turns == 0 and result.exit_code == UsageError.exit_code
