@@ -89,7 +89,7 @@ def run_setup(row: TaskRow, repo: Path, log: Path) -> None:
 
 
 def build_config(row: TaskRow, *, model: str | None, api_base: str | None, sandbox: str, runs_dir: Path,
-                 defaults: dict[str, Any] | None = None):
+                 defaults: dict[str, Any] | None = None, tools: str = "auto"):
     """The session Config for a row: visible checks (feedback only when there are hidden ones), hidden
     accept checks with the verify timeout, held-out files, the row's limits over the batch's defaults."""
     from agentloop.config import Budget, Check, Config
@@ -106,7 +106,7 @@ def build_config(row: TaskRow, *, model: str | None, api_base: str | None, sandb
             budget_changes[key] = limits[key]
     from dataclasses import replace
 
-    return Config(model=model, api_base=api_base, checks=checks, sandbox=sandbox,
+    return Config(model=model, api_base=api_base, checks=checks, sandbox=sandbox, tools=tools,
                   budget=replace(budget, **budget_changes),
                   accept_files=tuple((str(src), dest) for src, dest in row.accept_files),
                   runs_dir=str(runs_dir), in_place=True, source="task file")
@@ -135,7 +135,7 @@ def classify(outcome: str, reason: str, flags: list | None = None) -> str:
 
 def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_base: str | None = None,
                 sandbox: str = "bwrap", defaults: dict[str, Any] | None = None, group: str | None = None,
-                model_obj: Any = None) -> dict[str, Any]:
+                model_obj: Any = None, tools: str = "auto") -> dict[str, Any]:
     """Run (row, sample) into `OUT/rollouts/<id>/<k>/` (which must not exist yet) and return its result:
     status, reward, turns, tokens, cost, seconds, run_dir (plus reason, outcome, flags)."""
     started = time.monotonic()
@@ -159,7 +159,7 @@ def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_
         materialise(row, repo)
         run_setup(row, repo, base / "setup.log")
         session = _session(row, sample, base, repo, model=model, api_base=api_base, sandbox=sandbox,
-                           defaults=defaults, group=result["group_id"], model_obj=model_obj)
+                           defaults=defaults, group=result["group_id"], model_obj=model_obj, tools=tools)
     except InfraError as exc:
         result["reason"] = str(exc)
         result["seconds"] = round(time.monotonic() - started, 3)
@@ -176,11 +176,11 @@ def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_
 
 
 def _session(row: TaskRow, sample: int, base: Path, repo: Path, *, model, api_base, sandbox, defaults, group,
-             model_obj):
+             model_obj, tools):
     from agentloop.run.session import run_session
     from agentloop.workspace.repo import Workspace
 
     config = build_config(row, model=model, api_base=api_base, sandbox=sandbox, runs_dir=base / "runs",
-                          defaults=defaults)
+                          defaults=defaults, tools=tools)
     return run_session(config, Workspace(repo), row.task, model=model_obj,
                        header_extra={"task_id": row.id, "sample": sample, "group_id": group})
