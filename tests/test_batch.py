@@ -184,3 +184,31 @@ def test_bad_input_is_one_line(world, tmp_path):
     refused = batch(bad_rows, tmp_path / "out2", "http://127.0.0.1:9/v1")
     assert refused.exit_code == 2 and "source.path" in refused.output
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "agentloop[ray]")')
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_resumes_and_retries(world, tmp_path, ray_session):
+    repo, held = world
+    tasks = write_tasks(tmp_path, [fixable(repo, held, samples=2), impossible(repo)])
+    out = tmp_path / "out"
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        first = batch(tasks, out, server.api_base, "--backend", "ray", "-w", "2")
+        assert first.exit_code == 0, first.output
+        assert sorted((r["id"], r["sample"], r["status"]) for r in read_results(out / "results.jsonl")) == [
+            ("calc-1", 0, "passed"), ("calc-1", 1, "passed"), ("never", 0, "failed")]
+        again = batch(tasks, out, server.api_base, "--backend", "ray")
+        assert again.exit_code == 0 and "0 to run" in again.output
+    (tmp_path / "u").mkdir()
+    unreachable = batch(write_tasks(tmp_path / "u", [impossible(repo, "u")]), tmp_path / "out-u",
+                        "http://127.0.0.1:9/v1", "--backend", "ray")
+    assert unreachable.exit_code == 0, unreachable.output
+    [line] = read_results(tmp_path / "out-u" / "results.jsonl")
+    assert line["status"] == "infra_error" and line["attempts"] == 3
