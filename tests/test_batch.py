@@ -212,3 +212,39 @@ def test_ray_backend_runs_resumes_and_retries(world, tmp_path, ray_session):
     assert unreachable.exit_code == 0, unreachable.output
     [line] = read_results(tmp_path / "out-u" / "results.jsonl")
     assert line["status"] == "infra_error" and line["attempts"] == 3
+
+
+def _processes_running(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_ctrl_c_kills_running_rollouts_and_leaves_nothing_half_written(world, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    repo, held = world
+    marker = "61.4321"
+    tasks = write_tasks(tmp_path, [fixable(repo, held, task_id="slow", setup=[f"sleep {marker}"])])
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "agentloop", "batch", str(tasks), "-o", str(out),
+                             "-m", "openai/fake", "--api-base", "http://127.0.0.1:9/v1", "--sandbox", "off"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _processes_running(f"sleep {marker}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_running(f"sleep {marker}"), "the rollout never started"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not _processes_running(f"sleep {marker}")
+    assert not (out / "rollouts" / "slow" / "0").exists()
+    assert read_results(out / "results.jsonl") == []
