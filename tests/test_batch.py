@@ -71,7 +71,7 @@ def test_rollout_passes_in_a_private_repo_and_never_touches_the_source(world, tm
     run_dir = Path(result["run_dir"])
     assert run_dir.is_relative_to(tmp_path / "out" / "rollouts" / "calc-1" / "0")
     header = read_events(run_dir / "trajectory.jsonl")[0]
-    assert header["task_id"] == "calc-1" and header["sample"] == 0 and header["group_id"].startswith("calc-1@")
+    assert header["task_id"] == "calc-1" and header["sample"] == 0 and header["group_id"] == "calc-1"
     # The source repository: same commit, same files, no new branches or worktrees.
     assert git(repo, "rev-parse", "HEAD") == head
     assert "return a - b" in (repo / "calc.py").read_text()
@@ -118,6 +118,12 @@ def test_batch_statuses_results_and_resume(world, tmp_path):
             assert Path(r["run_dir"], "summary.json").is_file()
         failed = next(r for r in results if r["id"] == "never")
         assert failed["reward"] < 0
+        exported = tmp_path / "rlef.jsonl"
+        export = CliRunner().invoke(cli, ["export", "--format", "rlef", "--out", str(exported),
+                                          *map(str, sorted(out.glob("rollouts/*/*/runs")))])
+        assert export.exit_code == 0, export.output
+        groups = sorted(json.loads(line)["group_id"] for line in exported.read_text().splitlines())
+        assert groups == ["calc-1", "calc-1", "never"]
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["settings"]["model"] == "openai/fake" and len(manifest["tasks_sha256"]) == 64
         calls = len(server.requests)
@@ -157,6 +163,10 @@ def test_unreachable_model_server_is_an_infra_error_retried_twice(world, tmp_pat
     [line] = read_results(out / "results.jsonl")
     assert line["status"] == "infra_error" and line["attempts"] == 3
     assert "connect" in line["reason"] or "reach" in line["reason"]
+    exported = tmp_path / "rlef.jsonl"
+    export = CliRunner().invoke(cli, ["export", "--format", "rlef", "--out", str(exported), line["run_dir"]])
+    assert export.exit_code == 0, export.output
+    assert exported.read_text() == ""  # an infra error is never a negative example
 
 
 def test_a_stuck_rollout_is_killed_while_others_finish(world, tmp_path):

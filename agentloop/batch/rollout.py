@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentloop.batch.tasks import TaskRow, content_id, directory_tree
+from agentloop.batch.tasks import TaskRow, directory_tree
 
 PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR = "passed", "failed", "timeout", "agent_error", "infra_error"
 STATUSES = (PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR)
@@ -38,11 +38,8 @@ def rollout_dir(out: Path, task_id: str, sample: int) -> Path:
 
 
 def group_id(row: TaskRow) -> str:
-    """Samples of one task form a group: the task id with its starting content."""
-    try:
-        return f"{row.id}@{content_id(row.source)[:12]}"
-    except Exception:  # noqa: BLE001 - a vanished source is reported by the rollout itself
-        return row.id
+    """Samples of one task form a group, named by the task id, as exports name it (the header's task_id)."""
+    return row.id
 
 
 def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
