@@ -160,7 +160,7 @@ class Progress:
 
 def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False, backend: str = "local",
               say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
-              ray_address: str | None = None) -> dict[str, int]:
+              ray_address: str | None = None, ray_cpus: float = 1.0) -> dict[str, int]:
     """Run the batch; return counts by status of the rollouts finished in this invocation."""
     from agentloop.batch.tasks import load_tasks
 
@@ -202,7 +202,7 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
         if backend == "ray":
             from agentloop.batch.ray_backend import run_ray
 
-            run_ray(jobs, out, settings, record, address=ray_address)
+            run_ray(jobs, out, settings, record, address=ray_address, num_cpus=ray_cpus)
         else:
             LocalBackend(out, settings).run(jobs, record)
     say("batch: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else "batch: nothing to run")

@@ -22,6 +22,8 @@ import click
               help="local: one subprocess per rollout; ray: one Ray task per rollout (pip install 'agentloop[ray]').")
 @click.option("--ray-address", metavar="ADDR",
               help="Ray cluster to join (`auto` for the local one); default: start one.")
+@click.option("--ray-cpus", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="CPUs Ray reserves for each rollout (--backend ray).")
 @click.option("--redo-existing", is_flag=True,
               help="Run everything again even if OUT holds results (earlier results.jsonl kept as results.N.jsonl).")
 @click.option("--sandbox", type=click.Choice(["bwrap", "off"]), default="bwrap", show_default=True,
@@ -33,7 +35,7 @@ import click
 @click.option("--kill-grace", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds past rollout + verify timeout before a rollout's process group is killed.")
 def batch_command(tasks, out, workers, samples, model, api_base, pattern, slice_text, backend, ray_address,
-                  redo_existing, sandbox, rollout_timeout, verify_timeout, max_turns, kill_grace):
+                  ray_cpus, redo_existing, sandbox, rollout_timeout, verify_timeout, max_turns, kill_grace):
     """Run every (task, sample) of a task file; rerunning resumes.
 
     Writes OUT/results.jsonl (one line per finished rollout: status passed, failed, timeout,
@@ -54,4 +56,9 @@ def batch_command(tasks, out, workers, samples, model, api_base, pattern, slice_
                                   "max_turns": max_turns}.items() if v is not None}
     settings = Settings(model=model, api_base=api_base, sandbox=sandbox, workers=workers, samples=samples,
                         filter=pattern, slice=slice_text, defaults=defaults, grace=kill_grace)
-    run_batch(tasks, out, settings, redo=redo_existing, backend=backend, ray_address=ray_address)
+    if backend == "ray":
+        from agentloop.batch.ray_backend import import_ray
+
+        import_ray()  # not installed: one line, before anything is written
+    run_batch(tasks, out, settings, redo=redo_existing, backend=backend, ray_address=ray_address,
+              ray_cpus=ray_cpus)
