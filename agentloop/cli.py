@@ -34,6 +34,8 @@ COMMANDS = {
                "Export runs as training data (SFT, DPO, ATIF, RLEF) in FORMAT."),
     "import": ("agentloop.commands.import_cmd:import_command",
                "Write a task file (for batch runs) from another format: agentloop import swebench FILE --repos DIR."),
+    "batch": ("agentloop.commands.batch:batch_command",
+              "Run every (task, sample) of a task file; rerunning resumes."),
 }
 
 

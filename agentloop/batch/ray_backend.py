@@ -1,0 +1,130 @@
+"""The Ray backend of `agentloop batch`: one Ray task per rollout, at most `workers` in flight.
+
+Ray is an optional extra (`pip install "agentloop[ray]"`), imported only here. Each task runs the
+same worker as the local backend (`python -m agentloop.batch.worker`) in its own process group, so a
+rollout past its deadline is killed whole on the node that runs it; the task returns the result and
+the driver alone writes results.jsonl, so resume works the same on both backends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, hard_deadline
+from agentloop.errors import UsageError
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError('--backend ray needs Ray: pip install "agentloop[ray]"') from None
+    return ray
+
+
+def _own_group_dying_with_parent() -> None:
+    """In the child: a new session (its own process group), and SIGKILL when the Ray worker dies
+    (a cancelled task must not leave its rollout running)."""
+    import ctypes
+    import signal
+
+    os.setsid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_job_in_group(job: dict[str, Any], deadline_s: float) -> dict[str, Any]:
+    """Run one job as a worker subprocess in its own process group; kill the group past `deadline_s`."""
+    import signal
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="agentloop-ray-") as tmp:
+        job = {**job, "result": str(Path(tmp) / "result.json")}
+        job_file = Path(tmp) / "job.json"
+        job_file.write_text(json.dumps(job), encoding="utf-8")
+        proc = subprocess.Popen([sys.executable, "-m", "agentloop.batch.worker", str(job_file)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=_own_group_dying_with_parent)
+        status, reason = None, ""
+        try:
+            _, err = proc.communicate(timeout=deadline_s)
+        except subprocess.TimeoutExpired:
+            status, reason = TIMEOUT, f"killed after {deadline_s:.0f}s: past the rollout's time limit"
+            err = b""
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+        if status is None:
+            try:
+                return json.loads(Path(job["result"]).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                tail = (err.decode(errors="replace").strip().splitlines() or [""])[-1]
+                status, reason = INFRA_ERROR, f"worker exited {proc.returncode} without a result: {tail}"
+    row = job["row"]
+    return {"id": row["id"], "sample": job["sample"], "group_id": job.get("group"), "status": status, "reward": None,
+            "turns": 0, "tokens": 0, "cost": 0.0, "seconds": round(time.monotonic() - started, 3), "run_dir": None,
+            "outcome": None, "reason": reason, "flags": []}
+
+
+def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], None], *,
+            address: str | None = None, num_cpus: float = 1.0) -> None:
+    """Submit every job, keep at most settings.workers in flight (ray.wait), record each result."""
+    from agentloop.batch.driver import settings_for_job, should_retry
+    from agentloop.batch.worker import job_for
+
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
+    remote = ray.remote(num_cpus=num_cpus, max_retries=0)(run_job_in_group)
+    queue = list(jobs)
+    in_flight: dict[Any, Any] = {}
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < max(1, settings.workers):
+                job = queue.pop(0)
+                job.attempts += 1
+                spec = job_for(job.row, job.sample, out, settings_for_job(settings), job.group, Path("unused"))
+                in_flight[remote.remote(spec, hard_deadline(job.row, settings.defaults, settings.grace))] = job
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                job = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a lost node, a crashed task: the infrastructure's
+                    result = {"id": job.row.id, "sample": job.sample, "group_id": job.group, "status": INFRA_ERROR,
+                              "reward": None, "turns": 0, "tokens": 0, "cost": 0.0, "seconds": 0.0,
+                              "run_dir": None, "outcome": None, "reason": f"ray: {type(exc).__name__}: {exc}",
+                              "flags": []}
+                if should_retry(job, result):
+                    queue.insert(0, job)
+                    continue
+                result["attempts"] = job.attempts
+                record(result)
+    except BaseException:
+        import shutil
+
+        from agentloop.batch.rollout import rollout_dir
+
+        for ref in in_flight:  # Ctrl-C: every running rollout stopped, its folder removed
+            ray.cancel(ref, force=True)
+        for job in in_flight.values():
+            shutil.rmtree(rollout_dir(out, *job.key), ignore_errors=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()

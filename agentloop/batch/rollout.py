@@ -1,0 +1,183 @@
+"""One rollout: a task row's sample k, run start to end in `OUT/rollouts/<id>/<k>/`.
+
+The source is never written: a git source is cloned (`--shared`, objects borrowed read-only) into a
+private repository for this rollout; a plain directory is snapshotted into one. `setup` runs there
+(not agent turns), then the usual session runs in place in that private repository, its run record
+under `runs/`. The outcome is mapped to a batch status; `infra_error` (model server unreachable,
+sandbox unusable, workspace could not be made) is the one status a batch retries and no export
+counts as a negative example.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from agentloop.batch.tasks import TaskRow, directory_tree
+
+PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR = "passed", "failed", "timeout", "agent_error", "infra_error"
+STATUSES = (PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR)
+DEFAULT_ROLLOUT_TIMEOUT = 1800.0
+DEFAULT_VERIFY_TIMEOUT = 300.0
+SETUP_TIMEOUT = 1800.0
+INFRA_MARKERS = ("cannot connect to", "cannot reach", "connection refused", "server unreachable")
+_GIT_ID = {"GIT_AUTHOR_NAME": "agentloop", "GIT_AUTHOR_EMAIL": "agentloop@localhost",
+           "GIT_COMMITTER_NAME": "agentloop", "GIT_COMMITTER_EMAIL": "agentloop@localhost"}
+
+
+class InfraError(Exception):
+    """The rollout could not be run for reasons outside the model's control."""
+
+
+def rollout_dir(out: Path, task_id: str, sample: int) -> Path:
+    return Path(out) / "rollouts" / task_id / str(sample)
+
+
+def group_id(row: TaskRow) -> str:
+    """Samples of one task form a group, named by the task id, as exports name it (the header's task_id)."""
+    return row.id
+
+
+def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **_GIT_ID, **(env or {})})
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise InfraError(f"git {args[0]} failed: {last}")
+    return proc.stdout.strip()
+
+
+def materialise(row: TaskRow, repo: Path) -> None:
+    """A private git repository at `repo` holding the task's starting content, on branch agentloop-task."""
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    source = row.source
+    if source.is_git:
+        revision = source.revision or source.commit or "HEAD"
+        _git(["clone", "-q", "--shared", "--no-checkout", "--", str(source.path), str(repo)], repo.parent)
+        _git(["checkout", "-q", "-B", "agentloop-task", revision], repo)
+    else:
+        _git(["init", "-q", str(repo)], repo.parent)
+        tree = directory_tree(source.path, git_dir=repo / ".git")
+        commit = _git(["commit-tree", tree, "-m", f"task {row.id}: snapshot of {source.path}"], repo)
+        _git(["checkout", "-q", "-B", "agentloop-task", commit], repo)
+    for key, value in _GIT_ID.items():  # commits made in the rollout need an identity
+        name = "user.name" if key.endswith("_NAME") else "user.email"
+        if key.startswith("GIT_AUTHOR"):
+            _git(["config", name, value], repo)
+
+
+def run_setup(row: TaskRow, repo: Path, log: Path) -> None:
+    """The row's setup commands, in order, in the workspace; output to `log`. A failure is InfraError."""
+    with open(log, "ab") as fh:
+        for command in row.setup:
+            fh.write(f"$ {command}\n".encode())
+            fh.flush()
+            try:
+                proc = subprocess.run(command, shell=True, cwd=repo, stdout=fh, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, timeout=SETUP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise InfraError(f"setup {command!r} did not finish in {SETUP_TIMEOUT:.0f}s") from None
+            if proc.returncode != 0:
+                raise InfraError(f"setup {command!r} exited {proc.returncode} (see {log})")
+
+
+def build_config(row: TaskRow, *, model: str | None, api_base: str | None, sandbox: str, runs_dir: Path,
+                 defaults: dict[str, Any] | None = None, tools: str = "auto"):
+    """The session Config for a row: visible checks (feedback only when there are hidden ones), hidden
+    accept checks with the verify timeout, held-out files, the row's limits over the batch's defaults."""
+    from agentloop.config import Budget, Check, Config
+
+    limits = {**(defaults or {}), **{k: v for k, v in vars(row.limits).items() if v is not None}}
+    verify = float(limits.get("verify_timeout") or DEFAULT_VERIFY_TIMEOUT)
+    hidden = bool(row.accept)
+    checks = tuple(Check(run=c, accept=not hidden) for c in row.checks)
+    checks += tuple(Check(run=a, feedback=False, accept=True, timeout=verify) for a in row.accept)
+    budget = Budget()
+    budget_changes: dict[str, Any] = {"time_limit": float(limits.get("rollout_timeout") or DEFAULT_ROLLOUT_TIMEOUT)}
+    for key in ("max_turns", "max_tokens", "max_cost"):
+        if limits.get(key) is not None:
+            budget_changes[key] = limits[key]
+    from dataclasses import replace
+
+    return Config(model=model, api_base=api_base, checks=checks, sandbox=sandbox, tools=tools,
+                  budget=replace(budget, **budget_changes),
+                  accept_files=tuple((str(src), dest) for src, dest in row.accept_files),
+                  runs_dir=str(runs_dir), in_place=True, source="task file")
+
+
+def hard_deadline(row: TaskRow, defaults: dict[str, Any] | None = None, grace: float = 60.0) -> float:
+    """Seconds after which a batch kills a rollout outright: the agent's time, the verification's, grace."""
+    limits = {**(defaults or {}), **{k: v for k, v in vars(row.limits).items() if v is not None}}
+    return (float(limits.get("rollout_timeout") or DEFAULT_ROLLOUT_TIMEOUT)
+            + float(limits.get("verify_timeout") or DEFAULT_VERIFY_TIMEOUT) + grace)
+
+
+def classify(outcome: str, reason: str, flags: list | None = None) -> str:
+    """A session outcome as a batch status."""
+    reason = (reason or "").lower()
+    if outcome == "accepted":
+        return FAILED if flags else PASSED
+    if outcome == "error":
+        return INFRA_ERROR if any(m in reason for m in INFRA_MARKERS) else AGENT_ERROR
+    if outcome == "budget_exhausted" and "time_limit" in reason:
+        return TIMEOUT
+    if outcome == "interrupted":
+        return INFRA_ERROR
+    return FAILED
+
+
+def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_base: str | None = None,
+                sandbox: str = "bwrap", defaults: dict[str, Any] | None = None, group: str | None = None,
+                model_obj: Any = None, tools: str = "auto") -> dict[str, Any]:
+    """Run (row, sample) into `OUT/rollouts/<id>/<k>/` (which must not exist yet) and return its result:
+    status, reward, turns, tokens, cost, seconds, run_dir (plus reason, outcome, flags)."""
+    started = time.monotonic()
+    base = rollout_dir(out, row.id, sample)
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    result: dict[str, Any] = {"id": row.id, "sample": sample, "group_id": group or group_id(row),
+                              "status": INFRA_ERROR, "reward": None, "turns": 0, "tokens": 0, "cost": 0.0,
+                              "seconds": 0.0, "run_dir": None, "outcome": None, "reason": "", "flags": []}
+    if row.meta:
+        result["meta"] = row.meta
+    try:
+        if sandbox != "off":
+            from agentloop.workspace.sandbox import probe
+
+            why = probe()
+            if why:
+                raise InfraError(f"sandbox could not start: {why}")
+        repo = base / "repo"
+        materialise(row, repo)
+        run_setup(row, repo, base / "setup.log")
+        session = _session(row, sample, base, repo, model=model, api_base=api_base, sandbox=sandbox,
+                           defaults=defaults, group=result["group_id"], model_obj=model_obj, tools=tools)
+    except InfraError as exc:
+        result["reason"] = str(exc)
+        result["seconds"] = round(time.monotonic() - started, 3)
+        return result
+    s = session.summary
+    status = classify(s["outcome"], s.get("reason") or "", s.get("flags"))
+    reward = s.get("reward")
+    if s.get("flags") and isinstance(reward, (int, float)) and reward > 0:
+        reward = 0.0  # a flagged episode (tests touched, checks gamed) never earns a positive reward
+    result.update(status=status, reward=reward, turns=s["turns"], tokens=s["tokens"], cost=s["cost_usd"],
+                  seconds=round(time.monotonic() - started, 3), run_dir=s["run_dir"], outcome=s["outcome"],
+                  reason=s.get("reason") or "", flags=s.get("flags") or [])
+    return result
+
+
+def _session(row: TaskRow, sample: int, base: Path, repo: Path, *, model, api_base, sandbox, defaults, group,
+             model_obj, tools):
+    from agentloop.run.session import run_session
+    from agentloop.workspace.repo import Workspace
+
+    config = build_config(row, model=model, api_base=api_base, sandbox=sandbox, runs_dir=base / "runs",
+                          defaults=defaults, tools=tools)
+    return run_session(config, Workspace(repo), row.task, model=model_obj,
+                       header_extra={"task_id": row.id, "sample": sample, "group_id": group})

@@ -1,0 +1,260 @@
+"""`agentloop batch`: real task files over real temp git repos, the scripted model over real HTTP,
+rollouts in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import BUGGY_CALC, CALC_TEST, PYTEST, git, make_repo
+from fake_llm import FakeLLM
+
+from agentloop.batch.driver import read_results
+from agentloop.batch.rollout import run_rollout
+from agentloop.batch.tasks import load_tasks
+from agentloop.cli import cli
+from agentloop.record.trajectory import read_events
+
+FIX_ADD = """calc.py
+<<<<<<< SEARCH
+    return a - b
+=======
+    return a + b
+>>>>>>> REPLACE
+"""
+HELD_TEST = "from calc import add\n\n\ndef test_add_more():\n    assert add(10, 5) == 15\n"
+
+
+def write_tasks(tmp_path: Path, rows: list[dict]) -> Path:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def world(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "test_calc.py": CALC_TEST})
+    held = tmp_path / "held-out"
+    held.mkdir()
+    (held / "test_held.py").write_text(HELD_TEST)
+    return repo, held
+
+
+def fixable(repo: Path, held: Path, task_id: str = "calc-1", **extra) -> dict:
+    return {"id": task_id, "task": "add() must return the sum", "source": {"path": str(repo), "commit": "HEAD"},
+            "checks": [f"{PYTEST} test_calc.py"], "accept": [f"{PYTEST} held"],
+            "accept_files": {str(held): "held"}, "limits": {"max_turns": 2}, **extra}
+
+
+def impossible(repo: Path, task_id: str = "never") -> dict:
+    return {"id": task_id, "task": "make it pass", "source": {"path": str(repo)},
+            "checks": [f"{PYTEST} test_calc.py"], "accept": ["exit 1"], "limits": {"max_turns": 1}}
+
+
+def batch(tasks: Path, out: Path, server_base: str, *args: str):
+    result = CliRunner().invoke(cli, ["batch", str(tasks), "-o", str(out), "-m", "openai/fake",
+                                      "--api-base", server_base, "--sandbox", "off", *args])
+    return result
+
+
+def test_rollout_passes_in_a_private_repo_and_never_touches_the_source(world, tmp_path):
+    repo, held = world
+    head = git(repo, "rev-parse", "HEAD")
+    row = load_tasks(write_tasks(tmp_path, [fixable(repo, held)]))[0]
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        result = run_rollout(row, 0, tmp_path / "out", model="openai/fake", api_base=server.api_base, sandbox="off")
+    assert result["status"] == "passed", result
+    assert result["reward"] > 0 and result["turns"] == 1 and result["tokens"] == 120
+    run_dir = Path(result["run_dir"])
+    assert run_dir.is_relative_to(tmp_path / "out" / "rollouts" / "calc-1" / "0")
+    header = read_events(run_dir / "trajectory.jsonl")[0]
+    assert header["task_id"] == "calc-1" and header["sample"] == 0 and header["group_id"] == "calc-1"
+    # The source repository: same commit, same files, no new branches or worktrees.
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert "return a - b" in (repo / "calc.py").read_text()
+    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "branch", "--format=%(refname:short)").split() == ["main"]
+    assert "return a + b" in (tmp_path / "out" / "rollouts" / "calc-1" / "0" / "repo" / "calc.py").read_text()
+
+
+def test_plain_directory_source_is_snapshotted(tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "calc.py").write_text(BUGGY_CALC)
+    (folder / "test_calc.py").write_text(CALC_TEST)
+    row = load_tasks(write_tasks(tmp_path, [{"id": "plain", "task": "fix add", "source": {"path": str(folder)},
+                                             "checks": [f"{PYTEST} test_calc.py"], "setup": ["touch built.txt"]}]))[0]
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        result = run_rollout(row, 0, tmp_path / "out", model="openai/fake", api_base=server.api_base, sandbox="off")
+    assert result["status"] == "passed", result
+    assert not (folder / ".git").exists() and not (folder / "built.txt").exists()
+    assert "return a - b" in (folder / "calc.py").read_text()
+    assert (tmp_path / "out" / "rollouts" / "plain" / "0" / "repo" / "built.txt").exists()
+
+
+def test_failed_setup_is_an_infra_error(world, tmp_path):
+    repo, held = world
+    row = load_tasks(write_tasks(tmp_path, [fixable(repo, held, setup=["exit 7"])]))[0]
+    result = run_rollout(row, 0, tmp_path / "out", model="openai/fake", api_base="http://127.0.0.1:9/v1",
+                         sandbox="off")
+    assert result["status"] == "infra_error" and "exited 7" in result["reason"]
+
+
+def test_batch_statuses_results_and_resume(world, tmp_path):
+    repo, held = world
+    tasks = write_tasks(tmp_path, [fixable(repo, held, samples=2), impossible(repo)])
+    out = tmp_path / "out"
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        first = batch(tasks, out, server.api_base, "-w", "2")
+        assert first.exit_code == 0, first.output
+        results = read_results(out / "results.jsonl")
+        assert sorted((r["id"], r["sample"], r["status"]) for r in results) == [
+            ("calc-1", 0, "passed"), ("calc-1", 1, "passed"), ("never", 0, "failed")]
+        for r in results:
+            assert set(r) >= {"status", "reward", "turns", "tokens", "cost", "seconds", "run_dir", "group_id"}
+            assert Path(r["run_dir"], "summary.json").is_file()
+        failed = next(r for r in results if r["id"] == "never")
+        assert failed["reward"] < 0
+        exported = tmp_path / "rlef.jsonl"
+        export = CliRunner().invoke(cli, ["export", "--format", "rlef", "--out", str(exported),
+                                          *map(str, sorted(out.glob("rollouts/*/*/runs")))])
+        assert export.exit_code == 0, export.output
+        groups = sorted(json.loads(line)["group_id"] for line in exported.read_text().splitlines())
+        assert groups == ["calc-1", "calc-1", "never"]
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["settings"]["model"] == "openai/fake" and len(manifest["tasks_sha256"]) == 64
+        calls = len(server.requests)
+
+        # Rerun: nothing to do, no model call, results unchanged.
+        again = batch(tasks, out, server.api_base)
+        assert again.exit_code == 0, again.output
+        assert "0 to run" in again.output and len(server.requests) == calls
+        assert len(read_results(out / "results.jsonl")) == 3
+
+        # A rollout whose result line never made it (a crash): rerun does it, clearing its folder.
+        lines = (out / "results.jsonl").read_text().splitlines()
+        kept = [ln for ln in lines if json.loads(ln)["id"] != "never"]
+        (out / "results.jsonl").write_text("\n".join(kept) + "\n" + '{"id": "never", "sam')  # torn line
+        (out / "rollouts" / "never" / "0" / "junk").write_text("half-written")
+        third = batch(tasks, out, server.api_base)
+        assert third.exit_code == 0, third.output
+        assert "1 to run" in third.output
+        assert not (out / "rollouts" / "never" / "0" / "junk").exists()
+        assert sorted(r["id"] for r in read_results(out / "results.jsonl")) == ["calc-1", "calc-1", "never"]
+
+        # Other settings: refused with one line, unless --redo-existing.
+        other = batch(tasks, out, server.api_base, "--samples", "3")
+        assert other.exit_code == 2 and "--redo-existing" in other.output
+        redo = batch(tasks, out, server.api_base, "--samples", "1", "--redo-existing", "--filter", "^calc")
+        assert redo.exit_code == 0, redo.output
+        assert [(r["id"], r["status"]) for r in read_results(out / "results.jsonl")] == [("calc-1", "passed")]
+        assert (out / "results.1.jsonl").is_file()
+
+
+def test_unreachable_model_server_is_an_infra_error_retried_twice(world, tmp_path):
+    repo, held = world
+    tasks = write_tasks(tmp_path, [fixable(repo, held)])
+    out = tmp_path / "out"
+    result = batch(tasks, out, "http://127.0.0.1:9/v1")
+    assert result.exit_code == 0, result.output
+    [line] = read_results(out / "results.jsonl")
+    assert line["status"] == "infra_error" and line["attempts"] == 3
+    assert "connect" in line["reason"] or "reach" in line["reason"]
+    exported = tmp_path / "rlef.jsonl"
+    export = CliRunner().invoke(cli, ["export", "--format", "rlef", "--out", str(exported), line["run_dir"]])
+    assert export.exit_code == 0, export.output
+    assert exported.read_text() == ""  # an infra error is never a negative example
+
+
+def test_a_stuck_rollout_is_killed_while_others_finish(world, tmp_path):
+    repo, held = world
+    stuck = fixable(repo, held, task_id="stuck", setup=["sleep 120"])
+    stuck["limits"] = {"rollout_timeout": 1, "verify_timeout": 1}
+    tasks = write_tasks(tmp_path, [stuck, fixable(repo, held, task_id="fine")])
+    out = tmp_path / "out"
+    started = time.monotonic()
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        result = batch(tasks, out, server.api_base, "-w", "2", "--kill-grace", "2")
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 100
+    statuses = {r["id"]: r["status"] for r in read_results(out / "results.jsonl")}
+    assert statuses == {"stuck": "timeout", "fine": "passed"}
+
+
+def test_bad_input_is_one_line(world, tmp_path):
+    repo, held = world
+    tasks = write_tasks(tmp_path, [fixable(repo, held)])
+    bad_slice = batch(tasks, tmp_path / "out", "http://127.0.0.1:9/v1", "--slice", "x")
+    assert bad_slice.exit_code == 2 and "--slice" in bad_slice.output
+    bad_rows = tmp_path / "bad.jsonl"
+    bad_rows.write_text('{"id": "a", "task": "t", "source": {"path": "/nonexistent"}, "checks": ["true"]}\n')
+    refused = batch(bad_rows, tmp_path / "out2", "http://127.0.0.1:9/v1")
+    assert refused.exit_code == 2 and "source.path" in refused.output
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "agentloop[ray]")')
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_resumes_and_retries(world, tmp_path, ray_session):
+    repo, held = world
+    tasks = write_tasks(tmp_path, [fixable(repo, held, samples=2), impossible(repo)])
+    out = tmp_path / "out"
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        first = batch(tasks, out, server.api_base, "--backend", "ray", "-w", "2")
+        assert first.exit_code == 0, first.output
+        assert sorted((r["id"], r["sample"], r["status"]) for r in read_results(out / "results.jsonl")) == [
+            ("calc-1", 0, "passed"), ("calc-1", 1, "passed"), ("never", 0, "failed")]
+        again = batch(tasks, out, server.api_base, "--backend", "ray")
+        assert again.exit_code == 0 and "0 to run" in again.output
+    (tmp_path / "u").mkdir()
+    unreachable = batch(write_tasks(tmp_path / "u", [impossible(repo, "u")]), tmp_path / "out-u",
+                        "http://127.0.0.1:9/v1", "--backend", "ray")
+    assert unreachable.exit_code == 0, unreachable.output
+    [line] = read_results(tmp_path / "out-u" / "results.jsonl")
+    assert line["status"] == "infra_error" and line["attempts"] == 3
+
+
+def _processes_running(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_ctrl_c_kills_running_rollouts_and_leaves_nothing_half_written(world, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    repo, held = world
+    marker = "61.4321"
+    tasks = write_tasks(tmp_path, [fixable(repo, held, task_id="slow", setup=[f"sleep {marker}"])])
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "agentloop", "batch", str(tasks), "-o", str(out),
+                             "-m", "openai/fake", "--api-base", "http://127.0.0.1:9/v1", "--sandbox", "off"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _processes_running(f"sleep {marker}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_running(f"sleep {marker}"), "the rollout never started"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not _processes_running(f"sleep {marker}")
+    assert not (out / "rollouts" / "slow" / "0").exists()
+    assert read_results(out / "results.jsonl") == []
