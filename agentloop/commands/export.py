@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from agentloop.commands.style import RUN_ARG_SETTINGS, runs_dir_option
-from agentloop.record.runlog import OUTCOMES
+from agentloop.outcome import Outcome
 
 FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"]
 
@@ -18,7 +18,7 @@ FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"
 @click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), required=True, metavar="FILE",
               help="The JSONL file to write (replaced whole, never half-written).")
 @runs_dir_option
-@click.option("--outcome", type=click.Choice(OUTCOMES), help="Only runs with this outcome.")
+@click.option("--outcome", type=click.Choice([o.value for o in Outcome]), help="Only runs with this outcome.")
 @click.option("--min-reward", type=float, help="Only runs with at least this reward.")
 @click.option("--task", "task_text", metavar="TEXT", help="Only runs whose task contains TEXT (case-insensitive).")
 @click.option("--exclude-flagged", is_flag=True, help="Leave out runs with suspicious-edit or tampering flags.")

@@ -7,13 +7,7 @@ from pathlib import Path
 
 import click
 
-OUTCOME_WORDS = {
-    "accepted": "accepted",
-    "budget_exhausted": "budget exhausted",
-    "gave_up": "gave up",
-    "error": "error",
-    "interrupted": "interrupted",
-}
+from agentloop.outcome import Outcome
 
 
 def outcome_line(s: dict) -> str:
@@ -21,12 +15,13 @@ def outcome_line(s: dict) -> str:
     its reason said once, and what the run spent."""
     from agentloop.words import plural
 
-    word = OUTCOME_WORDS.get(s["outcome"], s["outcome"])
+    outcome = Outcome.of(s["outcome"])
+    word = outcome.words if outcome else s["outcome"]
     reason = " ".join(str(s.get("reason") or "").split())
     headline = reason if reason.startswith(word) or word in reason else f"{word}: {reason}" if reason else word
     turns, finished = s["turns"], s.get("turns_finished", s["turns"])
     if turns == 0:
-        when = "(no turn needed)" if s["outcome"] == "accepted" else "before the first turn"
+        when = "(no turn needed)" if outcome == Outcome.ACCEPTED else "before the first turn"
     elif finished >= turns:
         when = f"after {plural(turns, 'turn')}"
     else:
@@ -163,8 +158,8 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     s = session.summary
     if verbose:
         say(f"trajectory: {s['trajectory']}")
-    good = s["outcome"] == "accepted"
-    console.line(outcome_line(s), fg="green" if good else "red" if s["outcome"] == "error" else "yellow", bold=True)
+    outcome = Outcome.of(s["outcome"])
+    console.line(outcome_line(s), fg=outcome.colour if outcome else "red", bold=True)
     for note in s["cost_notes"]:
         say(f"note: {note}")
     for line in closing_summary(s):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from agentloop.outcome import Outcome
+
 FILES = "{files}"
 # The hook's budget unless `hook:` in .agentloop.yaml or a flag says otherwise: a commit is no place to wait long.
 HOOK_BUDGET = {"max_turns": 3, "max_cost": 0.5, "time_limit": 300}
@@ -215,7 +217,7 @@ def repair(config, repo: Path, task: str | None, results: list, started: float |
     s, diff = session.summary, session.result.diff
     patch = Path(s["patch"]).read_text(encoding="utf-8")  # redacted: what is shown and reported
     spent = f"{s['turns']} turn(s), {s['tokens']} tokens, ${s['cost_usd']:.4f}"
-    if s["outcome"] == "accepted" and diff.strip():
+    if s["outcome"] == Outcome.ACCEPTED and diff.strip():
         click.echo(f"agentloop: fixed after {spent}: the checks pass now")
         why = explanation(replies[-1]) if replies else ""
         if why:
@@ -226,7 +228,7 @@ def repair(config, repo: Path, task: str | None, results: list, started: float |
         click.echo(patch.rstrip("\n"))
         click.echo(f"agentloop: the same patch is saved in {s['patch']} (`git apply` it if the tree was reset)")
         code = 1
-    elif s["outcome"] == "accepted":
+    elif s["outcome"] == Outcome.ACCEPTED:
         click.echo("agentloop: the checks passed when run again with no change: is one of them flaky?")
         code = 1
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.errors import UsageError
+from agentloop.outcome import Outcome
 
 SUMMARY_DIFF_CAP = 60_000  # characters of diff shown in the job summary (GitHub allows 1 MiB per step)
 
@@ -27,7 +28,7 @@ def write_patch(path: Path, text: str) -> None:
 
 def step_summary_markdown(summary: Mapping[str, Any], diff: str, *, title: str = "agentloop fix") -> str:
     """A short report: outcome, turns, cost, the checks, and the diff (capped)."""
-    icon = "✅" if summary.get("outcome") == "accepted" else "❌"
+    icon = "✅" if summary.get("outcome") == Outcome.ACCEPTED else "❌"
     lines = [
         f"### {icon} {title}: {summary.get('outcome')}",
         "",

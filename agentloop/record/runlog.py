@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.errors import UsageError
+from agentloop.outcome import Outcome
 from agentloop.record.trajectory import INDEX, SUMMARY, TRAJECTORY, read_events
-
-INCOMPLETE = "incomplete"  # a run with no summary: crashed or still running
-# Every outcome a run can have, for validating filters (agentloop/run/loop.py names the first five).
-OUTCOMES = ("accepted", "budget_exhausted", "gave_up", "error", "interrupted", INCOMPLETE)
 
 
 @dataclass
@@ -62,7 +59,7 @@ class Run:
 
     @property
     def outcome(self) -> str:
-        return self.footer.get("outcome") or INCOMPLETE
+        return self.footer.get("outcome") or Outcome.INCOMPLETE
 
     @property
     def reward(self) -> float | None:
@@ -209,7 +206,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
             header = json.loads(fh.readline() or "{}")
     except (OSError, json.JSONDecodeError):
         pass
-    return {"run_id": run_dir.name, "outcome": INCOMPLETE, "task": header.get("task", ""),
+    return {"run_id": run_dir.name, "outcome": Outcome.INCOMPLETE, "task": header.get("task", ""),
             "started": header.get("time"), "model": header.get("model"), "turns": None, "cost_usd": None,
             "duration_s": None, "reward": None, "run_dir": str(run_dir)}
 

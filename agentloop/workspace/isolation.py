@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
+from agentloop.outcome import Outcome
 from agentloop.workspace.repo import Change, Workspace, commit_entry, git, inside, stage_entry, temp_name
 
 STATE_DIR = "agentloop"  # in the git common dir: run records, journals, worktrees
@@ -324,10 +325,10 @@ class Isolation:
                 git(["update-ref", "-d", f"refs/heads/{self.branch}", self.start_commit], self.user.root, check=False)
             if self.in_place:
                 info["applied"] = bool(changes)
-                if outcome == "interrupted" and changes:
+                if outcome == Outcome.INTERRUPTED and changes:
                     self.user.restore(base, {c.path for c in changes})
                     info.update(restored=True, applied=False)
-            elif outcome == "accepted" and changes:
+            elif outcome == Outcome.ACCEPTED and changes:
                 try:
                     info.update(self.apply_back(changes))
                 except RuntimeError as exc:  # a path that cannot be written safely: the user's tree is untouched
