@@ -37,9 +37,9 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
     import json
 
     from agentloop.errors import UsageError
+    from agentloop.files import atomic_write
     from agentloop.record.exporters import FORMATS
     from agentloop.record.runlog import Run, default_runs_dir, expand_runs
-    from agentloop.record.trajectory import atomic_write_text
     from agentloop.words import plural
 
     folder = default_runs_dir(runs_dir)
@@ -57,7 +57,7 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
         selected.append(run)
     rows = [json.dumps(row, ensure_ascii=False) for row in FORMATS[fmt](selected)]
     try:
-        atomic_write_text(out_path, "".join(line + "\n" for line in rows))
+        atomic_write(out_path, "".join(line + "\n" for line in rows))
     except OSError as exc:
         raise UsageError(f"--out {out_path}: cannot write it ({exc.strerror}); check the folder exists") from None
     click.echo(f"wrote {plural(len(rows), 'row')} ({fmt}) from {plural(len(selected), 'run')} to {out_path}", err=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from agentloop.config import EDIT_FORMATS, SANDBOX_MODES
 from agentloop.outcome import Outcome
 
 
@@ -64,7 +65,7 @@ def closing_summary(s: dict) -> list[str]:
               help="Held-out files: SRC (outside the repository) is laid in at DEST (default: its base name) only "
               "while --accept checks run; the model never sees it. Repeatable.")
 @click.option("--file", "files", multiple=True, metavar="PATH", help="A file shown to the model up front. Repeatable.")
-@click.option("--edit-format", type=click.Choice(["auto", "search_replace", "udiff", "whole", "apply_patch"]),
+@click.option("--edit-format", type=click.Choice(EDIT_FORMATS),
               help="How the model writes edits (default: auto, chosen per model).")
 @click.option("--max-turns", type=click.IntRange(min=1), help="Most turns (model reply + checks).")
 @click.option("--max-cost", type=click.FloatRange(min=0), help="Most USD to spend on the model.")
@@ -72,7 +73,7 @@ def closing_summary(s: dict) -> list[str]:
 @click.option("--time-limit", type=click.FloatRange(min=1), help="Most seconds of wall time.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Config file (default: .agentloop.yaml at the repository root).")
-@click.option("--sandbox", type=click.Choice(["off", "auto", "bwrap"]),
+@click.option("--sandbox", type=click.Choice(SANDBOX_MODES),
               help="Run checks under bubblewrap: auto (default) where it works, bwrap (required), or off "
               "[env AGENTLOOP_SANDBOX].")
 @click.option("--allow-test-edits", "allow_test_edits", is_flag=True, default=None,

@@ -63,12 +63,12 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     if checks:
         wanted = tuple(Check(run=c) for c in checks)
     else:
-        wanted = config.hook.get("checks") or config.checks
+        wanted = config.hook.checks or config.checks
     if not wanted:
         raise UsageError("no checks to run; give them as the hook's args (args: [\"python -m pytest -q\"]) "
                          "or under checks: in .agentloop.yaml")
     wanted = expand_files(wanted, repo)
-    budget = {**HOOK_BUDGET, **{k: v for k, v in config.hook.items() if k != "checks"}}
+    budget = {**HOOK_BUDGET, **config.hook.budget()}
     budget.update({k: v for k, v in (("max_turns", max_turns), ("max_cost", max_cost), ("time_limit", time_limit))
                    if v is not None})
     config = replace(config, checks=tuple(c for c in wanted if c is not None),

@@ -18,12 +18,12 @@ SUMMARY_DIFF_CAP = 60_000  # characters of diff shown in the job summary (GitHub
 
 def write_patch(path: Path, text: str) -> None:
     """Write `text` to `path` whole or not at all (temporary file beside it, then a rename)."""
-    from agentloop.record.trajectory import atomic_write_text
+    from agentloop.files import atomic_write
 
     path = path.expanduser()
     if not path.parent.is_dir():
         raise UsageError(f"--output-patch {path}: folder {path.parent} does not exist; create it or pick another path")
-    atomic_write_text(path, text)
+    atomic_write(path, text)
 
 
 def step_summary_markdown(summary: Mapping[str, Any], diff: str, *, title: str = "agentloop fix") -> str:

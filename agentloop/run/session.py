@@ -227,7 +227,7 @@ def private_files(workspace: Workspace, config: Config) -> frozenset[str]:
 def write_summary(run_dir: Path, summary: dict[str, Any], redactor) -> None:
     import json
 
-    from agentloop.record.trajectory import atomic_write_text
+    from agentloop.files import atomic_write
 
-    atomic_write_text(run_dir / SUMMARY, json.dumps(redactor.data(summary), indent=2, ensure_ascii=False,
+    atomic_write(run_dir / SUMMARY, json.dumps(redactor.data(summary), indent=2, ensure_ascii=False,
                                                     default=str) + "\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.data import data_dir
+from agentloop.files import looks_binary
 from agentloop.run.model import ToolCall
 from agentloop.workspace.repo import AGENTLOOP_DIR
 
@@ -95,7 +96,7 @@ class Toolbox:
         if not target.is_file():
             raise ValueError(f"{path}: no such file")
         data = target.read_bytes()
-        if b"\0" in data[:8192]:
+        if looks_binary(data):
             raise ValueError(f"{path}: binary file")
         lines = data.decode("utf-8", "replace").splitlines()
         start = max(1, int(start_line or 1))
@@ -124,7 +125,7 @@ class Toolbox:
                 data = self._resolve(rel).read_bytes()  # a symlink out of the repo or into .git: skipped
             except (OSError, ValueError):
                 continue
-            if b"\0" in data[:8192]:
+            if looks_binary(data):
                 continue
             for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
                 if regex.search(line):

@@ -19,13 +19,13 @@ import contextlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
+from agentloop.files import atomic_write
 from agentloop.outcome import Outcome
 from agentloop.workspace.repo import Change, Workspace, commit_entry, git, inside, stage_entry, temp_name
 
@@ -68,19 +68,11 @@ def alive(pid: int, ticks: str | None) -> bool:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Whole file or nothing, and on disk before we go on."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, json.dumps(data, indent=1), durable=True)
 
 
 def remove_dead_temp_files(folder: Path) -> None:
-    """`.<name>.<pid>.tmp` files of write_json whose writer died before renaming them."""
+    """`.<name>.<random>.<pid>.tmp` files of atomic_write whose writer died before renaming them."""
     for tmp in folder.glob(".*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not alive(int(pid), None):
@@ -129,11 +121,8 @@ def apply_changes(root: Path, changes: list[Change], journal: Path, tag: str, ex
         journal.unlink()
         raise
     write_json(journal, {**record, "state": "committing"})
-    delay = float(os.environ.get("AGENTLOOP_TEST_APPLY_DELAY") or 0)  # widens the window for the kill tests
     for entry in entries:
         commit_entry(root, entry["path"], Path(entry["tmp"]) if entry["tmp"] else None)
-        if delay:
-            time.sleep(delay)
     journal.unlink()
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.errors import UsageError
+from agentloop.files import looks_binary
 from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env
 
 AGENTLOOP_DIR = ".agentloop"
@@ -208,7 +209,7 @@ def blobs_binary(cwd: Path, shas: list[str]) -> dict[str, bool]:
         header = out[pos:end].split()
         size = int(header[2]) if len(header) == 3 else 0
         body = out[end + 1:end + 1 + size]
-        result[sha] = b"\0" in body[:8000] or not _utf8(body)
+        result[sha] = looks_binary(body) or not _utf8(body)
         pos = end + 1 + size + (1 if len(header) == 3 else 0)
     return result
 
