@@ -95,14 +95,14 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
 def repo_root() -> Path:
     """The repository's top folder. Not workspace.find_repo_root: importing the workspace module
     (tempfile, shutil, ...) would cost the pass path time for nothing."""
-    from agentloop.workspace.gitsafe import git_argv, git_env
+    from agentloop.workspace.gitsafe import toplevel
 
-    proc = subprocess.run(git_argv("rev-parse", "--show-toplevel"), env=git_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
+    root = toplevel()
+    if root is None:
         from agentloop.errors import UsageError
 
         raise UsageError(f"{Path.cwd()}: not inside a git repository; run the hook from a git repo")
-    return Path(proc.stdout.strip()).resolve()
+    return root
 
 
 def restore_user_path(environ: MutableMapping[str, str], prefix: str | None = None) -> bool:

@@ -262,15 +262,12 @@ def default_runs_dir(runs_dir: str | None) -> Path | None:
     """--runs-dir, else the configured runs directory of the repository around the cwd (if any)."""
     if runs_dir:
         return Path(runs_dir)
-    import subprocess
+    from agentloop.workspace.gitsafe import toplevel
 
-    from agentloop.workspace.gitsafe import git_argv, git_env
-
-    proc = subprocess.run(git_argv("rev-parse", "--show-toplevel"), env=git_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
+    root = toplevel()
+    if root is None:
         return None
     from agentloop.config import load_config
 
-    root = Path(proc.stdout.strip())
     configured = Path(load_config(root).runs_dir)
     return configured if configured.is_absolute() else root / configured

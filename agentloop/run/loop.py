@@ -694,10 +694,9 @@ class Loop:
 
 def _git_dirs(workspace: Workspace) -> list:
     """The git directories checks must not write: the worktree's own and the shared one."""
-    from agentloop.workspace.repo import git
+    from agentloop.workspace.repo import common_dir
 
-    common = Path(git(["rev-parse", "--git-common-dir"], workspace.root).strip())
-    return [workspace.git_dir, common if common.is_absolute() else workspace.root / common]
+    return [workspace.git_dir, common_dir(workspace.root)]
 
 
 def prefetch_litellm() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
 from agentloop.files import atomic_write
 from agentloop.outcome import Outcome
-from agentloop.workspace.repo import Change, Workspace, commit_entry, git, inside, stage_entry, temp_name
+from agentloop.workspace.repo import Change, Workspace, commit_entry, common_dir, git, inside, stage_entry, temp_name
 
 STATE_DIR = "agentloop"  # in the git common dir: run records, journals, worktrees
 BRANCH_PREFIX = "agentloop/"
@@ -35,11 +35,6 @@ WORKSPACE_FILE = "workspace.json"  # in the run directory: what undo needs
 IDENTITY = {"GIT_AUTHOR_NAME": "agentloop", "GIT_AUTHOR_EMAIL": "agentloop@localhost",
             "GIT_COMMITTER_NAME": "agentloop", "GIT_COMMITTER_EMAIL": "agentloop@localhost"}
 NO_HOOKS = ["-c", "core.hooksPath=/dev/null"]  # our own git commands never run the user's hooks
-
-
-def common_dir(root: Path) -> Path:
-    common = Path(git(["rev-parse", "--git-common-dir"], root).strip())
-    return (common if common.is_absolute() else root / common).resolve()
 
 
 def state_dir(root: Path) -> Path:

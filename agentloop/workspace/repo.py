@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agentloop.errors import UsageError
 from agentloop.files import looks_binary
-from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env
+from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env, toplevel
 
 AGENTLOOP_DIR = ".agentloop"
 
@@ -41,11 +41,16 @@ def git(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check:
 
 
 def find_repo_root(start: Path) -> Path:
-    proc = subprocess.run(["git", *SAFE_CONFIG, "rev-parse", "--show-toplevel"], cwd=start, env=git_env(),
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
+    root = toplevel(start)
+    if root is None:
         raise UsageError(f"{start}: not inside a git repository; run agentloop from a git repo (or `git init`)")
-    return Path(proc.stdout.strip()).resolve()
+    return root
+
+
+def common_dir(root: Path) -> Path:
+    """The git directory shared by all worktrees of the repository at `root` (its .git for a plain checkout)."""
+    common = Path(git(["rev-parse", "--git-common-dir"], root).strip())
+    return (common if common.is_absolute() else root / common).resolve()
 
 
 class Workspace:
@@ -57,8 +62,7 @@ class Workspace:
 
     def exclude_agentloop_dir(self) -> None:
         """Keep `.agentloop/` out of git through `.git/info/exclude`, not the user's .gitignore."""
-        common = Path(git(["rev-parse", "--git-common-dir"], self.root).strip())
-        exclude = (common if common.is_absolute() else self.root / common) / "info" / "exclude"
+        exclude = common_dir(self.root) / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
         existing = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
         if f"/{AGENTLOOP_DIR}/" not in existing.splitlines():
@@ -102,8 +106,7 @@ class Workspace:
                           ":(glob)**/.gitattributes"], self.root)
         if attributes.strip("\0"):
             return True
-        common = Path(git(["rev-parse", "--git-common-dir"], self.root).strip())
-        info = (common if common.is_absolute() else self.root / common) / "info" / "attributes"
+        info = common_dir(self.root) / "info" / "attributes"
         if info.is_file() and info.stat().st_size:
             return True
         proc = subprocess.run(["git", "config", "--get-regexp", r"^core\.(autocrlf|attributesfile|eol)$"],
