@@ -1,10 +1,12 @@
-"""Small file rules every layer shares: writing a whole file or nothing, and telling binary from text."""
+"""Small file rules every layer shares: writing a whole file or nothing, telling binary from text, and
+where a path really leads (the core of every path-safety check: edits, write-back, read-only tools)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
+from collections.abc import Iterable
+from pathlib import Path, PurePath
 
 BINARY_SNIFF = 8000  # git's own rule: a NUL byte in the first 8000 bytes makes a file binary
 
@@ -12,6 +14,19 @@ BINARY_SNIFF = 8000  # git's own rule: a NUL byte in the first 8000 bytes makes 
 def looks_binary(data: bytes) -> bool:
     """True when `data` is not text to show or edit (a NUL byte near the start, as git decides)."""
     return b"\0" in data[:BINARY_SNIFF]
+
+
+def names_git_dir(parts: Iterable[str]) -> bool:
+    """True when a path's parts pass through a `.git` (in any case: case-insensitive file systems)."""
+    return any(p.lower() == ".git" for p in parts)
+
+
+def real_inside(root: Path, path: Path) -> PurePath | None:
+    """Where `path` really is, every symlink followed, relative to the real `root`; None when outside it."""
+    try:
+        return Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    except ValueError:
+        return None
 
 
 def atomic_write(path: Path, data: bytes | str, *, mode: int | None = None, new_mode: int = 0o666,

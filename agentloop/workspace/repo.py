@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.errors import UsageError
-from agentloop.files import looks_binary
+from agentloop.files import looks_binary, names_git_dir, real_inside
 from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env, toplevel
 
 AGENTLOOP_DIR = ".agentloop"
@@ -260,15 +260,12 @@ def inside(root: Path, rel: str) -> Path:
     """`root/rel`, refusing any path whose directory resolves outside `root` or into a `.git`."""
     target = root / rel
     parts = Path(rel).parts
-    if not parts or Path(rel).is_absolute() or ".." in parts or any(p.lower() == ".git" for p in parts):
+    if not parts or Path(rel).is_absolute() or ".." in parts or names_git_dir(parts):
         raise RuntimeError(f"refusing to write {rel!r}: not a plain path inside the repository")
-    real_root = Path(os.path.realpath(root))
-    real_dir = Path(os.path.realpath(target.parent))
-    try:
-        rest = real_dir.relative_to(real_root)
-    except ValueError:
-        raise RuntimeError(f"refusing to write {rel!r}: its directory leads outside the repository") from None
-    if any(p.lower() == ".git" for p in rest.parts):
+    rest = real_inside(root, target.parent)  # the file itself may be a symlink: it is replaced, not followed
+    if rest is None:
+        raise RuntimeError(f"refusing to write {rel!r}: its directory leads outside the repository")
+    if names_git_dir(rest.parts):
         raise RuntimeError(f"refusing to write {rel!r}: its directory leads into .git/")
     return target
 
