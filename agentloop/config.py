@@ -7,6 +7,7 @@ raises ConfigError with one line that names the key, what is wrong, and how to f
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,30 @@ class Reward:
 
 
 @dataclass(frozen=True)
+class HookSettings:
+    """The `hook:` section: checks and budget limits that apply only to `agentloop hook`.
+
+    Unset fields (empty checks, None limits) fall back to the repository's checks and the hook's budget.
+    """
+
+    checks: tuple[Check, ...] = ()
+    max_turns: int | None = None
+    max_model_calls: int | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
+    time_limit: float | None = None
+
+    def budget(self) -> dict[str, float]:
+        """The limits this section sets, by budget key."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "checks" and getattr(self, f.name) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the section sets, as plain data (nothing for what it leaves unset)."""
+        return ({"checks": [vars(c) | {} for c in self.checks]} if self.checks else {}) | self.budget()
+
+
+@dataclass(frozen=True)
 class Config:
     model: str | None = None
     api_base: str | None = None
@@ -94,7 +119,7 @@ class Config:
     workspace: dict[str, Any] = field(default_factory=dict)
     keep_runs: int = 20  # `agentloop runs --prune` keeps this many newest runs (and their branches)
     include_untracked: bool = False  # show the model files git neither tracks nor has staged
-    hook: dict[str, Any] = field(default_factory=dict)  # the pre-commit hook's own checks and budget
+    hook: HookSettings = field(default_factory=HookSettings)  # the pre-commit hook's own checks and budget
     source: str = "defaults"  # where the file part came from, for messages
 
     @property
@@ -113,7 +138,7 @@ class Config:
             if f.name == "checks":
                 value = [vars(c) | {} for c in value]
             elif f.name == "hook":
-                value = {k: [vars(c) | {} for c in v] if k == "checks" else v for k, v in value.items()}
+                value = value.to_dict()
             elif f.name in ("budget", "reward"):
                 value = vars(value) | {}
             elif isinstance(value, tuple):
@@ -213,8 +238,8 @@ def _parse_reward(where: str, raw: Any, base: Reward) -> Reward:
 HOOK_KEYS = ("checks", *_BUDGET_KEYS)
 
 
-def _parse_hook(where: str, raw: Any) -> dict[str, Any]:
-    """The `hook:` section: checks and budget limits that apply only to `agentloop hook`."""
+def _parse_hook(where: str, raw: Any, base: HookSettings) -> HookSettings:
+    """The `hook:` section over `base`: checks and budget limits that apply only to `agentloop hook`."""
     if not isinstance(raw, dict):
         raise _fail(where, "hook", "must be a mapping", "e.g. hook: {max_turns: 3, checks: [\"ruff check .\"]}")
     hook: dict[str, Any] = {}
@@ -228,7 +253,7 @@ def _parse_hook(where: str, raw: Any) -> dict[str, Any]:
         else:
             integer = _BUDGET_KEYS[key].type in ("int", int)
             hook[key] = _as_number(where, f"hook.{key}", value, integer=integer, minimum=1 if integer else 0)
-    return hook
+    return replace(base, **hook)
 
 
 WORKSPACE_KEYS = ("detect", "shared", "build", "hide")
@@ -281,67 +306,102 @@ def _parse_accept_files(where: str, raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+# How each setting is read: a parser (where, key, value, config) -> the value to store. Sections that merge
+# (hook, workspace, model_params) merge with what `config` already holds.
+Parser = Callable[[str, str, Any, "Config"], Any]
+
+
+def _text(where: str, key: str, value: Any, config: Config) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, key, "must be a non-empty string", f"set {key} to a string or remove it")
+    return value.strip()
+
+
+def _optional_text(where: str, key: str, value: Any, config: Config) -> str | None:
+    return None if value is None else _text(where, key, value, config)
+
+
+def _flag(where: str, key: str, value: Any, config: Config) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, key, f"must be true or false, not {value!r}", f"write {key}: true")
+    return value
+
+
+def _choice(choices: tuple[str, ...], aliases: dict[bool, str] | None = None) -> Parser:
+    def parse(where: str, key: str, value: Any, config: Config) -> str:
+        value = (aliases or {}).get(value, value)
+        if value not in choices:
+            raise _fail(where, key, f"must be one of {', '.join(choices)}, not {value!r}", "pick one")
+        return value
+    return parse
+
+
+def _checks(where: str, key: str, value: Any, config: Config) -> tuple[Check, ...]:
+    if value is None:
+        return ()  # `checks:` with its examples still commented out: none
+    if not isinstance(value, list):
+        raise _fail(where, key, "must be a list", "e.g. checks: [\"python -m pytest -q\"]")
+    return tuple(_parse_check(where, i, item) for i, item in enumerate(value))
+
+
+def _strings(where: str, key: str, value: Any, config: Config) -> tuple[str, ...]:
+    return () if value is None else _as_str_list(where, key, value)  # `protect:` with nothing under it: none
+
+
+def _count(minimum: int) -> Parser:
+    return lambda where, key, value, config: _as_number(where, key, value, integer=True, minimum=minimum)
+
+
+def _seconds(where: str, key: str, value: Any, config: Config) -> float:
+    return _as_number(where, key, value, minimum=0.1)
+
+
+def _model_params(where: str, key: str, value: Any, config: Config) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise _fail(where, key, "must be a mapping", "e.g. model_params: {temperature: 0}")
+    return {**config.model_params, **value}
+
+
+SETTINGS: dict[str, Parser] = {
+    "model": _optional_text,
+    "api_base": _optional_text,
+    "runs_dir": _text,
+    "in_place": _flag,
+    "include_untracked": _flag,
+    "allow_test_edits": _flag,
+    "edit_format": _choice(EDIT_FORMATS),
+    "tools": _choice(TOOLS_MODES, {True: "on", False: "off"}),
+    "sandbox": _choice(SANDBOX_MODES, {False: "off", True: "bwrap"}),
+    "checks": _checks,
+    "files": _strings,
+    "protect": _strings,
+    "pass_env": _strings,
+    "budget": lambda where, key, value, config: _parse_budget(where, value, config.budget),
+    "reward": lambda where, key, value, config: _parse_reward(where, value, config.reward),
+    "hook": lambda where, key, value, config: _parse_hook(where, value, config.hook),
+    "accept_files": lambda where, key, value, config: _parse_accept_files(where, value),
+    "workspace": lambda where, key, value, config: {**config.workspace, **_parse_workspace(where, value)},
+    "model_params": _model_params,
+    "output_cap": _count(1),
+    "max_format_errors": _count(1),
+    "max_tool_rounds": _count(1),
+    "retries": _count(0),
+    "keep_runs": _count(1),
+    "check_timeout": _seconds,
+    "retry_max_wait": _seconds,
+    "request_timeout": _seconds,
+}
+
+
 def apply_mapping(config: Config, raw: dict[str, Any], where: str) -> Config:
     """Overlay `raw` (from a YAML file or flags) onto `config`, validating every key."""
-    known = {f.name for f in fields(Config)} - {"source"}
     changes: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in known:
-            raise _fail(where, key, "is not a setting agentloop knows", f"known settings: {', '.join(sorted(known))}")
-        if value is None and key in ("model", "api_base"):
-            changes[key] = None
-        elif key in ("model", "api_base", "runs_dir"):
-            if not isinstance(value, str) or not value.strip():
-                raise _fail(where, key, "must be a non-empty string", f"set {key} to a string or remove it")
-            changes[key] = value.strip()
-        elif key in ("in_place", "include_untracked", "allow_test_edits"):
-            if not isinstance(value, bool):
-                raise _fail(where, key, f"must be true or false, not {value!r}", f"write {key}: true")
-            changes[key] = value
-        elif key == "edit_format":
-            if value not in EDIT_FORMATS:
-                raise _fail(where, key, f"must be one of {', '.join(EDIT_FORMATS)}, not {value!r}", "pick one")
-            changes[key] = value
-        elif key == "tools":
-            value = {True: "on", False: "off"}.get(value, value)
-            if value not in TOOLS_MODES:
-                raise _fail(where, key, f"must be one of {', '.join(TOOLS_MODES)}, not {value!r}", "pick one")
-            changes[key] = value
-        elif key == "sandbox":
-            value = {False: "off", True: "bwrap"}.get(value, value)
-            if value not in SANDBOX_MODES:
-                raise _fail(where, key, f"must be one of {', '.join(SANDBOX_MODES)}, not {value!r}", "pick one")
-            changes[key] = value
-        elif value is None and key in ("checks", "files", "protect", "pass_env"):
-            changes[key] = ()  # `protect:` with its examples still commented out: none
-        elif key == "checks":
-            if not isinstance(value, list):
-                raise _fail(where, key, "must be a list", "e.g. checks: [\"python -m pytest -q\"]")
-            changes[key] = tuple(_parse_check(where, i, item) for i, item in enumerate(value))
-        elif key in ("files", "protect", "pass_env"):
-            changes[key] = _as_str_list(where, key, value)
-        elif key == "budget":
-            changes[key] = _parse_budget(where, value, config.budget)
-        elif key == "reward":
-            changes[key] = _parse_reward(where, value, config.reward)
-        elif key == "hook":
-            changes[key] = {**config.hook, **_parse_hook(where, value)}
-        elif key == "in_place":
-            if not isinstance(value, bool):
-                raise _fail(where, key, "must be true or false", "write in_place: true")
-            changes[key] = value
-        elif key == "accept_files":
-            changes[key] = _parse_accept_files(where, value)
-        elif key == "workspace":
-            changes[key] = {**config.workspace, **_parse_workspace(where, value)}
-        elif key == "model_params":
-            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-                raise _fail(where, key, "must be a mapping", "e.g. model_params: {temperature: 0}")
-            changes[key] = {**config.model_params, **value}
-        elif key in ("output_cap", "max_format_errors", "max_tool_rounds", "retries", "keep_runs"):
-            changes[key] = _as_number(where, key, value, integer=True, minimum=0 if key == "retries" else 1)
-        else:  # check_timeout, retry_max_wait, request_timeout
-            changes[key] = _as_number(where, key, value, minimum=0.1)
+        parse = SETTINGS.get(key)
+        if parse is None:
+            raise _fail(where, key, "is not a setting agentloop knows",
+                        f"known settings: {', '.join(sorted(SETTINGS))}")
+        changes[key] = parse(where, key, value, config)
     return replace(config, **changes)
 
 

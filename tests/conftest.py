@@ -13,6 +13,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def validate_event(event: object) -> list[str]:
+    """Problems with one trajectory event against the shipped schema, as "path: message" lines."""
+    import jsonschema
+
+    from agentloop.record.schema import trajectory_schema
+
+    validator = jsonschema.Draft202012Validator(trajectory_schema())
+    return [f"{error.json_path}: {error.message}" for error in validator.iter_errors(event)]
+
 BUGGY_CALC = '''\
 def add(a, b):
     return a - b

@@ -31,6 +31,7 @@ from agentloop.workspace.isolation import recover, state_dir
 
 FILES = {name: f"def {name[0]}():\n    return 'BUG'\n" for name in ("a.py", "b.py", "c.py")}
 CHECK = "! grep -q BUG a.py b.py c.py"
+SLOW_APPLY = Path(__file__).with_name("slow_apply.py")  # the CLI with write-back slowed from outside
 
 
 def reply(*names: str) -> str:
@@ -61,14 +62,14 @@ def make_scenario_repo(path: Path) -> tuple[Path, dict, dict]:
 
 
 def fix_command(api_base: str, in_place: bool) -> list[str]:
-    return [sys.executable, "-m", "agentloop", "fix", "-m", "openai/fake", "--api-base", api_base, "--check", CHECK,
+    return [sys.executable, str(SLOW_APPLY), "fix", "-m", "openai/fake", "--api-base", api_base, "--check", CHECK,
             "--json", "-q", "--max-turns", "4", *(["--in-place"] if in_place else [])]
 
 
 def env(apply_delay: float) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOOP_") and not k.endswith("_API_KEY")}
     out.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONDONTWRITEBYTECODE="1", PYTHONFAULTHANDLER="1",
-               AGENTLOOP_TEST_APPLY_DELAY=str(apply_delay))
+               SLOW_APPLY_DELAY=str(apply_delay))
     return out
 
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import validate_event
 
-from agentloop.record.schema import validate_event
 from agentloop.record.trajectory import read_events
 
 API_BASE = os.environ.get("AGENTLOOP_TEST_API_BASE")  # read now: an autouse fixture clears AGENTLOOP_*

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import PYTEST, make_repo
+from conftest import PYTEST, make_repo, validate_event
 from fake_llm import FakeLLM
 from test_fix_e2e import run_fix
 
-from agentloop.record.schema import validate_event
 from agentloop.record.trajectory import read_events
 from agentloop.workspace import sandbox
 

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUGGY_CALC, CALC_TEST, PYTEST, git, make_repo
+from conftest import BUGGY_CALC, CALC_TEST, PYTEST, git, make_repo, validate_event
 from fake_llm import FakeLLM
 from test_fix_e2e import FIX_ADD, FIX_FROM_WRONG, WRONG_FIX
 
 from agentloop.cli import cli
 from agentloop.record.runlog import Run
-from agentloop.record.schema import trajectory_schema, validate_event
 
 CONFIG = f"checks:\n  - run: {PYTEST}\nreward:\n  unusable_turn: -0.5\nmodel_params:\n  logprobs: true\n"
 
@@ -61,27 +60,21 @@ def invoke(repo: Path, monkeypatch, *args: str):
 
 def test_every_event_matches_the_shipped_schema(runs):
     _, done = runs
-    import jsonschema
-    validator = jsonschema.Draft202012Validator(trajectory_schema())
     kinds = set()
     for _, run, _ in done.values():
         for event in run.events:
             kinds.add(event["type"])
             assert validate_event(event) == [], event["type"]
-            assert [e.message for e in validator.iter_errors(event)] == [], event["type"]
     assert {"header", "prompt", "model_call", "tool", "edits", "check", "feedback", "turn", "outcome"} <= kinds
 
 
-def test_the_validator_rejects_broken_events():
-    import jsonschema
-    validator = jsonschema.Draft202012Validator(trajectory_schema())
+def test_the_schema_rejects_broken_events():
     broken = [{"type": "check", "seq": 1, "time": "t", "turn": "one"},
               {"type": "outcome", "seq": 2, "time": "t", "outcome": "won", "reason": "", "duration_s": 1,
                "totals": {}, "diff": "", "checks": [], "reward": "high"},
               {"type": "nonsense", "seq": 0}]
     for event in broken:
         assert validate_event(event), event
-        assert list(validator.iter_errors(event)), event
 
 
 def test_header_and_footer_hold_what_a_trainer_needs(runs):

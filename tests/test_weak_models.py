@@ -244,7 +244,8 @@ def test_a_repeated_reply_is_followed_by_a_warmer_request(repo, monkeypatch):
     temps = [r.get("temperature") for r in server.requests]
     assert temps == [0.0, 0.0, 0.7]  # only the request after the repeat is warmer
     assert "changes nothing" in server.requests[1]["messages"][-1]["content"]
-    from agentloop.record.schema import validate_event
+    from conftest import validate_event
+
     from agentloop.record.trajectory import read_events
 
     events = read_events(Path(summary["trajectory"]))

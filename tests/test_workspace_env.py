@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUGGY_CALC, CALC_TEST, git, make_repo
+from conftest import BUGGY_CALC, CALC_TEST, git, make_repo, validate_event
 from fake_llm import FakeLLM
 
 from agentloop.cli import cli
-from agentloop.record.schema import validate_event
 from agentloop.record.trajectory import read_events
 from agentloop.workspace import environment as workspace_env
 from agentloop.workspace import sandbox

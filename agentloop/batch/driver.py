@@ -112,7 +112,7 @@ def _sha256(path: Path) -> str:
 def check_manifest(out: Path, tasks: Path, settings: Settings, redo: bool) -> None:
     """Write the manifest, or refuse a rerun whose task file or settings differ (unless `redo`, which
     sets earlier results aside as results.<n>.jsonl: nothing is deleted)."""
-    from agentloop.record.trajectory import atomic_write_text
+    from agentloop.files import atomic_write
 
     manifest = {"tasks": str(tasks.resolve()), "tasks_sha256": _sha256(tasks), "settings": settings.identity()}
     manifest["settings_sha256"] = hashlib.sha256(json.dumps(manifest["settings"], sort_keys=True).encode()).hexdigest()
@@ -136,7 +136,7 @@ def check_manifest(out: Path, tasks: Path, settings: Settings, redo: bool) -> No
             raise UsageError(f"{out}: holds a batch with another {what}; use another -o folder, the same "
                              "settings, or --redo-existing to run again (earlier results are kept aside)")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(old_path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write(old_path, json.dumps(manifest, indent=2) + "\n")
 
 
 class Progress:
@@ -264,13 +264,13 @@ class LocalBackend:
 
     def start(self, job: Job) -> _Running:
         from agentloop.batch.worker import job_for
-        from agentloop.record.trajectory import atomic_write_text
+        from agentloop.files import atomic_write
 
         job.attempts += 1
         name = f"{job.row.id}.{job.sample}.{os.getpid()}"
         job_file, result_file = self.work / f"{name}.job.json", self.work / f"{name}.result.json"
         result_file.unlink(missing_ok=True)
-        atomic_write_text(job_file, json.dumps(job_for(job.row, job.sample, self.out,
+        atomic_write(job_file, json.dumps(job_for(job.row, job.sample, self.out,
                                                        settings_for_job(self.settings), job.group, result_file)))
         log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - the child holds it; closed below
         try:

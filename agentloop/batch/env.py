@@ -63,7 +63,9 @@ class _Channel:
         self.requests: queue.Queue = queue.Queue()
         self.actions: queue.Queue = queue.Queue()
 
-    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> ModelReply:
+    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
+              deadline: float | None = None, overrides: dict[str, Any] | None = None) -> ModelReply:
+        """The trainer is the policy: `deadline` and `overrides` (sampling settings) are its to apply."""
         self.requests.put(("ask", [dict(m) for m in messages]))
         action = self.actions.get()
         if action is _CLOSE:

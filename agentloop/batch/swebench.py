@@ -22,6 +22,7 @@ from typing import Any
 
 from agentloop.batch.tasks import ID_MAX, ID_PATTERN, TaskFileError, relative_path_problem
 from agentloop.errors import UsageError
+from agentloop.files import atomic_write
 
 REPO_PATTERN = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 COMMIT_PATTERN = re.compile(r"[0-9a-fA-F]{7,64}")
@@ -240,12 +241,7 @@ def _write(out: Path, held: Path, converted: list[Converted]) -> None:
             held.rename(old)
         staging.rename(held)
         text = "".join(json.dumps(item.row, ensure_ascii=False) + "\n" for item in converted)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(out, text)
     except OSError as exc:
         raise UsageError(f"-o {out}: cannot write it ({exc.strerror})") from None
     finally:

@@ -40,11 +40,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from agentloop.record.trajectory import atomic_write_text
+    from agentloop.files import atomic_write
 
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     result = run_job(job)
-    atomic_write_text(Path(job["result"]), json.dumps(result, default=str))
+    atomic_write(Path(job["result"]), json.dumps(result, default=str))
     return 0
 
 

@@ -48,11 +48,11 @@ def _read_reply(source: str | None) -> str:
 
 def _apply(source: str | None, dry_run: bool, as_json: bool) -> None:
     from agentloop.edits import apply_reply, render_failures  # imported here: keeps `agentloop --help` fast
+    from agentloop.workspace.gitsafe import toplevel
 
-    top = _git(["rev-parse", "--show-toplevel"], Path.cwd())
-    if top is None:
+    root = toplevel(Path.cwd())
+    if root is None:
         _fail("not inside a git repository", EXIT_USAGE)
-    root = Path(top.strip())
     reply = _read_reply(source)
     tracked = (_git(["ls-files", "-z"], root) or "").split("\0")
     try:

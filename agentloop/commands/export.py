@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from agentloop.commands.style import RUN_ARG_SETTINGS, runs_dir_option
-from agentloop.record.runlog import OUTCOMES
+from agentloop.outcome import Outcome
 
 FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"]
 
@@ -18,7 +18,7 @@ FORMAT_NAMES = ["openai-sft", "openai-dpo", "trl-sft", "trl-dpo", "atif", "rlef"
 @click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), required=True, metavar="FILE",
               help="The JSONL file to write (replaced whole, never half-written).")
 @runs_dir_option
-@click.option("--outcome", type=click.Choice(OUTCOMES), help="Only runs with this outcome.")
+@click.option("--outcome", type=click.Choice([o.value for o in Outcome]), help="Only runs with this outcome.")
 @click.option("--min-reward", type=float, help="Only runs with at least this reward.")
 @click.option("--task", "task_text", metavar="TEXT", help="Only runs whose task contains TEXT (case-insensitive).")
 @click.option("--exclude-flagged", is_flag=True, help="Leave out runs with suspicious-edit or tampering flags.")
@@ -37,9 +37,9 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
     import json
 
     from agentloop.errors import UsageError
+    from agentloop.files import atomic_write
     from agentloop.record.exporters import FORMATS
     from agentloop.record.runlog import Run, default_runs_dir, expand_runs
-    from agentloop.record.trajectory import atomic_write_text
     from agentloop.words import plural
 
     folder = default_runs_dir(runs_dir)
@@ -57,7 +57,7 @@ def export_command(runs, fmt, out_path, runs_dir, outcome, min_reward, task_text
         selected.append(run)
     rows = [json.dumps(row, ensure_ascii=False) for row in FORMATS[fmt](selected)]
     try:
-        atomic_write_text(out_path, "".join(line + "\n" for line in rows))
+        atomic_write(out_path, "".join(line + "\n" for line in rows))
     except OSError as exc:
         raise UsageError(f"--out {out_path}: cannot write it ({exc.strerror}); check the folder exists") from None
     click.echo(f"wrote {plural(len(rows), 'row')} ({fmt}) from {plural(len(selected), 'run')} to {out_path}", err=True)

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import click
 
-OUTCOME_WORDS = {
-    "accepted": "accepted",
-    "budget_exhausted": "budget exhausted",
-    "gave_up": "gave up",
-    "error": "error",
-    "interrupted": "interrupted",
-}
+from agentloop.config import EDIT_FORMATS, SANDBOX_MODES
+from agentloop.outcome import Outcome
 
 
 def outcome_line(s: dict) -> str:
@@ -21,12 +16,13 @@ def outcome_line(s: dict) -> str:
     its reason said once, and what the run spent."""
     from agentloop.words import plural
 
-    word = OUTCOME_WORDS.get(s["outcome"], s["outcome"])
+    outcome = Outcome.of(s["outcome"])
+    word = outcome.words if outcome else s["outcome"]
     reason = " ".join(str(s.get("reason") or "").split())
     headline = reason if reason.startswith(word) or word in reason else f"{word}: {reason}" if reason else word
     turns, finished = s["turns"], s.get("turns_finished", s["turns"])
     if turns == 0:
-        when = "(no turn needed)" if s["outcome"] == "accepted" else "before the first turn"
+        when = "(no turn needed)" if outcome == Outcome.ACCEPTED else "before the first turn"
     elif finished >= turns:
         when = f"after {plural(turns, 'turn')}"
     else:
@@ -69,7 +65,7 @@ def closing_summary(s: dict) -> list[str]:
               help="Held-out files: SRC (outside the repository) is laid in at DEST (default: its base name) only "
               "while --accept checks run; the model never sees it. Repeatable.")
 @click.option("--file", "files", multiple=True, metavar="PATH", help="A file shown to the model up front. Repeatable.")
-@click.option("--edit-format", type=click.Choice(["auto", "search_replace", "udiff", "whole", "apply_patch"]),
+@click.option("--edit-format", type=click.Choice(EDIT_FORMATS),
               help="How the model writes edits (default: auto, chosen per model).")
 @click.option("--max-turns", type=click.IntRange(min=1), help="Most turns (model reply + checks).")
 @click.option("--max-cost", type=click.FloatRange(min=0), help="Most USD to spend on the model.")
@@ -77,7 +73,7 @@ def closing_summary(s: dict) -> list[str]:
 @click.option("--time-limit", type=click.FloatRange(min=1), help="Most seconds of wall time.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Config file (default: .agentloop.yaml at the repository root).")
-@click.option("--sandbox", type=click.Choice(["off", "auto", "bwrap"]),
+@click.option("--sandbox", type=click.Choice(SANDBOX_MODES),
               help="Run checks under bubblewrap: auto (default) where it works, bwrap (required), or off "
               "[env AGENTLOOP_SANDBOX].")
 @click.option("--allow-test-edits", "allow_test_edits", is_flag=True, default=None,
@@ -163,8 +159,8 @@ def fix_command(task, model, api_base, checks, accepts, accept_files, files, edi
     s = session.summary
     if verbose:
         say(f"trajectory: {s['trajectory']}")
-    good = s["outcome"] == "accepted"
-    console.line(outcome_line(s), fg="green" if good else "red" if s["outcome"] == "error" else "yellow", bold=True)
+    outcome = Outcome.of(s["outcome"])
+    console.line(outcome_line(s), fg=outcome.colour if outcome else "red", bold=True)
     for note in s["cost_notes"]:
         say(f"note: {note}")
     for line in closing_summary(s):

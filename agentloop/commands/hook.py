@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from agentloop.outcome import Outcome
+
 FILES = "{files}"
 # The hook's budget unless `hook:` in .agentloop.yaml or a flag says otherwise: a commit is no place to wait long.
 HOOK_BUDGET = {"max_turns": 3, "max_cost": 0.5, "time_limit": 300}
@@ -61,12 +63,12 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
     if checks:
         wanted = tuple(Check(run=c) for c in checks)
     else:
-        wanted = config.hook.get("checks") or config.checks
+        wanted = config.hook.checks or config.checks
     if not wanted:
         raise UsageError("no checks to run; give them as the hook's args (args: [\"python -m pytest -q\"]) "
                          "or under checks: in .agentloop.yaml")
     wanted = expand_files(wanted, repo)
-    budget = {**HOOK_BUDGET, **{k: v for k, v in config.hook.items() if k != "checks"}}
+    budget = {**HOOK_BUDGET, **config.hook.budget()}
     budget.update({k: v for k, v in (("max_turns", max_turns), ("max_cost", max_cost), ("time_limit", time_limit))
                    if v is not None})
     config = replace(config, checks=tuple(c for c in wanted if c is not None),
@@ -93,14 +95,14 @@ def hook_command(checks, model, api_base, max_turns, max_cost, time_limit, task,
 def repo_root() -> Path:
     """The repository's top folder. Not workspace.find_repo_root: importing the workspace module
     (tempfile, shutil, ...) would cost the pass path time for nothing."""
-    from agentloop.workspace.gitsafe import git_argv, git_env
+    from agentloop.workspace.gitsafe import toplevel
 
-    proc = subprocess.run(git_argv("rev-parse", "--show-toplevel"), env=git_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
+    root = toplevel()
+    if root is None:
         from agentloop.errors import UsageError
 
         raise UsageError(f"{Path.cwd()}: not inside a git repository; run the hook from a git repo")
-    return Path(proc.stdout.strip()).resolve()
+    return root
 
 
 def restore_user_path(environ: MutableMapping[str, str], prefix: str | None = None) -> bool:
@@ -215,7 +217,7 @@ def repair(config, repo: Path, task: str | None, results: list, started: float |
     s, diff = session.summary, session.result.diff
     patch = Path(s["patch"]).read_text(encoding="utf-8")  # redacted: what is shown and reported
     spent = f"{s['turns']} turn(s), {s['tokens']} tokens, ${s['cost_usd']:.4f}"
-    if s["outcome"] == "accepted" and diff.strip():
+    if s["outcome"] == Outcome.ACCEPTED and diff.strip():
         click.echo(f"agentloop: fixed after {spent}: the checks pass now")
         why = explanation(replies[-1]) if replies else ""
         if why:
@@ -226,7 +228,7 @@ def repair(config, repo: Path, task: str | None, results: list, started: float |
         click.echo(patch.rstrip("\n"))
         click.echo(f"agentloop: the same patch is saved in {s['patch']} (`git apply` it if the tree was reset)")
         code = 1
-    elif s["outcome"] == "accepted":
+    elif s["outcome"] == Outcome.ACCEPTED:
         click.echo("agentloop: the checks passed when run again with no change: is one of them flaky?")
         code = 1
     else:

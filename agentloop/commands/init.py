@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import click
 
 from agentloop.config import CONFIG_FILE
+from agentloop.files import atomic_write
 
 
 def detect_checks(repo: Path) -> list[tuple[str, str]]:
@@ -143,9 +143,7 @@ def init_command(force: bool) -> None:
                            max_model_calls=budget.max_model_calls,
                            max_tokens=budget.max_tokens, max_cost=budget.max_cost,
                            time_limit=int(budget.time_limit), check_timeout=int(defaults.check_timeout))
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write(target, text)
     click.echo(f"wrote {target}")
     for cmd, why in detected:
         click.echo(f"  check: {cmd}  ({why})")

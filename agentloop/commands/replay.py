@@ -7,6 +7,7 @@ import json
 import click
 
 from agentloop.commands.style import RUN_ARG_SETTINGS, paint, runs_dir_option, use_colour
+from agentloop.outcome import Outcome
 
 
 @click.command("replay", context_settings=RUN_ARG_SETTINGS)
@@ -64,7 +65,7 @@ def replay_command(run, runs_dir, model, api_base, from_turn, as_json):
         verdict = "every check verdict matches the record" if report.matches else "the replay differs from the record"
         click.echo(paint(verdict, colour, fg="green" if report.matches else "red", bold=True))
     if live is not None:
-        raise SystemExit(0 if report.replayed_outcome == "accepted" else 1)
+        raise SystemExit(0 if report.replayed_outcome == Outcome.ACCEPTED else 1)
     raise SystemExit(0 if report.matches else 1)
 
 

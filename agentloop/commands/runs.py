@@ -7,12 +7,12 @@ import json
 import click
 
 from agentloop.commands.style import outcome_style, runs_dir_option
-from agentloop.record.runlog import OUTCOMES
+from agentloop.outcome import Outcome
 
 
 @click.command("runs")
 @runs_dir_option
-@click.option("--outcome", type=click.Choice(OUTCOMES), help="Only runs with this outcome.")
+@click.option("--outcome", type=click.Choice([o.value for o in Outcome]), help="Only runs with this outcome.")
 @click.option("--task", "task_text", metavar="TEXT", help="Only runs whose task contains TEXT (case-insensitive).")
 @click.option("--min-reward", type=float, help="Only runs with at least this reward.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), help="Show at most N runs.")

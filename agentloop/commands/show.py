@@ -30,11 +30,11 @@ def show_command(run, runs_dir, html_path, full):
     loaded = Run.load(run_dir)
     if html_path is not None:
         from agentloop.errors import UsageError
+        from agentloop.files import atomic_write
         from agentloop.record.html import render_html
-        from agentloop.record.trajectory import atomic_write_text
 
         try:
-            atomic_write_text(html_path, render_html(loaded))
+            atomic_write(html_path, render_html(loaded))
         except OSError as exc:
             raise UsageError(f"--html {html_path}: cannot write it ({exc.strerror}); check the folder exists") from None
         click.echo(f"wrote {html_path}", err=True)

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from agentloop.outcome import Outcome
+
 runs_dir_option = click.option(
     "--runs-dir", metavar="DIR",
     help="Where runs are recorded (default: the repository's configured runs directory, .agentloop/runs).")
@@ -14,8 +16,6 @@ runs_dir_option = click.option(
 # Lets a RUN argument be `-1`, `-2`, ... (the newest runs) rather than an unknown option.
 RUN_ARG_SETTINGS = {"ignore_unknown_options": True}
 
-OUTCOME_COLOURS = {"accepted": "green", "budget_exhausted": "yellow", "gave_up": "yellow", "error": "red",
-                   "interrupted": "magenta", "incomplete": "magenta"}
 
 
 def use_colour(stream=None) -> bool:
@@ -32,4 +32,5 @@ def paint(text: str, colour: bool, **style) -> str:
 
 def outcome_style(outcome: str, text: str, colour: bool | None = None) -> str:
     colour = use_colour() if colour is None else colour
-    return paint(text, colour, fg=OUTCOME_COLOURS.get(outcome, "white"), bold=outcome == "accepted")
+    known = Outcome.of(outcome)
+    return paint(text, colour, fg=known.colour if known else "white", bold=known == Outcome.ACCEPTED)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from agentloop.edits.parse import parse_raw, resolve_paths
 from agentloop.edits.paths import PathRefused, file_test, is_placeholder, is_protected, safe_path
 from agentloop.edits.textfile import BinaryFile, TextFile, split_lines
 from agentloop.edits.types import ApplyResult, Edit, EditFailure, FailureReason
+from agentloop.files import atomic_write
 
 _LAZY = re.compile(
     r"^\s*(?:#|//|/\*|<!--|--|;)\s*(?:\.\.\.|\u2026|.*\b(?:rest of|existing code|remains? (?:the )?same|"
@@ -272,7 +272,7 @@ def _write_all(root: Path, plan: _Plan) -> list[str]:
                 for d in reversed(missing):
                     d.mkdir()
                     made_dirs.append(d)
-                _atomic_write(target, new, s.mode, executable=s.executable)
+                atomic_write(target, new, mode=s.mode, new_mode=0o777 if s.executable else 0o666)
                 done.append((target, s.original, s.mode))
             changed.append(rel)
     except OSError:
@@ -281,7 +281,7 @@ def _write_all(root: Path, plan: _Plan) -> list[str]:
                 if data is None:
                     path.unlink(missing_ok=True)
                 else:
-                    _atomic_write(path, data, mode)
+                    atomic_write(path, data, mode=mode)
             except OSError:
                 pass
         for d in reversed(made_dirs):
@@ -293,35 +293,6 @@ def _write_all(root: Path, plan: _Plan) -> list[str]:
     return changed
 
 
-def _atomic_write(path: Path, data: bytes, mode: int | None, *, executable: bool = False) -> None:
-    """Write via a temporary file in the same directory, then rename over `path`.
-
-    `mode` keeps an existing file's permissions. A new file (mode None) gets what git gives one:
-    0666, or 0777 when executable, less the umask (the kernel applies it when the file is created).
-    """
-    fd, tmp = _create_temp(path, 0o777 if executable else 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _create_temp(path: Path, perms: int) -> tuple[int, str]:
-    for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.agentloop")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), perms), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"cannot create a temporary file next to {path}")
 
 
 def apply_reply(

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
+from agentloop.files import names_git_dir, real_inside
+
 
 class PathRefused(ValueError):
     """A path the applier will not touch; the message says why, for the model."""
@@ -39,7 +41,7 @@ def check_rel(rel: str) -> str:
     parts = PurePosixPath(rel).parts
     if ".." in parts:
         raise PathRefused(f"path {rel!r} leaves the repository ('..')")
-    if any(p.lower() == ".git" for p in parts):
+    if names_git_dir(parts):
         raise PathRefused(f"path {rel!r} is inside .git/, which edits may not touch")
     if parts[0] == ".agentloop":
         raise PathRefused(f"path {rel!r} is inside .agentloop/ (agentloop's run records), which edits may not touch")
@@ -49,14 +51,11 @@ def check_rel(rel: str) -> str:
 def safe_path(root: Path, rel: str) -> Path:
     """Return `root/rel` if it stays inside the repository once symlinks are followed, else raise."""
     rel = check_rel(rel)
-    root_real = Path(os.path.realpath(root))
     target = root / rel
-    real = Path(os.path.realpath(target))
-    try:
-        inside = real.relative_to(root_real)
-    except ValueError:
-        raise PathRefused(f"path {rel!r} leads outside the repository (symlink)") from None
-    if any(p.lower() == ".git" for p in inside.parts):
+    inside = real_inside(root, target)
+    if inside is None:
+        raise PathRefused(f"path {rel!r} leads outside the repository (symlink)")
+    if names_git_dir(inside.parts):
         raise PathRefused(f"path {rel!r} leads into .git/ (symlink)")
     return target
 

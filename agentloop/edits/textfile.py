@@ -9,6 +9,8 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass, field
 
+from agentloop.files import looks_binary
+
 
 class BinaryFile(ValueError):
     """The file holds bytes no text edit should touch."""
@@ -40,7 +42,7 @@ class TextFile:
                 break
         body = data[len(bom) :]
         if enc is None:
-            if b"\0" in body[:8192]:
+            if looks_binary(body):
                 raise BinaryFile("binary file (it contains NUL bytes)")
             try:
                 text = body.decode("utf-8")

@@ -11,23 +11,24 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.errors import UsageError
+from agentloop.outcome import Outcome
 
 SUMMARY_DIFF_CAP = 60_000  # characters of diff shown in the job summary (GitHub allows 1 MiB per step)
 
 
 def write_patch(path: Path, text: str) -> None:
     """Write `text` to `path` whole or not at all (temporary file beside it, then a rename)."""
-    from agentloop.record.trajectory import atomic_write_text
+    from agentloop.files import atomic_write
 
     path = path.expanduser()
     if not path.parent.is_dir():
         raise UsageError(f"--output-patch {path}: folder {path.parent} does not exist; create it or pick another path")
-    atomic_write_text(path, text)
+    atomic_write(path, text)
 
 
 def step_summary_markdown(summary: Mapping[str, Any], diff: str, *, title: str = "agentloop fix") -> str:
     """A short report: outcome, turns, cost, the checks, and the diff (capped)."""
-    icon = "✅" if summary.get("outcome") == "accepted" else "❌"
+    icon = "✅" if summary.get("outcome") == Outcome.ACCEPTED else "❌"
     lines = [
         f"### {icon} {title}: {summary.get('outcome')}",
         "",

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from agentloop import __version__
+from agentloop.outcome import FAILED_ON_THE_MERITS, Outcome
 from agentloop.record.runlog import Run, _read_json, assistant_message
 
 Row = dict[str, Any]
-ACCEPTED = "accepted"
 ATIF_VERSION = "ATIF-v1.4"
 
 
@@ -73,7 +73,6 @@ def _flags(*runs: Run) -> list[str]:
     return sorted({kind for run in runs for kind in run.flags})
 
 
-FAILED_ON_THE_MERITS = ("budget_exhausted", "gave_up")  # never interrupted, error (infra) or incomplete runs
 
 
 def start_tree(run: Run) -> str | None:
@@ -138,7 +137,7 @@ def preference_pairs(runs: list[Run]) -> Iterator[tuple[Run, Run]]:
         if key is not None:
             groups.setdefault(key, []).append(run)
     for group in groups.values():
-        good = [r for r in group if r.outcome == ACCEPTED and not r.flags]
+        good = [r for r in group if r.outcome == Outcome.ACCEPTED and not r.flags]
         bad = [r for r in group if failed_on_the_merits(r)]
         for chosen, rejected in product(good, bad):
             if _same_reply(_first_reply(chosen), _first_reply(rejected)):
@@ -276,7 +275,7 @@ def rlef(runs: list[Run]) -> Iterator[Row]:
     the model then got, the final reward. Only episodes that ended on the merits (accepted, out of
     budget, gave up): an interrupted or error run's reward says nothing about the model."""
     for run in runs:
-        if run.outcome != ACCEPTED and run.outcome not in FAILED_ON_THE_MERITS:
+        if run.outcome != Outcome.ACCEPTED and run.outcome not in FAILED_ON_THE_MERITS:
             continue
         turns = []
         for number in run.turn_numbers():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from html import escape
 
+from agentloop.outcome import Outcome
 from agentloop.record.runlog import Run
 from agentloop.record.transcript import Block, blocks
 from agentloop.words import plural
@@ -45,7 +46,7 @@ def render_html(run: Run) -> str:
     items = blocks(run)
     header, rest = items[0], items[1:]
     footer = run.footer
-    badge_class = "ok" if run.outcome == "accepted" else "fail"
+    badge_class = "ok" if run.outcome == Outcome.ACCEPTED else "fail"
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',

@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.errors import UsageError
+from agentloop.outcome import Outcome
 from agentloop.record.trajectory import INDEX, SUMMARY, TRAJECTORY, read_events
-
-INCOMPLETE = "incomplete"  # a run with no summary: crashed or still running
-# Every outcome a run can have, for validating filters (agentloop/run/loop.py names the first five).
-OUTCOMES = ("accepted", "budget_exhausted", "gave_up", "error", "interrupted", INCOMPLETE)
 
 
 @dataclass
@@ -62,7 +59,7 @@ class Run:
 
     @property
     def outcome(self) -> str:
-        return self.footer.get("outcome") or INCOMPLETE
+        return self.footer.get("outcome") or Outcome.INCOMPLETE
 
     @property
     def reward(self) -> float | None:
@@ -209,7 +206,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
             header = json.loads(fh.readline() or "{}")
     except (OSError, json.JSONDecodeError):
         pass
-    return {"run_id": run_dir.name, "outcome": INCOMPLETE, "task": header.get("task", ""),
+    return {"run_id": run_dir.name, "outcome": Outcome.INCOMPLETE, "task": header.get("task", ""),
             "started": header.get("time"), "model": header.get("model"), "turns": None, "cost_usd": None,
             "duration_s": None, "reward": None, "run_dir": str(run_dir)}
 
@@ -265,15 +262,12 @@ def default_runs_dir(runs_dir: str | None) -> Path | None:
     """--runs-dir, else the configured runs directory of the repository around the cwd (if any)."""
     if runs_dir:
         return Path(runs_dir)
-    import subprocess
+    from agentloop.workspace.gitsafe import toplevel
 
-    from agentloop.workspace.gitsafe import git_argv, git_env
-
-    proc = subprocess.run(git_argv("rev-parse", "--show-toplevel"), env=git_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
+    root = toplevel()
+    if root is None:
         return None
     from agentloop.config import load_config
 
-    root = Path(proc.stdout.strip())
     configured = Path(load_config(root).runs_dir)
     return configured if configured.is_absolute() else root / configured

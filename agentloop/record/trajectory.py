@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agentloop.files import atomic_write
 from agentloop.record.redact import Redactor
 
 SCHEMA_VERSION = "2"  # bump on any change a reader must know about; see docs/trajectory.md
@@ -76,20 +77,9 @@ class Trajectory:
         self._check_logs += 1
         return CheckLog(self.run_dir, f"{CHECK_LOGS}/{self._check_logs:04d}.log", self.redactor)
 
-    def write_json(self, name: str, data: dict[str, Any]) -> Path:
-        """Write a side file atomically (temp file + rename), redacted."""
-        target = self.run_dir / name
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.redactor.data(data), indent=2, ensure_ascii=False, default=str) + "\n",
-                       encoding="utf-8")
-        os.replace(tmp, target)
-        return target
-
     def write_text(self, name: str, text: str) -> Path:
         target = self.run_dir / name
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(self.redactor.text(text), encoding="utf-8")
-        os.replace(tmp, target)
+        atomic_write(target, self.redactor.text(text))
         return target
 
     def close(self) -> None:
@@ -181,15 +171,6 @@ def append_index(runs_dir: Path, summary: dict[str, Any], redactor: Redactor | N
     finally:
         os.close(fd)
 
-
-def atomic_write_text(target: Path, text: str) -> None:
-    """Write a whole file or nothing (temp file beside it + rename)."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentloop.outcome import Outcome
 from agentloop.record.runlog import Run
 from agentloop.words import plural
 
@@ -149,7 +150,7 @@ def _outcome(event: dict[str, Any]) -> list[Block]:
     checks = "\n".join(f"{'PASS' if c.get('passed', c.get('exit_code') == 0) else 'FAIL'}  {c.get('command')}"
                        for c in event.get("checks") or [])
     out = [Block("outcome", f"{event.get('outcome')}: {event.get('reason')}", checks,
-                 status=OK if event.get("outcome") == "accepted" else FAIL, meta=meta)]
+                 status=OK if event.get("outcome") == Outcome.ACCEPTED else FAIL, meta=meta)]
     if (event.get("diff") or "").strip():
         out.append(Block("diff", "final diff", event["diff"].rstrip("\n"), is_diff=True))
     return out

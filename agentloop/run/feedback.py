@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.data import data_dir
+from agentloop.files import looks_binary
 from agentloop.workspace.checks import CommandResult
 
 MAX_FILE_LINES = 400
@@ -83,7 +84,7 @@ def show_file(root: Path, rel: str) -> ShownFile | None:
         data = (root / rel).read_bytes()
     except OSError:
         return None
-    if b"\0" in data[:8192]:
+    if looks_binary(data):
         return None
     lines = data.decode("utf-8", "replace").splitlines()
     note = ""

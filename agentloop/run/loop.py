@@ -18,6 +18,7 @@ from agentloop.config import Check, Config
 from agentloop.edits import ApplyResult, apply_reply
 from agentloop.errors import AgentloopError, UsageError
 from agentloop.interrupts import SignalGuard
+from agentloop.outcome import Outcome
 from agentloop.record.trajectory import Trajectory
 from agentloop.run import feedback, rules
 from agentloop.run.model import Model, ModelCallFailed, ModelReply
@@ -40,7 +41,8 @@ from agentloop.workspace.guard import (
 from agentloop.workspace.repo import Workspace
 from agentloop.workspace.result import EditedResult
 
-ACCEPTED, BUDGET, GAVE_UP, ERROR, INTERRUPTED = "accepted", "budget_exhausted", "gave_up", "error", "interrupted"
+ACCEPTED, BUDGET, GAVE_UP, ERROR, INTERRUPTED = (Outcome.ACCEPTED, Outcome.BUDGET_EXHAUSTED, Outcome.GAVE_UP,
+                                                 Outcome.ERROR, Outcome.INTERRUPTED)
 GIVE_UP_LINE = "GIVE UP"
 
 
@@ -679,10 +681,9 @@ class Loop:
 
 def _git_dirs(workspace: Workspace) -> list:
     """The git directories checks must not write: the worktree's own and the shared one."""
-    from agentloop.workspace.repo import git
+    from agentloop.workspace.repo import common_dir
 
-    common = Path(git(["rev-parse", "--git-common-dir"], workspace.root).strip())
-    return [workspace.git_dir, common if common.is_absolute() else workspace.root / common]
+    return [workspace.git_dir, common_dir(workspace.root)]
 
 
 def prefetch_litellm() -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 from agentloop import __version__
 from agentloop.config import Config, Reward
-from agentloop.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from agentloop.errors import EXIT_ERROR, EXIT_FAILED
 from agentloop.interrupts import SignalGuard
+from agentloop.outcome import Outcome
 from agentloop.record.trajectory import (
     SCHEMA_VERSION,
     SUMMARY,
@@ -25,14 +26,12 @@ from agentloop.record.trajectory import (
     now_iso,
 )
 from agentloop.run import rules
-from agentloop.run.loop import ACCEPTED, INTERRUPTED, Loop, RunResult, Totals, _plain_totals
+from agentloop.run.loop import Loop, RunResult, Totals, _plain_totals
 from agentloop.run.model import LazyModel, Model
 from agentloop.workspace.checks import CommandResult
 from agentloop.workspace.isolation import Isolation
 from agentloop.workspace.repo import Workspace
 
-EXIT_CODES = {ACCEPTED: EXIT_OK, "budget_exhausted": EXIT_FAILED, "gave_up": EXIT_FAILED,
-              "error": EXIT_ERROR, INTERRUPTED: EXIT_INTERRUPTED}
 DEFAULT_TASK = "Make the checks pass."
 
 
@@ -49,7 +48,8 @@ class Session:
             return self.result.exit_code
         if self.result.workspace.get("conflicts") or self.result.workspace.get("apply_error"):
             return EXIT_FAILED  # accepted on the branch, but not applied to the user's tree
-        return EXIT_CODES.get(self.result.outcome, EXIT_ERROR)
+        outcome = Outcome.of(self.result.outcome)
+        return outcome.exit_code if outcome else EXIT_ERROR
 
 
 def build_model(config: Config, on_retry: Callable[[int, str], None] | None = None) -> Model:
@@ -64,7 +64,7 @@ def build_model(config: Config, on_retry: Callable[[int, str], None] | None = No
 
 def reward(result: RunResult, weights: Reward | None = None) -> float:
     """RLEF-style by default: +1 accepted, -1 otherwise, -0.2 for each turn without a usable edit."""
-    return (weights or Reward()).score(result.outcome == ACCEPTED, result.totals.unusable_turns)
+    return (weights or Reward()).score(result.outcome == Outcome.ACCEPTED, result.totals.unusable_turns)
 
 
 def repo_identity(workspace: Workspace) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                           header_extra, first_results, started, {"status": status, "check_output": check_output})
         except BaseException:
             guard.settle()
-            isolation.finish("interrupted", None)  # whatever was set up is cleaned away; the tree is untouched
+            isolation.finish(Outcome.INTERRUPTED, None)  # whatever was set up is cleaned away; the tree is untouched
             raise
     run_dir, trajectory_path = isolation.run_dir, isolation.run_dir / TRAJECTORY
     redactor = result.redactor
@@ -203,14 +203,14 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
     except KeyboardInterrupt:  # before the loop could catch it itself
         guard.settle()
         if loop is not None:
-            result = loop.finish(INTERRUPTED, "interrupted by the user")
+            result = loop.finish(Outcome.INTERRUPTED, "interrupted by the user")
         else:
-            info = isolation.finish(INTERRUPTED, None)
+            info = isolation.finish(Outcome.INTERRUPTED, None)
             totals = Totals()
-            trajectory.event("outcome", outcome=INTERRUPTED, reason="interrupted by the user", duration_s=0.0,
+            trajectory.event("outcome", outcome=Outcome.INTERRUPTED, reason="interrupted by the user", duration_s=0.0,
                              totals=_plain_totals(totals), diff="", checks=[],
                              reward=config.reward.score(False, 0), workspace=info)
-            result = RunResult(INTERRUPTED, "interrupted by the user", totals, 0.0, [], "", None, info)
+            result = RunResult(Outcome.INTERRUPTED, "interrupted by the user", totals, 0.0, [], "", None, info)
     finally:
         trajectory.close()
     return _Ran(result, started, base_commit, trajectory.redactor)
@@ -228,7 +228,7 @@ def private_files(workspace: Workspace, config: Config) -> frozenset[str]:
 def write_summary(run_dir: Path, summary: dict[str, Any], redactor) -> None:
     import json
 
-    from agentloop.record.trajectory import atomic_write_text
+    from agentloop.files import atomic_write
 
-    atomic_write_text(run_dir / SUMMARY, json.dumps(redactor.data(summary), indent=2, ensure_ascii=False,
+    atomic_write(run_dir / SUMMARY, json.dumps(redactor.data(summary), indent=2, ensure_ascii=False,
                                                     default=str) + "\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.data import data_dir
+from agentloop.files import looks_binary, names_git_dir, real_inside
 from agentloop.run.model import ToolCall
 from agentloop.workspace.repo import AGENTLOOP_DIR
 
@@ -66,12 +67,13 @@ class Toolbox:
     def _resolve(self, rel: str) -> Path:
         rel = (rel or ".").strip()
         candidate = (self.root / rel).resolve()
-        if not candidate.is_relative_to(self.root):
+        inside = real_inside(self.root, candidate)
+        if inside is None:
             raise ValueError(f"{rel}: outside the repository")
-        if self.private and candidate.relative_to(self.root).as_posix() in self.private:
+        if self.private and inside.as_posix() in self.private:
             raise ValueError(f"{rel}: no such file")
-        parts = candidate.relative_to(self.root).parts
-        if ".git" in parts:
+        parts = inside.parts
+        if names_git_dir(parts):
             raise ValueError(f"{rel}: git internals are not readable")
         if parts[:1] == (AGENTLOOP_DIR,):
             raise ValueError(f"{rel}: agentloop's run records are not readable")
@@ -95,7 +97,7 @@ class Toolbox:
         if not target.is_file():
             raise ValueError(f"{path}: no such file")
         data = target.read_bytes()
-        if b"\0" in data[:8192]:
+        if looks_binary(data):
             raise ValueError(f"{path}: binary file")
         lines = data.decode("utf-8", "replace").splitlines()
         start = max(1, int(start_line or 1))
@@ -124,7 +126,7 @@ class Toolbox:
                 data = self._resolve(rel).read_bytes()  # a symlink out of the repo or into .git: skipped
             except (OSError, ValueError):
                 continue
-            if b"\0" in data[:8192]:
+            if looks_binary(data):
                 continue
             for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
                 if regex.search(line):

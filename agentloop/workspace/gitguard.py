@@ -8,10 +8,10 @@ a change is undone byte for byte and reported, so that the round's verdict does 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentloop.files import atomic_write
 from agentloop.workspace.repo import git
 
 # Files under a git directory that change what git runs or how it reads files.
@@ -49,9 +49,7 @@ class GitConfigGuard:
             if before is None:
                 path.unlink(missing_ok=True)
             else:
-                tmp = path.with_name(f".{path.name}.agentloop-{os.getpid()}")
-                tmp.write_bytes(before)
-                os.replace(tmp, path)
+                atomic_write(path, before)
         return changed
 
 

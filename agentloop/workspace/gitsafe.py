@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 SAFE_CONFIG = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.attributesFile=/dev/null",
                "-c", "core.autocrlf=false", "-c", "core.safecrlf=false", "-c", "gc.auto=0",
@@ -28,3 +29,16 @@ def git_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def git_argv(*args: str) -> list[str]:
     return ["git", *SAFE_CONFIG, *args]
+
+
+def toplevel(start: Path | None = None) -> Path | None:
+    """The top folder of the git repository around `start` (default: the current directory), resolved;
+    None outside a repository."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(git_argv("rev-parse", "--show-toplevel"), cwd=start, env=git_env(),
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(proc.stdout.strip()).resolve() if proc.returncode == 0 else None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.edits.paths import PathRefused, is_protected, safe_path
+from agentloop.files import atomic_write
 from agentloop.workspace.gitsafe import git_argv, git_env
 from agentloop.workspace.repo import git
 
@@ -160,10 +161,7 @@ class ProtectedFiles:
             if entry.mode == SYMLINK_MODE:
                 os.symlink(data.decode("utf-8", "replace"), target)
                 continue
-            tmp = target.with_name(f".{target.name}.agentloop-restore")
-            tmp.write_bytes(data)
-            os.chmod(tmp, 0o755 if entry.mode == "100755" else 0o644)
-            os.replace(tmp, target)
+            atomic_write(target, data, mode=0o755 if entry.mode == "100755" else 0o644)
         return failed
 
     def readonly_paths(self) -> list[Path]:

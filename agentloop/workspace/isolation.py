@@ -19,14 +19,15 @@ import contextlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
-from agentloop.workspace.repo import Change, Workspace, commit_entry, git, inside, stage_entry, temp_name
+from agentloop.files import atomic_write
+from agentloop.outcome import Outcome
+from agentloop.workspace.repo import Change, Workspace, commit_entry, common_dir, git, inside, stage_entry, temp_name
 
 STATE_DIR = "agentloop"  # in the git common dir: run records, journals, worktrees
 BRANCH_PREFIX = "agentloop/"
@@ -34,11 +35,6 @@ WORKSPACE_FILE = "workspace.json"  # in the run directory: what undo needs
 IDENTITY = {"GIT_AUTHOR_NAME": "agentloop", "GIT_AUTHOR_EMAIL": "agentloop@localhost",
             "GIT_COMMITTER_NAME": "agentloop", "GIT_COMMITTER_EMAIL": "agentloop@localhost"}
 NO_HOOKS = ["-c", "core.hooksPath=/dev/null"]  # our own git commands never run the user's hooks
-
-
-def common_dir(root: Path) -> Path:
-    common = Path(git(["rev-parse", "--git-common-dir"], root).strip())
-    return (common if common.is_absolute() else root / common).resolve()
 
 
 def state_dir(root: Path) -> Path:
@@ -67,19 +63,11 @@ def alive(pid: int, ticks: str | None) -> bool:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Whole file or nothing, and on disk before we go on."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, json.dumps(data, indent=1), durable=True)
 
 
 def remove_dead_temp_files(folder: Path) -> None:
-    """`.<name>.<pid>.tmp` files of write_json whose writer died before renaming them."""
+    """`.<name>.<random>.<pid>.tmp` files of atomic_write whose writer died before renaming them."""
     for tmp in folder.glob(".*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not alive(int(pid), None):
@@ -128,11 +116,8 @@ def apply_changes(root: Path, changes: list[Change], journal: Path, tag: str, ex
         journal.unlink()
         raise
     write_json(journal, {**record, "state": "committing"})
-    delay = float(os.environ.get("AGENTLOOP_TEST_APPLY_DELAY") or 0)  # widens the window for the kill tests
     for entry in entries:
         commit_entry(root, entry["path"], Path(entry["tmp"]) if entry["tmp"] else None)
-        if delay:
-            time.sleep(delay)
     journal.unlink()
 
 
@@ -324,10 +309,10 @@ class Isolation:
                 git(["update-ref", "-d", f"refs/heads/{self.branch}", self.start_commit], self.user.root, check=False)
             if self.in_place:
                 info["applied"] = bool(changes)
-                if outcome == "interrupted" and changes:
+                if outcome == Outcome.INTERRUPTED and changes:
                     self.user.restore(base, {c.path for c in changes})
                     info.update(restored=True, applied=False)
-            elif outcome == "accepted" and changes:
+            elif outcome == Outcome.ACCEPTED and changes:
                 try:
                     info.update(self.apply_back(changes))
                 except RuntimeError as exc:  # a path that cannot be written safely: the user's tree is untouched

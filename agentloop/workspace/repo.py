@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.errors import UsageError
-from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env
+from agentloop.files import looks_binary, names_git_dir, real_inside
+from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env, toplevel
 
 AGENTLOOP_DIR = ".agentloop"
 
@@ -40,11 +41,16 @@ def git(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check:
 
 
 def find_repo_root(start: Path) -> Path:
-    proc = subprocess.run(["git", *SAFE_CONFIG, "rev-parse", "--show-toplevel"], cwd=start, env=git_env(),
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
+    root = toplevel(start)
+    if root is None:
         raise UsageError(f"{start}: not inside a git repository; run agentloop from a git repo (or `git init`)")
-    return Path(proc.stdout.strip()).resolve()
+    return root
+
+
+def common_dir(root: Path) -> Path:
+    """The git directory shared by all worktrees of the repository at `root` (its .git for a plain checkout)."""
+    common = Path(git(["rev-parse", "--git-common-dir"], root).strip())
+    return (common if common.is_absolute() else root / common).resolve()
 
 
 class Workspace:
@@ -56,8 +62,7 @@ class Workspace:
 
     def exclude_agentloop_dir(self) -> None:
         """Keep `.agentloop/` out of git through `.git/info/exclude`, not the user's .gitignore."""
-        common = Path(git(["rev-parse", "--git-common-dir"], self.root).strip())
-        exclude = (common if common.is_absolute() else self.root / common) / "info" / "exclude"
+        exclude = common_dir(self.root) / "info" / "exclude"
         exclude.parent.mkdir(parents=True, exist_ok=True)
         existing = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
         if f"/{AGENTLOOP_DIR}/" not in existing.splitlines():
@@ -101,8 +106,7 @@ class Workspace:
                           ":(glob)**/.gitattributes"], self.root)
         if attributes.strip("\0"):
             return True
-        common = Path(git(["rev-parse", "--git-common-dir"], self.root).strip())
-        info = (common if common.is_absolute() else self.root / common) / "info" / "attributes"
+        info = common_dir(self.root) / "info" / "attributes"
         if info.is_file() and info.stat().st_size:
             return True
         proc = subprocess.run(["git", "config", "--get-regexp", r"^core\.(autocrlf|attributesfile|eol)$"],
@@ -208,7 +212,7 @@ def blobs_binary(cwd: Path, shas: list[str]) -> dict[str, bool]:
         header = out[pos:end].split()
         size = int(header[2]) if len(header) == 3 else 0
         body = out[end + 1:end + 1 + size]
-        result[sha] = b"\0" in body[:8000] or not _utf8(body)
+        result[sha] = looks_binary(body) or not _utf8(body)
         pos = end + 1 + size + (1 if len(header) == 3 else 0)
     return result
 
@@ -256,15 +260,12 @@ def inside(root: Path, rel: str) -> Path:
     """`root/rel`, refusing any path whose directory resolves outside `root` or into a `.git`."""
     target = root / rel
     parts = Path(rel).parts
-    if not parts or Path(rel).is_absolute() or ".." in parts or any(p.lower() == ".git" for p in parts):
+    if not parts or Path(rel).is_absolute() or ".." in parts or names_git_dir(parts):
         raise RuntimeError(f"refusing to write {rel!r}: not a plain path inside the repository")
-    real_root = Path(os.path.realpath(root))
-    real_dir = Path(os.path.realpath(target.parent))
-    try:
-        rest = real_dir.relative_to(real_root)
-    except ValueError:
-        raise RuntimeError(f"refusing to write {rel!r}: its directory leads outside the repository") from None
-    if any(p.lower() == ".git" for p in rest.parts):
+    rest = real_inside(root, target.parent)  # the file itself may be a symlink: it is replaced, not followed
+    if rest is None:
+        raise RuntimeError(f"refusing to write {rel!r}: its directory leads outside the repository")
+    if names_git_dir(rest.parts):
         raise RuntimeError(f"refusing to write {rel!r}: its directory leads into .git/")
     return target
 

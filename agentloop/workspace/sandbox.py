@@ -24,7 +24,6 @@ from pathlib import Path
 
 from agentloop.errors import UsageError
 
-MODES = ("off", "auto", "bwrap")
 STABLE_NAME = "checkout"  # inside the sandbox a worktree run's workspace is <git dir>/agentloop/checkout
 # Credential stores and shell start-up files (where keys are often exported) under $HOME, hidden
 # inside the sandbox: a directory behind an empty tmpfs, a file behind /dev/null.

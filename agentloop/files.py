@@ -1,0 +1,69 @@
+"""Small file rules every layer shares: writing a whole file or nothing, telling binary from text, and
+where a path really leads (the core of every path-safety check: edits, write-back, read-only tools)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path, PurePath
+
+BINARY_SNIFF = 8000  # git's own rule: a NUL byte in the first 8000 bytes makes a file binary
+
+
+def looks_binary(data: bytes) -> bool:
+    """True when `data` is not text to show or edit (a NUL byte near the start, as git decides)."""
+    return b"\0" in data[:BINARY_SNIFF]
+
+
+def names_git_dir(parts: Iterable[str]) -> bool:
+    """True when a path's parts pass through a `.git` (in any case: case-insensitive file systems)."""
+    return any(p.lower() == ".git" for p in parts)
+
+
+def real_inside(root: Path, path: Path) -> PurePath | None:
+    """Where `path` really is, every symlink followed, relative to the real `root`; None when outside it."""
+    try:
+        return Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    except ValueError:
+        return None
+
+
+def atomic_write(path: Path, data: bytes | str, *, mode: int | None = None, new_mode: int = 0o666,
+                 durable: bool = False) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, then one rename over it.
+
+    The temporary file is created exclusively and never through a symlink (a model may plant one at a
+    predictable name), as `.<name>.<random>.<pid>.tmp` so a dead writer's leftover can be told by its pid.
+    `new_mode` is what a new file gets, less the umask; `mode` sets the permissions exactly (an existing
+    file's). `durable` syncs the data to disk before the rename (records that must survive a crash).
+    """
+    path = Path(path)
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = _create_temp(path, new_mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _create_temp(path: Path, perms: int) -> tuple[int, str]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp")
+        try:
+            return os.open(tmp, flags, perms), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file next to {path}")
