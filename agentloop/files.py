@@ -3,10 +3,12 @@ where a path really leads (the core of every path-safety check: edits, write-bac
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path, PurePath
+from typing import Any
 
 BINARY_SNIFF = 8000  # git's own rule: a NUL byte in the first 8000 bytes makes a file binary
 
@@ -67,3 +69,24 @@ def _create_temp(path: Path, perms: int) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"cannot create a temporary file next to {path}")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_input_text(path: Path, what: str, expected: str) -> str:
+    """The UTF-8 text of a file the user named; a missing or unreadable one is a usage error (exit 2)."""
+    from agentloop.errors import UsageError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it ({exc}); {expected}") from None

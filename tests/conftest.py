@@ -80,3 +80,11 @@ def _isolated_env(monkeypatch):
 
 
 PYTEST = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+# The scripted model's usual right answer for BUGGY_CALC.
+FIX_ADD = """calc.py
+<<<<<<< SEARCH
+    return a - b
+=======
+    return a + b
+>>>>>>> REPLACE
+"""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUGGY_CALC, PYTEST, git, make_repo, validate_event
+from conftest import BUGGY_CALC, FIX_ADD, PYTEST, git, make_repo, validate_event
 from fake_llm import FakeLLM
 
 from agentloop.cli import cli
@@ -28,13 +28,6 @@ HIDDEN_TEST = f'''from calc import add
 def test_add_large():
     assert add(10, 7) == 17, "{SECRET}"
 '''
-FIX_ADD = """calc.py
-<<<<<<< SEARCH
-    return a - b
-=======
-    return a + b
->>>>>>> REPLACE
-"""
 
 
 def noop_edit(n: int) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUGGY_CALC, CALC_TEST, PYTEST, git, make_repo
+from conftest import BUGGY_CALC, CALC_TEST, FIX_ADD, PYTEST, git, make_repo
 from fake_llm import FakeLLM
 
 from agentloop.batch.driver import read_results
@@ -18,13 +18,6 @@ from agentloop.batch.tasks import load_tasks
 from agentloop.cli import cli
 from agentloop.record.trajectory import read_events
 
-FIX_ADD = """calc.py
-<<<<<<< SEARCH
-    return a - b
-=======
-    return a + b
->>>>>>> REPLACE
-"""
 HELD_TEST = "from calc import add\n\n\ndef test_add_more():\n    assert add(10, 5) == 15\n"
 
 

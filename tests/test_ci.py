@@ -7,19 +7,11 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
-from conftest import PYTEST, git
+from conftest import FIX_ADD, PYTEST, git
 from fake_llm import FakeLLM
 
 from agentloop.cli import cli
 from agentloop.record.ci import SUMMARY_DIFF_CAP, step_summary_markdown, write_patch
-
-FIX_ADD = """calc.py
-<<<<<<< SEARCH
-    return a - b
-=======
-    return a + b
->>>>>>> REPLACE
-"""
 
 
 def test_output_patch_and_step_summary(calc_repo, tmp_path, monkeypatch):

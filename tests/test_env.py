@@ -7,18 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BUGGY_CALC, CALC_TEST, PYTEST, make_repo
+from conftest import BUGGY_CALC, CALC_TEST, FIX_ADD, PYTEST, make_repo
 from fake_llm import FakeLLM
 
 from agentloop.env import AgentloopEnv, GymEnv, rollout
 
-FIX_ADD = """calc.py
-<<<<<<< SEARCH
-    return a - b
-=======
-    return a + b
->>>>>>> REPLACE
-"""
 WRONG = FIX_ADD.replace("a + b", "a - b + 0")
 FROM_WRONG = FIX_ADD.replace("a - b", "a - b + 0")
 CHEAT = """test_calc.py

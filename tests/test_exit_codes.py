@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUGGY_CALC, CALC_TEST, PYTEST, make_repo
+from conftest import BUGGY_CALC, CALC_TEST, FIX_ADD, PYTEST, make_repo
 from fake_llm import FakeLLM
 
 from agentloop.cli import cli
 
-FIX_ADD = """calc.py
-<<<<<<< SEARCH
-    return a - b
-=======
-    return a + b
->>>>>>> REPLACE
-"""
 NO_MATCH = FIX_ADD.replace("return a - b", "return a * 7", 1)
 
 

@@ -10,20 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import BUGGY_CALC, CALC_TEST, PYTEST, make_repo
+from conftest import FIX_ADD as CONFTEST_FIX_ADD
 from fake_llm import FakeLLM
 
 from agentloop.cli import cli
 from agentloop.commands.fix import outcome_line
 
-FIX_ADD = """I will fix add.
-
-calc.py
-<<<<<<< SEARCH
-    return a - b
-=======
-    return a + b
->>>>>>> REPLACE
-"""
+FIX_ADD = "I will fix add.\n\n" + CONFTEST_FIX_ADD
 BREAK_MUL = """calc.py
 <<<<<<< SEARCH
     return a * b

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUGGY_CALC, CALC_TEST, git, make_repo, validate_event
+from conftest import BUGGY_CALC, CALC_TEST, FIX_ADD, git, make_repo, validate_event
 from fake_llm import FakeLLM
 
 from agentloop.cli import cli
@@ -19,13 +19,6 @@ from agentloop.workspace import sandbox
 
 REASON = sandbox.probe()
 needs_bwrap = pytest.mark.skipif(REASON is not None, reason=f"bubblewrap cannot run here: {REASON}")
-FIX_ADD = """calc.py
-<<<<<<< SEARCH
-    return a - b
-=======
-    return a + b
->>>>>>> REPLACE
-"""
 
 
 def run_fix(repo: Path, server: FakeLLM | None, *args: str, monkeypatch) -> tuple[int, dict, str]:

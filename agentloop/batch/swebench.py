@@ -22,7 +22,7 @@ from typing import Any
 
 from agentloop.batch.tasks import ID_MAX, ID_PATTERN, TaskFileError, relative_path_problem
 from agentloop.errors import UsageError
-from agentloop.files import atomic_write
+from agentloop.files import atomic_write, read_input_text
 
 REPO_PATTERN = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 COMMIT_PATTERN = re.compile(r"[0-9a-fA-F]{7,64}")
@@ -47,12 +47,7 @@ def heldout_dir(out: Path) -> Path:
 def read_instances(path: Path) -> list[tuple[str, Any]]:
     """(where, instance) pairs from a JSON list or a JSONL file; unparsable lines are reported."""
     label = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read it ({exc}); expected SWE-bench instances as JSON or JSONL") from None
+    text = read_input_text(path, "file", "expected SWE-bench instances as JSON or JSONL")
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from agentloop.errors import UsageError
+from agentloop.files import read_input_text
 
 SCHEMA_FILE = Path(__file__).with_name("task.schema.json")
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -124,12 +125,7 @@ def load_tasks(path: str | Path) -> list[TaskRow]:
     """Every row of a task file, validated; TaskFileError lists every problem if there is any."""
     path = Path(path)
     label = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such task file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read it ({exc}); a task file is UTF-8 JSONL or YAML") from None
+    text = read_input_text(path, "task file", "a task file is UTF-8 JSONL or YAML")
     raw_rows, problems = parse_rows(text, label, _kind(path, text))
     base = path.resolve().parent
     rows: list[TaskRow] = []

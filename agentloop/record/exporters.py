@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from agentloop import __version__
+from agentloop.files import read_json
 from agentloop.outcome import FAILED_ON_THE_MERITS, Outcome
-from agentloop.record.runlog import Run, _read_json, assistant_message
+from agentloop.record.runlog import Run, assistant_message
 
 Row = dict[str, Any]
 ATIF_VERSION = "ATIF-v1.4"
@@ -81,7 +82,7 @@ def start_tree(run: Run) -> str | None:
     (`base_patch` null) its base commit's tree, looked up in the recorded repository. None if unknown."""
     tree = (run.footer.get("workspace") or {}).get("start_tree")
     if not tree:
-        tree = (_read_json(run.run_dir / "workspace.json") or {}).get("start_tree")
+        tree = (read_json(run.run_dir / "workspace.json") or {}).get("start_tree")
     if tree:
         return str(tree)
     header = run.header

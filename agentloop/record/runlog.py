@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.errors import UsageError
+from agentloop.files import read_json
 from agentloop.outcome import Outcome
 from agentloop.record.trajectory import INDEX, SUMMARY, TRAJECTORY, read_events
 
@@ -31,7 +32,7 @@ class Run:
         path = run_dir / TRAJECTORY
         if not path.is_file():
             raise UsageError(f"{run_dir}: no {TRAJECTORY} there; is it a run directory?")
-        return cls(run_dir, read_events(path), _read_json(run_dir / SUMMARY))
+        return cls(run_dir, read_events(path), read_json(run_dir / SUMMARY))
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("type") == type_]
@@ -197,7 +198,7 @@ def expand_runs(refs: list[str], runs_dir: Path | None) -> list[Path]:
 
 def run_row(run_dir: Path) -> dict[str, Any]:
     """The listing row of a run from summary.json alone; for a run without one, its first line."""
-    summary = _read_json(run_dir / SUMMARY)
+    summary = read_json(run_dir / SUMMARY)
     if summary is not None:
         return summary
     header: dict[str, Any] = {}
@@ -248,14 +249,6 @@ def _scandir(runs_dir: Path):
 
     with os.scandir(runs_dir) as it:
         return [e for e in it if e.is_dir() and not e.name.startswith(".")]
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def default_runs_dir(runs_dir: str | None) -> Path | None:

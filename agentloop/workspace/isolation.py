@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
-from agentloop.files import atomic_write
+from agentloop.files import atomic_write, read_json
 from agentloop.outcome import Outcome
 from agentloop.workspace.repo import Change, Workspace, commit_entry, common_dir, git, inside, stage_entry, temp_name
 
@@ -72,14 +72,6 @@ def remove_dead_temp_files(folder: Path) -> None:
         pid = tmp.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not alive(int(pid), None):
             tmp.unlink(missing_ok=True)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @contextlib.contextmanager
