@@ -10,7 +10,7 @@ import textwrap as textwrap_module
 from pathlib import Path
 
 import hypothesis.strategies as st
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from agentloop.edits import apply_reply
 from agentloop.edits.match import Found, locate
@@ -145,6 +145,11 @@ def blank_file_change(draw: st.DrawFn) -> tuple[list[str], list[str], list[tuple
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(  # fix17: SEARCH `v12`, REPLACE `v12, w0, ""` at a file ending `v12, ""`: was applied as `v12, w0, ""`
+    (["v11 = 11", "v12 = 12", ""], ["v11 = 11", "v12 = 12", "", "w0 = 0", ""],
+     [(" ", "v12 = 12"), (" ", ""), ("+", "w0 = 0"), ("+", "")]),
+    {"both_drop"},
+)  # fmt: skip
 @given(blank_file_change(), st.sets(st.sampled_from(["search_drops", "both_drop", "trailing", "bare_blanks"])))
 def test_forgiven_blank_lines_give_the_intended_file(
     ch: tuple[list[str], list[str], list[tuple[str, str]]], how: set[str]
