@@ -161,3 +161,10 @@ def test_blank_line_outside_search_next_to_added_lines_is_refused_not_guessed() 
     file = ["", "v3 = 3", "v4 = 4"]
     res = locate(file, ["v3 = 3"], ["", "w0 = 0", "v3 = 3"])
     assert isinstance(res, Refused) and res.reason == "ambiguous", res
+
+
+def test_moving_a_blank_line_the_file_does_not_have_is_refused() -> None:
+    # Hypothesis counterexample: file `a`, SEARCH `a, ""`, REPLACE `"", a` added a blank line.
+    res = locate(["a = 1"], ["a = 1", ""], ["", "a = 1"])
+    assert isinstance(res, Refused) and res.reason == "ambiguous", res
+    assert "does not have" in res.message

@@ -193,6 +193,7 @@ TOKENS = ["a = 1", "b = 2", "c = 3", "d = 4", "e = 5", "", "    ", "x = 9"]
     st.lists(st.sampled_from(TOKENS[:5] + ["", "  a = 1", "b = 2  "]), min_size=1, max_size=6),
     st.lists(st.sampled_from(TOKENS + ["n = 0", "  a = 1"]), max_size=6),
 )
+@example(["a = 1"], ["a = 1", ""], ["", "a = 1"])  # fix17: moved a blank line the file lacks
 def test_any_forgiven_edit_changes_only_what_it_mentions(
     file: list[str], search: list[str], replace: list[str]
 ) -> None:

@@ -263,8 +263,9 @@ def _ops(search: list[str], replace: list[str]) -> list[tuple[str, int, int, int
 class _Unsafe(Exception):
     """Blank lines the search skipped sit next to inserted lines: where they go is a guess."""
 
-    def __init__(self, line: int):
+    def __init__(self, line: int, why: str = ""):
         self.line = line
+        self.why = why
 
 
 def _gap_is_safe(ops: list[tuple[str, int, int, int, int]], op_of: dict[int, int], p: int, k: int) -> bool:
@@ -334,8 +335,24 @@ def _lay_onto_mapping(
                 parts.append([fix(replace[j]) for j in range(j1, j2)])
         else:
             _check_unique_reading(ops, parts, span, quoted, replace, fix)
+            _check_no_phantom_move(ops, span, replace, cand.start)
             return [ln for part in parts for ln in part]
     return None
+
+
+def _check_no_phantom_move(ops, span, replace: list[str], start: int) -> None:
+    """Raise _Unsafe if REPLACE drops a blank line of the search that the file does not have while
+    adding blank lines elsewhere: it moves a blank line that is not there, e.g. file `a`, SEARCH
+    `a, ""`, REPLACE `"", a`. Applying it would add a blank line that neither text adds."""
+    changed = [op for op in ops if op[0] != "equal"]
+    drops = any(f is None and not t.strip() for _, i1, i2, _, _ in changed for t, f in span[i1:i2])
+    adds = any(not replace[j].strip() for _, _, _, j1, j2 in changed for j in range(j1, j2))
+    if drops and adds:
+        raise _Unsafe(
+            start + 1,
+            "the replacement moves a blank line of the search text that the file does not have, so "
+            "whether to add a blank line is a guess; copy the file's lines exactly",
+        )
 
 
 def _check_unique_reading(ops, parts: list[list[str]], span, quoted: set[int], replace: list[str], fix) -> None:
@@ -643,11 +660,13 @@ def locate(
             chain = chains[0]
             new, notes = realise(chain)
         except _Unsafe as exc:
+            why = exc.why or (
+                f"the search text leaves out blank line {exc.line} right next to the change, so where "
+                f"the new lines go around it is a guess; include the blank lines exactly"
+            )
             return Refused(  # noqa: B012
                 "ambiguous",
-                f"the search text leaves out blank line {exc.line} right next to the change, so where "
-                f"the new lines go around it is a guess; include the blank lines exactly:\n"
-                + _line_excerpt(lines, chains[0][0].start, chains[0][-1].end),
+                why + ":\n" + _line_excerpt(lines, chains[0][0].start, chains[0][-1].end),
             )
         if hinted:
             notes.append(
