@@ -142,3 +142,29 @@ def test_replace_that_drops_a_skipped_blank_next_to_new_lines_is_still_refused()
     lines = ["A = 1", "", "B = 2"]
     res = locate(lines, ["A = 1", "B = 2"], ["A = 1", "X = 0", "B = 2"])
     assert isinstance(res, Refused) and res.reason == "ambiguous"
+
+
+def test_blank_line_outside_search_next_to_added_lines_is_refused_not_guessed() -> None:
+    # File ends `v12, ""`; SEARCH `v12`; REPLACE `v12, w0, ""`. The blank line may be REPLACE's last
+    # line (`v12, w0, ""`) or one both texts left out (`v12, "", w0, ""`): refused, never guessed.
+    file = ["v11 = 11", "v12 = 12", ""]
+    res = locate(file, ["v12 = 12"], ["v12 = 12", "w0 = 0", ""])
+    assert isinstance(res, Refused) and res.reason == "ambiguous", res
+    assert "blank line 3" in res.message
+    # REPLACE's blank line right after the kept line stands for the file's: one reading, applied.
+    res = locate(file, ["v12 = 12"], ["v12 = 12", "", "w0 = 0", ""])
+    assert apply(res, file) == ["v11 = 11", "v12 = 12", "", "w0 = 0", ""]
+    # A trailing blank line kept after a modified last line: applied, the blank line once.
+    res = locate(file, ["v12 = 12"], ["v12 = 12  # edited", ""])
+    assert apply(res, file) == ["v11 = 11", "v12 = 12  # edited", ""]
+    # The same at the head: file `"", v3`, SEARCH `v3`, REPLACE `"", w0, v3`.
+    file = ["", "v3 = 3", "v4 = 4"]
+    res = locate(file, ["v3 = 3"], ["", "w0 = 0", "v3 = 3"])
+    assert isinstance(res, Refused) and res.reason == "ambiguous", res
+
+
+def test_moving_a_blank_line_the_file_does_not_have_is_refused() -> None:
+    # Hypothesis counterexample: file `a`, SEARCH `a, ""`, REPLACE `"", a` added a blank line.
+    res = locate(["a = 1"], ["a = 1", ""], ["", "a = 1"])
+    assert isinstance(res, Refused) and res.reason == "ambiguous", res
+    assert "does not have" in res.message

@@ -10,7 +10,7 @@ import textwrap as textwrap_module
 from pathlib import Path
 
 import hypothesis.strategies as st
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from agentloop.edits import apply_reply
 from agentloop.edits.match import Found, locate
@@ -145,6 +145,11 @@ def blank_file_change(draw: st.DrawFn) -> tuple[list[str], list[str], list[tuple
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(  # fix17: SEARCH `v12`, REPLACE `v12, w0, ""` at a file ending `v12, ""`: was applied as `v12, w0, ""`
+    (["v11 = 11", "v12 = 12", ""], ["v11 = 11", "v12 = 12", "", "w0 = 0", ""],
+     [(" ", "v12 = 12"), (" ", ""), ("+", "w0 = 0"), ("+", "")]),
+    {"both_drop"},
+)  # fmt: skip
 @given(blank_file_change(), st.sets(st.sampled_from(["search_drops", "both_drop", "trailing", "bare_blanks"])))
 def test_forgiven_blank_lines_give_the_intended_file(
     ch: tuple[list[str], list[str], list[tuple[str, str]]], how: set[str]
@@ -188,6 +193,7 @@ TOKENS = ["a = 1", "b = 2", "c = 3", "d = 4", "e = 5", "", "    ", "x = 9"]
     st.lists(st.sampled_from(TOKENS[:5] + ["", "  a = 1", "b = 2  "]), min_size=1, max_size=6),
     st.lists(st.sampled_from(TOKENS + ["n = 0", "  a = 1"]), max_size=6),
 )
+@example(["a = 1"], ["a = 1", ""], ["", "a = 1"])  # fix17: moved a blank line the file lacks
 def test_any_forgiven_edit_changes_only_what_it_mentions(
     file: list[str], search: list[str], replace: list[str]
 ) -> None:

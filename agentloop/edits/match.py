@@ -263,8 +263,9 @@ def _ops(search: list[str], replace: list[str]) -> list[tuple[str, int, int, int
 class _Unsafe(Exception):
     """Blank lines the search skipped sit next to inserted lines: where they go is a guess."""
 
-    def __init__(self, line: int):
+    def __init__(self, line: int, why: str = ""):
         self.line = line
+        self.why = why
 
 
 def _gap_is_safe(ops: list[tuple[str, int, int, int, int]], op_of: dict[int, int], p: int, k: int) -> bool:
@@ -334,8 +335,24 @@ def _lay_onto_mapping(
                 parts.append([fix(replace[j]) for j in range(j1, j2)])
         else:
             _check_unique_reading(ops, parts, span, quoted, replace, fix)
+            _check_no_phantom_move(ops, span, replace, cand.start)
             return [ln for part in parts for ln in part]
     return None
+
+
+def _check_no_phantom_move(ops, span, replace: list[str], start: int) -> None:
+    """Raise _Unsafe if REPLACE drops a blank line of the search that the file does not have while
+    adding blank lines elsewhere: it moves a blank line that is not there, e.g. file `a`, SEARCH
+    `a, ""`, REPLACE `"", a`. Applying it would add a blank line that neither text adds."""
+    changed = [op for op in ops if op[0] != "equal"]
+    drops = any(f is None and not t.strip() for _, i1, i2, _, _ in changed for t, f in span[i1:i2])
+    adds = any(not replace[j].strip() for _, _, _, j1, j2 in changed for j in range(j1, j2))
+    if drops and adds:
+        raise _Unsafe(
+            start + 1,
+            "the replacement moves a blank line of the search text that the file does not have, so "
+            "whether to add a blank line is a guess; copy the file's lines exactly",
+        )
 
 
 def _check_unique_reading(ops, parts: list[list[str]], span, quoted: set[int], replace: list[str], fix) -> None:
@@ -518,6 +535,27 @@ def _edge_blanks(xs: Sequence[str]) -> int:
     return n
 
 
+def _edge_is_a_guess(
+    op: tuple[str, int, int, int, int], search: list[str], replace: list[str], *, at_end: bool
+) -> bool:
+    """Whether the file's blank lines just outside the match may sit between the kept lines and the
+    new ones rather than being the blank lines REPLACE has at that edge.
+
+    E.g. file `a, "", b`, SEARCH `a`, REPLACE `a, x, ""`: the blank line after `a` may be REPLACE's
+    last line (giving `a, x, ""`) or one both texts left out (giving `a, "", x, ""`). It is a guess
+    when the edge op adds non-blank lines next to the kept ones: an insert whose line nearest the
+    kept text is not blank, or a replacement that adds more non-blank lines than it removes.
+    """
+    tag, i1, i2, j1, j2 = op
+    new = replace[j1:j2]
+    if tag == "insert":
+        near = new[0] if at_end else new[-1]
+        return bool(near.strip())
+    if tag == "replace":
+        return sum(1 for x in new if x.strip()) > sum(1 for x in search[i1:i2] if x.strip())
+    return False
+
+
 def _absorb_edge_blanks(
     lines: Sequence[str], search: list[str], replace: list[str], start: int, end: int, new: list[str]
 ) -> tuple[int, int, list[str]]:
@@ -529,12 +567,17 @@ def _absorb_edge_blanks(
     if not any(x.strip() for x in search) or not any(x.strip() for x in replace):
         return start, end, new  # all blank: which edge its blank lines belong to is unknown
     lo, hi, out = start, end, list(new)
+    ops = _ops([x.rstrip() for x in search], [x.rstrip() for x in replace])
     extra = _edge_blanks(replace[::-1]) - _edge_blanks(search[::-1])
     tail = max(0, min(extra, _edge_blanks(lines[hi:]), _edge_blanks(out[::-1])))
+    if tail and _edge_is_a_guess(ops[-1], search, replace, at_end=True):
+        raise _Unsafe(hi + 1)
     if tail:
         out, hi = out[: len(out) - tail] + list(lines[hi : hi + tail]), hi + tail
     extra = _edge_blanks(replace) - _edge_blanks(search)
     head = min(extra, _edge_blanks(lines[:lo][::-1]), _edge_blanks(out[: len(out) - tail]))
+    if head > 0 and _edge_is_a_guess(ops[0], search, replace, at_end=False):
+        raise _Unsafe(lo - head + 1)
     if head > 0:
         out, lo = list(lines[lo - head : lo]) + out[head:], lo - head
     if out == list(lines[lo:hi]):
@@ -617,11 +660,13 @@ def locate(
             chain = chains[0]
             new, notes = realise(chain)
         except _Unsafe as exc:
+            why = exc.why or (
+                f"the search text leaves out blank line {exc.line} right next to the change, so where "
+                f"the new lines go around it is a guess; include the blank lines exactly"
+            )
             return Refused(  # noqa: B012
                 "ambiguous",
-                f"the search text leaves out blank line {exc.line} right next to the change, so where "
-                f"the new lines go around it is a guess; include the blank lines exactly:\n"
-                + _line_excerpt(lines, chains[0][0].start, chains[0][-1].end),
+                why + ":\n" + _line_excerpt(lines, chains[0][0].start, chains[0][-1].end),
             )
         if hinted:
             notes.append(
@@ -629,7 +674,15 @@ def locate(
             )
         if rung.name != "exact":
             notes.insert(0, f"matched at line {chain[0].start + 1} with {rung.name}")
-        start, end, new = _absorb_edge_blanks(lines, search, replace, chain[0].start, chain[-1].end, new)
+        try:
+            start, end, new = _absorb_edge_blanks(lines, search, replace, chain[0].start, chain[-1].end, new)
+        except _Unsafe as exc:
+            return Refused(
+                "ambiguous",
+                f"the search text leaves out blank line {exc.line} at its edge, and the replacement adds "
+                f"lines there, so whether that blank line goes before or after them is a guess; include "
+                f"the blank lines exactly:\n" + _line_excerpt(lines, chain[0].start, chain[-1].end + 2),
+            )
         return Found(start, end, new, rung.name, notes)
     return _not_found(lines, search, replace, _check_applied, hint=hint, anchor=anchor, at_eof=at_eof)
 
