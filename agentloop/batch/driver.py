@@ -19,47 +19,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentloop.batch.jobs import Job, Settings, settings_for_job, should_retry
 from agentloop.batch.rollout import INFRA_ERROR, PASSED, TIMEOUT, group_id, hard_deadline, rollout_dir
 from agentloop.batch.tasks import TaskRow
 from agentloop.errors import UsageError
 
 RESULTS, MANIFEST = "results.jsonl", "manifest.json"
-INFRA_RETRIES = 2
 POLL_S = 0.05
-
-
-@dataclass
-class Job:
-    row: TaskRow
-    sample: int
-    group: str
-    attempts: int = 0
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.row.id, self.sample
-
-
-@dataclass
-class Settings:
-    model: str | None
-    api_base: str | None
-    sandbox: str = "bwrap"
-    workers: int = 1
-    samples: int | None = None
-    filter: str | None = None
-    slice: str | None = None
-    defaults: dict[str, Any] = field(default_factory=dict)
-    grace: float = 60.0
-
-    def identity(self) -> dict[str, Any]:
-        """What a rerun must share with the first run for results to belong together (not workers)."""
-        return {"model": self.model, "api_base": self.api_base, "sandbox": self.sandbox, "samples": self.samples,
-                "filter": self.filter, "slice": self.slice, "defaults": self.defaults}
 
 
 def select(rows: list[TaskRow], pattern: str | None, slice_text: str | None) -> list[TaskRow]:
@@ -207,15 +177,6 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
             LocalBackend(out, settings).run(jobs, record)
     say("batch: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else "batch: nothing to run")
     return counts
-
-
-def settings_for_job(settings: Settings) -> dict[str, Any]:
-    return {"model": settings.model, "api_base": settings.api_base, "sandbox": settings.sandbox,
-            "defaults": settings.defaults}
-
-
-def should_retry(job: Job, result: dict[str, Any]) -> bool:
-    return result["status"] == INFRA_ERROR and job.attempts <= INFRA_RETRIES
 
 
 @dataclass

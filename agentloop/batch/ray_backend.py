@@ -82,7 +82,7 @@ def run_job_in_group(job: dict[str, Any], deadline_s: float) -> dict[str, Any]:
 def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], None], *,
             address: str | None = None, num_cpus: float = 1.0) -> None:
     """Submit every job, keep at most settings.workers in flight (ray.wait), record each result."""
-    from agentloop.batch.driver import settings_for_job, should_retry
+    from agentloop.batch.jobs import settings_for_job, should_retry
     from agentloop.batch.worker import job_for
 
     ray = import_ray()
