@@ -70,3 +70,17 @@ def test_prune_flags_need_prune(calc_repo, monkeypatch):
     monkeypatch.chdir(calc_repo)
     result = CliRunner().invoke(cli, ["runs", "--keep", "3"])
     assert result.exit_code == 2 and "only make sense with --prune" in result.stderr
+
+
+def test_run_ids_of_one_second_sort_in_start_order():
+    """"Newest" is decided by name: ids made within one second must still sort in the order made."""
+    import time
+
+    from agentloop.record.trajectory import new_run_id
+
+    ids = []
+    for _ in range(20):
+        ids.append(new_run_id())
+        time.sleep(0.002)
+    assert sorted(ids) == ids and len(set(ids)) == len(ids)
+    assert all(len(i.rsplit("-", 1)[1]) == 6 for i in ids)

@@ -30,7 +30,11 @@ CHECK_LOG_CAP = 4 << 20  # bytes of one check's output kept in its log (head + t
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    """`YYYYMMDD-HHMMSS-mmmrrr`: the milliseconds (3 hex digits) keep ids of runs started in the same
+    second in start order when sorted by name, which is how "newest" is decided; 3 random hex follow."""
+    now = time.time()
+    millis = int(now % 1 * 1000)
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{millis:03x}" + secrets.token_hex(2)[:3]
 
 
 def now_iso() -> str:
