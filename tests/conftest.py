@@ -13,6 +13,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Property tests explore new examples on a developer's machine, but CI replays the same ones every run,
+# so a stop's verdict never depends on luck (a counterexample found locally becomes a regression test).
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+
 
 def validate_event(event: object) -> list[str]:
     """Problems with one trajectory event against the shipped schema, as "path: message" lines."""
