@@ -317,3 +317,31 @@ def test_fix_shows_the_code_under_test_in_the_first_prompt(tmp_path, monkeypatch
     assert saved["first_prompt_tokens"] == 100  # the fake server's count of the first call's prompt
     assert saved["first_prompt_estimate"] == prompt["estimated_tokens"]
     assert "(first prompt 100)" in result.stderr
+
+
+def test_after_an_edit_a_long_file_is_shown_around_the_change(tmp_path):
+    from agentloop.run import opening
+
+    root = _repo(tmp_path)
+    lines = (root / "src/shop/pricing.py").read_text().splitlines()
+    bug = next(n for n, t in enumerate(lines, 1) if "/ 0" in t)
+    diff = (f"diff --git a/src/shop/pricing.py b/src/shop/pricing.py\n--- a/src/shop/pricing.py\n"
+            f"+++ b/src/shop/pricing.py\n@@ -{bug - 3},7 +{bug - 3},7 @@ def discount(price, percent):\n")
+    partial: dict[str, str] = {}
+    shown = opening.changed_files(root, ["src/shop/pricing.py", "src/shop/keys.py"], diff, partial)
+    titles = [f.title for f in shown]
+    assert titles[0].startswith("src/shop/pricing.py lines ") and shown[0].content.startswith("def discount(")
+    assert titles[1].startswith("src/shop/pricing.py: outline")
+    assert shown[2].path == "src/shop/keys.py" and shown[2].title == "" and shown[2].content.rstrip() == KEYS.rstrip()
+    assert list(partial) == ["src/shop/pricing.py"]
+    opening.read_whole(partial, "src/shop/pricing.py", "src/shop/pricing.py (lines 1-400 of 1070)\n...")
+    assert "src/shop/pricing.py" in partial  # read in part: still partial
+    opening.read_whole(partial, "src/shop/pricing.py", "src/shop/pricing.py (lines 1-1070 of 1070)\n...")
+    assert partial == {}
+
+
+def test_models_yaml_caps_the_small_qwen_coders_only():
+    from agentloop.run import rules
+
+    assert rules.first_prompt_tokens("openai/qwen2.5-coder-1.5b-instruct") == 1500
+    assert rules.first_prompt_tokens("gpt-4.1-mini") is None

@@ -164,3 +164,69 @@ def test_a_file_that_is_only_that_definition_is_still_written_whole(tmp_path):
     (tmp_path / "one.py").write_text("def f():\n    return 1\n")
     result = apply_reply(tmp_path, "one.py\n```python\ndef f():\n    return 2\n```\n")
     assert result.applied and (tmp_path / "one.py").read_text() == "def f():\n    return 2\n"
+
+
+# -- in a run: `agentloop fix` through the fake HTTP model server ------------------------------------------
+def _fix(repo: Path, server, *args: str, monkeypatch) -> tuple[dict, str]:
+    import json
+
+    from click.testing import CliRunner
+
+    from agentloop.cli import cli
+
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(cli, ["fix", "--api-base", server.api_base, "--json", *args],
+                                catch_exceptions=False)
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+
+def _pricing_repo(tmp_path: Path) -> tuple[Path, str]:
+    from conftest import make_repo
+    from test_context import TEST_PRICING, _big_module
+
+    big = _big_module()
+    return make_repo(tmp_path / "repo", {"shop/__init__.py": "", "shop/pricing.py": big,
+                                         "tests/test_pricing.py": TEST_PRICING}), big
+
+
+FIXED_DISCOUNT = '''def discount(price, percent):
+    """The price after a percentage discount."""
+    if percent < 0:
+        raise ValueError('negative discount')
+    return price - price * percent / 100
+'''
+
+
+def test_a_whole_file_reply_to_a_file_shown_in_part_is_refused_in_a_run(tmp_path, monkeypatch):
+    from conftest import PYTEST
+    from fake_llm import FakeLLM
+
+    repo, big = _pricing_repo(tmp_path)
+    whole = "shop/pricing.py\n```python\n" + big.replace("/ 0  # the bug: / 100", "/ 100") + "```\n"
+    by_name = "shop/pricing.py::discount\n```python\n" + FIXED_DISCOUNT + "```\n"
+    with FakeLLM([{"content": whole}, {"content": by_name}]) as server:
+        summary, err = _fix(repo, server, "-m", "openai/qwen2.5-coder-1.5b-instruct", "--check", f"{PYTEST} tests",
+                            monkeypatch=monkeypatch)
+    assert summary["outcome"] == "accepted", err
+    assert summary["turns"] == 2
+    first_user = server.requests[0]["messages"][1]["content"]
+    assert "shop/pricing.py lines " in first_user and " of 1,070" in first_user  # shown in part, with numbers
+    assert "value = value + 3\n" not in first_user  # ... never the head of the file
+    refusal = server.requests[1]["messages"][-1]["content"]
+    assert "shown only part of shop/pricing.py (lines " in refusal
+    assert (repo / "shop/pricing.py").read_text() == big.replace("/ 0  # the bug: / 100", "/ 100")
+
+
+def test_the_function_format_end_to_end(tmp_path, monkeypatch):
+    from conftest import PYTEST
+    from fake_llm import FakeLLM
+
+    repo, big = _pricing_repo(tmp_path)
+    with FakeLLM([{"content": "The divisor is wrong.\n\nshop/pricing.py::discount\n```python\n" + FIXED_DISCOUNT
+                   + "```\n"}]) as server:
+        summary, err = _fix(repo, server, "-m", "openai/fake", "--edit-format", "function", "--check",
+                            f"{PYTEST} tests", monkeypatch=monkeypatch)
+    assert summary["outcome"] == "accepted", err
+    system = server.requests[0]["messages"][0]["content"]
+    assert "# Edit format: whole definitions" in system and "shop/pricing.py::" in system
+    assert (repo / "shop/pricing.py").read_text() == big.replace("/ 0  # the bug: / 100", "/ 100")
