@@ -345,3 +345,29 @@ def test_models_yaml_caps_the_small_qwen_coders_only():
 
     assert rules.first_prompt_tokens("openai/qwen2.5-coder-1.5b-instruct") == 1500
     assert rules.first_prompt_tokens("gpt-4.1-mini") is None
+
+
+def test_a_long_file_named_with_file_is_outlined_not_cut(tmp_path):
+    root = _repo(tmp_path)
+    found = context.find_context(root, [], _files(root), given=["src/shop/pricing.py", "src/shop/keys.py"])
+    kinds = [(p.path, p.kind) for p in found.parts]
+    assert kinds == [("src/shop/pricing.py", "outline"), ("src/shop/keys.py", "whole")]
+    outline = found.parts[0].text
+    assert " 1068: def total(prices, percent=0):" in outline and "more definitions, lines " in outline
+    assert "TAX = 0.2" not in outline and len(outline.splitlines()) <= context.MAX_OUTLINE_ROWS
+
+
+def test_a_long_class_shows_its_head_and_the_methods_used(tmp_path):
+    body = "".join(f"    def method_{n}(self):\n        return {n}\n\n" for n in range(60))
+    (tmp_path / "big.py").write_text("class Big:\n    \"\"\"Many methods.\"\"\"\n\n    limit = 3\n\n" + body
+                                     + "    def wanted(self):\n        return -1\n")
+    (tmp_path / "test_big.py").write_text("from big import Big\n\n\ndef test_wanted():\n"
+                                          "    assert Big().wanted() == 1\n")
+    output = ("test_big.py:5: in test_wanted\n    assert Big().wanted() == 1\nE   assert -1 == 1\n"
+              "FAILED test_big.py::test_wanted - assert -1 == 1\n")
+    found = context.find_context(tmp_path, [output], ["big.py", "test_big.py"])
+    shown = [p for p in found.parts if p.path == "big.py" and p.kind == "lines"]
+    assert shown[0].text.startswith("class Big:") and "limit = 3" in shown[0].text
+    assert "def method_0" not in shown[0].text  # the head only: no first 80 lines of the class
+    assert any(p.text.startswith("    def wanted(self):") for p in shown)  # as indented in the file
+    assert any(p.kind == "outline" for p in found.parts if p.path == "big.py")

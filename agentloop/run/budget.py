@@ -22,6 +22,7 @@ from agentloop.run.context import Part
 
 CHARS_PER_TOKEN = 3.5
 FILE_LIST_MAX = 300
+TEMPLATE_OVERHEAD = 40  # the templates' own headings and fences, kept free under the cap
 _NOISE = re.compile(r"^(=+ test session starts =+|platform |cachedir:|rootdir:|configfile:|plugins:|collect(ed|ing) "
                     r"|[\w/.-]+\.py [.sFEx]+\s*(\[\s*\d+%\])?$|\s*\[\s*\d+%\]$)")
 _KEY_LINE = re.compile(r"^(E\s|>\s|FAILED|ERROR|\S+:\d+:|Traceback|\s*File \"|.*(Error|Exception|assert))")
@@ -93,6 +94,8 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
     out a short one.
     """
     wholes = wholes or {}
+    if cap is not None:
+        cap -= TEMPLATE_OVERHEAD
     used = estimate_tokens(fixed)
     remaining = None if cap is None else max(0, cap - used)
     # 1. The failing output: at most 40% of what is left, so the code under test gets room.
@@ -130,7 +133,8 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
             break
         listing.append(rel)
         used += cost
-    return Filled(trimmed, _grouped(chosen), "\n".join(listing), used, left_out)
+    return Filled(trimmed, _grouped(chosen), "\n".join(listing), used + (TEMPLATE_OVERHEAD if cap is not None else 0),
+                  left_out)
 
 
 def _cost(part: Part) -> int:

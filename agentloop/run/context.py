@@ -27,6 +27,7 @@ WINDOW = 12  # lines either side of a named line when no enclosing function is k
 MAX_FILES = 8
 MAX_OUTLINE_ROWS = 40  # a longer outline keeps the definitions nearest the shown lines
 MAX_DEFINITIONS = 12
+MAX_SEARCHED_FILES = 3000  # a symbol search reads at most this many files
 
 # Value ranks, best first (see agentloop.run.budget).
 TRACEBACK, CODE_UNDER_TEST, TEST_FUNCTION, OUTLINE, OTHER = 1, 2, 3, 4, 5
@@ -100,6 +101,7 @@ class _Files:
         self._lines: dict[str, list[str] | None] = {}
         self._trees: dict[str, ast.Module | None] = {}
         self._modules: dict[str, str] | None = None
+        self._by_name: dict[str, list[str]] | None = None
 
     def lines(self, rel: str) -> list[str] | None:
         if rel not in self._lines:
@@ -146,15 +148,20 @@ class _Files:
         if token in self.known:
             return token
         parts = [p for p in token.split("/") if p not in ("", ".", "..")]
+        if not parts:
+            return None
+        if self._by_name is None:
+            self._by_name = {}
+            for rel in self.repo_files:
+                self._by_name.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
+        same_name = self._by_name.get(parts[-1], [])
         for k in range(min(len(parts), 4), 1, -1):  # installed copies: site-packages/pkg/mod.py -> src/pkg/mod.py
             tail = "/" + "/".join(parts[-k:])
-            hits = [f for f in self.repo_files if f.endswith(tail) or f == tail[1:]]
+            hits = [f for f in same_name if f.endswith(tail) or f == tail[1:]]
             if len(hits) == 1:
                 return hits[0]
-        if len(parts) == 1:
-            hits = [f for f in self.repo_files if f.rsplit("/", 1)[-1] == parts[0]]
-            if len(hits) == 1:
-                return hits[0]
+        if len(parts) == 1 and len(same_name) == 1:
+            return same_name[0]
         return None
 
 
@@ -318,9 +325,8 @@ def python_definitions(files: _Files, rel: str, node: ast.AST) -> list[tuple[str
     local = {n.name for n in tree.body if isinstance(n, _Def)}
     found: list[tuple[str, _Def]] = []
     classes: list[tuple[str, ast.ClassDef]] = []
-    attrs: list[str] = []
+    attrs = {sub.attr for sub in ast.walk(node) if isinstance(sub, ast.Attribute)}  # Box().count(), box.put()
     for chain in _used_names(node):
-        attrs += chain[1:]
         hit: tuple[str, _Def] | None = None
         if chain[0] in imports:
             target = imports[chain[0]]
@@ -346,21 +352,23 @@ def python_definitions(files: _Files, rel: str, node: ast.AST) -> list[tuple[str
 
 # -- other languages ------------------------------------------------------------------------------
 def symbol_definitions(files: _Files, names: Iterable[str], suffix: str) -> list[Location]:
-    """Where `def name`, `function name`, `fn name`, `class name`... are, in files like `suffix`."""
-    found: list[Location] = []
-    for name in names:
-        if name in _KEYWORDS or len(name) < 3:
+    """Where `def name`, `function name`, `fn name`, `class name`... are, in files like `suffix`
+    (one pass over them; the first definition of each name)."""
+    wanted = [n for n in dict.fromkeys(names) if n not in _KEYWORDS and len(n) >= 3]
+    if not wanted:
+        return []
+    pattern = re.compile(_SYMBOL_DEF.format(name="(" + "|".join(map(re.escape, wanted)) + ")"))
+    found: dict[str, Location] = {}
+    for rel in files.repo_files[:MAX_SEARCHED_FILES]:
+        if Path(rel).suffix != suffix or TEST_PATH.search(rel):
             continue
-        pattern = re.compile(_SYMBOL_DEF.format(name=re.escape(name)))
-        for rel in files.repo_files:
-            if Path(rel).suffix != suffix or TEST_PATH.search(rel):
-                continue
-            lines = files.lines(rel) or []
-            for n, text in enumerate(lines, 1):
-                if pattern.match(text):
-                    found.append(Location(rel, n, name))
-                    break
-    return found
+        for n, text in enumerate(files.lines(rel) or [], 1):
+            m = pattern.match(text)
+            if m and m.group(1) not in found:
+                found[m.group(1)] = Location(rel, n, m.group(1))
+        if len(found) == len(wanted):
+            break
+    return [found[n] for n in wanted if n in found]
 
 
 def _block_span(lines: list[str], line: int) -> tuple[int, int]:
@@ -513,7 +521,11 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     for path, node in definitions[:MAX_DEFINITIONS]:
         start, end = _first_line(node), node.end_lineno or node.lineno
         if end - start + 1 > MAX_SNIPPET_LINES:
-            end = start + MAX_SNIPPET_LINES - 1
+            # A long class: its head (up to its first method); the methods used come as their own parts,
+            # the rest is in the outline. A long function: its head.
+            methods = [_first_line(n) for n in getattr(node, "body", []) if isinstance(n, _Def)] \
+                if isinstance(node, ast.ClassDef) else []
+            end = min([start + MAX_SNIPPET_LINES - 1] + [m - 1 for m in methods if m > start])
         add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, used by the failing code")
     # Other languages: the names called on the lines the output names, by a plain symbol search.
     for loc in locations:
@@ -535,8 +547,11 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
             spans[rel] = []
             if len(lines) <= WHOLE_FILE_LINES:
                 part = whole_part(files, rel, CODE_UNDER_TEST, "named with --file")
-                if part:
-                    parts.append(part)
+            else:
+                part = Part(rel, "outline", 1, len(lines), len(lines), outline(files, rel), CODE_UNDER_TEST,
+                            "named with --file")
+            if part:
+                parts.append(part)
     # 3. Short files whole, in place of their parts; long ones get an outline for the rest.
     finding.parts = _complete(files, parts, spans, finding)
     return finding
@@ -572,7 +587,7 @@ def _complete(files: _Files, parts: list[Part], spans: dict[str, list[tuple[int,
             whole = whole_part(files, rel, best, why)
             if whole is not None:
                 finding.wholes[rel] = whole
-        elif total > 40:
+        elif total > 40 and not any(p.kind == "outline" for p in mine):
             text = outline(files, rel, [line for p in mine for line in (p.start, p.end)])
             if text:
                 out.append(Part(rel, "outline", 1, total, total, text, max(best, OUTLINE), "the rest of the file"))
