@@ -22,6 +22,7 @@ from agentloop.outcome import Outcome
 from agentloop.record.trajectory import Trajectory
 from agentloop.run import feedback, rules
 from agentloop.run.model import Model, ModelCallFailed, ModelReply
+from agentloop.run.prompt import Prompt
 from agentloop.run.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
 from agentloop.words import plural
 from agentloop.workspace import environment as workspace_env
@@ -122,11 +123,9 @@ class Loop:
         self.totals = Totals()
         self.started = time.monotonic() if started is None else started  # the time limit counts from here
         self.env = check_env(config.pass_env)
-        self.private_files = private_files  # not tracked, not staged: never shown to the model
-        self.toolbox = Toolbox(workspace.root, self.shared_files, private=private_files)
-        self.in_play: list[str] = list(config.files)  # files shown to the model so far
+        self.prompt = Prompt(config, model, workspace, task, trajectory, private_files)
+        self.toolbox = Toolbox(workspace.root, self.prompt.shared_files, private=private_files)
         self.unusable_in_a_row = 0
-        self.examples: set[str] = set()  # format examples shown to the model, verbatim
         self.replies_seen: set[str] = set()
         self.repeat_next = False  # the last reply repeated an earlier one: sample the next one warmer
         self.last_results: list[CommandResult] = []
@@ -180,7 +179,7 @@ class Loop:
             ready = getattr(self.model, "ready", None)
             if ready is not None:  # a failing run needs a model: fail now, before counting a turn, if none is set
                 ready()
-            messages = self.opening_messages(results)
+            messages = self.prompt.opening_messages(results)
             while True:
                 self.totals.turns += 1
                 if self.totals.turns > self.config.budget.max_turns:
@@ -195,7 +194,9 @@ class Loop:
                     if self.accepted(results):
                         self.report_turn(applied, results)
                         raise Stop(ACCEPTED, "all acceptance checks pass")
-                    messages.append({"role": "user", "content": self.feedback_message(applied, results)})
+                    messages.append({"role": "user", "content": self.prompt.feedback_message(
+                        applied, results, turn=self.totals.turns, accepted=self.accepted(results),
+                        tampered=self.tampered)})
                 self.report_turn(applied, self.last_results)
         except Stop as stop:
             self.report_unfinished_turn()
@@ -254,7 +255,7 @@ class Loop:
     # -- steps ------------------------------------------------------------------------------------
     def ask(self, messages: list[dict[str, Any]]) -> ModelReply:
         """One model reply for this turn, answering read-only tool calls in between."""
-        tools = list(load_tool_specs()) if self.tools_enabled else None
+        tools = list(load_tool_specs()) if self.prompt.tools_enabled else None
         for _ in range(self.config.max_tool_rounds + 1):
             reply = self.call_model(messages, tools)
             messages.append(reply.assistant_message())
@@ -270,8 +271,9 @@ class Loop:
                                       arguments=answer.call.arguments, ok=answer.ok, output=answer.output,
                                       call_id=answer.call.id)
                 path = answer.call.parsed_arguments().get("path")
-                if answer.call.name == "read_file" and answer.ok and isinstance(path, str) and path not in self.in_play:
-                    self.in_play.append(path)
+                in_play = self.prompt.in_play
+                if answer.call.name == "read_file" and answer.ok and isinstance(path, str) and path not in in_play:
+                    self.prompt.in_play.append(path)
             if reply.tool_calls:
                 messages.extend(a.message() for a in answers)
             else:  # text-form calls have no ids to answer: reply in plain text
@@ -334,16 +336,16 @@ class Loop:
         said = reply.content.strip()
         self.repeat_next = bool(said) and said in self.replies_seen
         self.replies_seen.add(said)
-        if (self.give_up_offered and reply.content.strip().upper().endswith(GIVE_UP_LINE)
+        if (self.prompt.give_up_offered and reply.content.strip().upper().endswith(GIVE_UP_LINE)
                 and len(reply.content.strip()) < 200):
             raise Stop(GAVE_UP, "the model gave up")
         content, copied = reply.content, 0
-        for example in self.examples:  # small models copy the format example as if it were an edit
+        for example in self.prompt.examples:  # small models copy the format example as if it were an edit
             copied += content.count(example)
             content = content.replace(example, "")
         self.status("applying edits")
         self.expect_edit(content)
-        result = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play)
+        result = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.prompt.in_play)
         self.status("")
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
@@ -371,8 +373,8 @@ class Loop:
             self.totals.replies_applied += 1
             self.unusable_in_a_row = 0
             for path in result.changed_files:
-                if path not in self.in_play:
-                    self.in_play.append(path)
+                if path not in self.prompt.in_play:
+                    self.prompt.in_play.append(path)
             return result
         self.totals.unusable_turns += 1
         self.unusable_in_a_row += 1
@@ -389,9 +391,9 @@ class Loop:
                        "Your reply only repeated the format example, which changes nothing. Write the edit "
                        "that fixes the problem, with the real lines of the file." if copied else
                        "Your reply contained no edit that I could find.")
-            path = self.in_play[0] if self.in_play else ""
-            example = feedback.format_example(self.edit_format, path, self.workspace.root)
-            self.examples.add(example)
+            path = self.prompt.in_play[0] if self.prompt.in_play else ""
+            example = feedback.format_example(self.prompt.edit_format, path, self.workspace.root)
+            self.prompt.examples.add(example)
             text = feedback.render("format_error.j2", problem=problem, example=example)
         messages.append({"role": "user", "content": text})
         self.trajectory.event("feedback", turn=self.totals.turns, content=text)
@@ -401,7 +403,7 @@ class Loop:
         """Before a reply is written, tell the result which paths it will touch (see agentloop.workspace.result)."""
         if self.edited is None:
             return
-        dry = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play,
+        dry = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.prompt.in_play,
                           dry_run=True)
         unseen = self.edited.expect(dry.changed_files) if dry.applied else []
         if unseen:  # their prior content belongs to every tree recorded so far (a kept turn restores it)
@@ -582,47 +584,6 @@ class Loop:
         by_command = {r.command: r for r in results}
         return all(c.run in by_command and by_command[c.run].passed for c in self.config.acceptance_checks)
 
-    # -- messages ---------------------------------------------------------------------------------
-    def shared_files(self) -> list[str]:
-        """The repository's files the model may know of: all but the private ones."""
-        return [f for f in self.workspace.list_files() if f not in self.private_files]
-
-    def opening_messages(self, results: list[CommandResult]) -> list[dict[str, Any]]:
-        repo_files = self.shared_files()
-        visible = self.visible(results)
-        pointed = feedback.pointed_files((r.output for r in visible if not r.passed), repo_files,
-                                         self.workspace.root)
-        for path in pointed + [m for p in pointed for m in feedback.imported_files(self.workspace.root, p, repo_files)]:
-            if path not in self.in_play and len(self.in_play) < feedback.MAX_POINTED_FILES + len(self.config.files):
-                self.in_play.append(path)
-        files = [f for f in (feedback.show_file(self.workspace.root, p) for p in self.in_play) if f]
-        # The format example uses a real file, preferably code rather than a test.
-        example_path = next((p for p in self.in_play if "test" not in p.lower()), next(iter(self.in_play), ""))
-        system = feedback.render("system.j2", tools=self.tools_enabled, edit_format=self.edit_format,
-                                 give_up=self.give_up_offered,
-                                 **feedback.example_values(example_path, self.workspace.root))
-        self.examples.add(feedback.format_example(self.edit_format, example_path, self.workspace.root))
-        user = feedback.render("task.j2", task=self.task, checks=[feedback.check_view(r) for r in visible],
-                               files=files, file_list="\n".join(repo_files[:300]))
-        self.trajectory.event("prompt", system=system, user=user, edit_format=self.edit_format,
-                              files_in_play=list(self.in_play))
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-    def feedback_message(self, applied: ApplyResult, results: list[CommandResult]) -> str:
-        visible = self.visible(results)
-        hidden_failed = all(r.passed for r in visible) and not self.accepted(results)
-        files = [f for f in (feedback.show_file(self.workspace.root, p) for p in applied.changed_files) if f]
-        text = feedback.render("feedback.j2", applied=True, changed_files=applied.changed_files, failures="",
-                               checks=[feedback.check_view(r) for r in visible], files=files,
-                               hidden_failed=hidden_failed and not self.tampered,
-                               tampered=sorted(set(self.tampered)))
-        self.trajectory.event("feedback", turn=self.totals.turns, content=text)
-        return text
-
-    def visible(self, results: list[CommandResult]) -> list[CommandResult]:
-        shown = {c.run for c in self.config.feedback_checks}
-        return [r for r in results if r.command in shown]
-
     # -- budget, model, progress ---------------------------------------------------------------------
     def check_budget(self) -> None:
         b, t = self.config.budget, self.totals
@@ -634,18 +595,6 @@ class Loop:
             raise Stop(BUDGET, f"max_cost (${b.max_cost}) reached")
         if time.monotonic() - self.started >= b.time_limit:
             raise Stop(BUDGET, f"time_limit ({b.time_limit}s) reached")
-
-    @property
-    def edit_format(self) -> str:
-        return rules.edit_format(self.model.name, self.config.edit_format)
-
-    @property
-    def give_up_offered(self) -> bool:
-        return rules.give_up_offered(self.model.name)
-
-    @property
-    def tools_enabled(self) -> bool:
-        return rules.tools_enabled(self.config.tools, self.model.name)
 
     def report_unfinished_turn(self) -> None:
         """A turn cut short (the model gave up, an error, the budget) still gets its progress line; one

@@ -1,0 +1,81 @@
+"""What the model is told: the opening messages, each turn's feedback, the files it has seen.
+
+Kept apart from the turn cycle (agentloop.run.loop) so that the loop reads as the cycle alone; the
+wording itself lives in `prompts/*.j2` and the facts the templates need in agentloop.run.feedback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentloop.config import Config
+from agentloop.edits import ApplyResult
+from agentloop.record.trajectory import Trajectory
+from agentloop.run import feedback, rules
+from agentloop.run.model import Model
+from agentloop.workspace.checks import CommandResult
+from agentloop.workspace.repo import Workspace
+
+
+class Prompt:
+    """The messages of one run, and what they have shown the model so far (files, format examples)."""
+
+    def __init__(self, config: Config, model: Model, workspace: Workspace, task: str, trajectory: Trajectory,
+                 private_files: frozenset[str] = frozenset()):
+        self.config, self.model, self.workspace, self.task, self.trajectory = config, model, workspace, task, trajectory
+        self.private_files = private_files  # not tracked, not staged: never shown to the model
+        self.in_play: list[str] = list(config.files)  # files shown to the model so far
+        self.examples: set[str] = set()  # format examples shown to the model, verbatim
+
+    def shared_files(self) -> list[str]:
+        """The repository's files the model may know of: all but the private ones."""
+        return [f for f in self.workspace.list_files() if f not in self.private_files]
+
+    def opening_messages(self, results: list[CommandResult]) -> list[dict[str, Any]]:
+        repo_files = self.shared_files()
+        visible = self.visible(results)
+        pointed = feedback.pointed_files((r.output for r in visible if not r.passed), repo_files,
+                                         self.workspace.root)
+        for path in pointed + [m for p in pointed for m in feedback.imported_files(self.workspace.root, p, repo_files)]:
+            if path not in self.in_play and len(self.in_play) < feedback.MAX_POINTED_FILES + len(self.config.files):
+                self.in_play.append(path)
+        files = [f for f in (feedback.show_file(self.workspace.root, p) for p in self.in_play) if f]
+        # The format example uses a real file, preferably code rather than a test.
+        example_path = next((p for p in self.in_play if "test" not in p.lower()), next(iter(self.in_play), ""))
+        system = feedback.render("system.j2", tools=self.tools_enabled, edit_format=self.edit_format,
+                                 give_up=self.give_up_offered,
+                                 **feedback.example_values(example_path, self.workspace.root))
+        self.examples.add(feedback.format_example(self.edit_format, example_path, self.workspace.root))
+        user = feedback.render("task.j2", task=self.task, checks=[feedback.check_view(r) for r in visible],
+                               files=files, file_list="\n".join(repo_files[:300]))
+        self.trajectory.event("prompt", system=system, user=user, edit_format=self.edit_format,
+                              files_in_play=list(self.in_play))
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def feedback_message(self, applied: ApplyResult, results: list[CommandResult], *, turn: int, accepted: bool,
+                         tampered: list[str]) -> str:
+        visible = self.visible(results)
+        hidden_failed = all(r.passed for r in visible) and not accepted
+        files = [f for f in (feedback.show_file(self.workspace.root, p) for p in applied.changed_files) if f]
+        text = feedback.render("feedback.j2", applied=True, changed_files=applied.changed_files, failures="",
+                               checks=[feedback.check_view(r) for r in visible], files=files,
+                               hidden_failed=hidden_failed and not tampered,
+                               tampered=sorted(set(tampered)))
+        self.trajectory.event("feedback", turn=turn, content=text)
+        return text
+
+    def visible(self, results: list[CommandResult]) -> list[CommandResult]:
+        shown = {c.run for c in self.config.feedback_checks}
+        return [r for r in results if r.command in shown]
+
+    @property
+    def edit_format(self) -> str:
+        return rules.edit_format(self.model.name, self.config.edit_format)
+
+    @property
+    def give_up_offered(self) -> bool:
+        return rules.give_up_offered(self.model.name)
+
+    @property
+    def tools_enabled(self) -> bool:
+        return rules.tools_enabled(self.config.tools, self.model.name)
