@@ -1,4 +1,5 @@
-"""The turn cycle on its own: `Loop` with a scripted in-process model (agentloop.run.scripted).
+"""The turn cycle on its own: `Loop` with a scripted in-process model (agentloop.run.scripted), between
+the run's start (agentloop.run.start) and its settling (agentloop.run.settle).
 
 Fast beside the end-to-end tests over HTTP (test_fix_e2e.py): no litellm, no server, one quick
 check command against a real git repository; what the loop asked the model is read back from the
@@ -21,7 +22,10 @@ from agentloop.run import rules
 from agentloop.run.loop import Loop
 from agentloop.run.model import LazyModel, ModelCallFailed, ModelReply, ToolCall
 from agentloop.run.scripted import ScriptedModel
+from agentloop.run.settle import settle
+from agentloop.run.start import first_checks
 from agentloop.workspace.repo import Workspace
+from agentloop.workspace.suite import CheckSuite
 
 BUGGY = "def add(a, b):\n    return a - b\n"
 CHECK = f'{sys.executable} -c "from calc import add; assert add(2, 3) == 5"'
@@ -40,9 +44,12 @@ def run_loop(repo: Path, model: ScriptedModel | LazyModel, *, started: float | N
     budget = replace(Budget(), **settings.pop("budget", {}))
     config = replace(Config(), checks=(Check(run=CHECK, kind="command"),), sandbox="off", in_place=True,
                      tools="on", budget=budget, **settings)
-    trajectory = Trajectory(repo.parent / "runs" / "run")
+    trajectory, workspace = Trajectory(repo.parent / "runs" / "run"), Workspace(repo)
     try:
-        return Loop(config, model, Workspace(repo), "Fix add.", trajectory, started=started).run()
+        checks = CheckSuite(config, workspace, trajectory, started=started)
+        loop = Loop(config, model, workspace, checks, "Fix add.", trajectory, start_tree=workspace.snapshot())
+        ending = loop.run(first_checks(checks, loop.start_tree))
+        return settle(config, trajectory, ending, loop, started=checks.started)
     finally:
         trajectory.close()
 

@@ -12,7 +12,8 @@ from agentloop.config import Config
 from agentloop.edits import ApplyResult
 from agentloop.record.trajectory import Trajectory
 from agentloop.run import feedback, rules
-from agentloop.run.model import Model
+from agentloop.run.model import Model, ModelReply
+from agentloop.run.toolbox import ToolAnswer
 from agentloop.workspace.checks import CommandResult
 from agentloop.workspace.repo import Workspace
 
@@ -79,3 +80,47 @@ class Prompt:
     @property
     def tools_enabled(self) -> bool:
         return rules.tools_enabled(self.config.tools, self.model.name)
+
+    def strip_examples(self, content: str) -> tuple[str, int]:
+        """The reply without the format examples it copied (small models copy them as if they were
+        edits), and how many copies there were."""
+        copied = 0
+        for example in self.examples:
+            copied += content.count(example)
+            content = content.replace(example, "")
+        return content, copied
+
+    def unusable_message(self, result: ApplyResult, *, cut_off: bool, copied: int, turn: int) -> str:
+        """What to tell the model when its reply held no edit that could be applied."""
+        if result.failures:
+            from agentloop.edits import render_failures
+
+            text = feedback.render("feedback.j2", applied=False, failures=render_failures(result),
+                                   checks=[], files=[], hidden_failed=False, changed_files=[], tampered=[])
+        else:
+            problem = ("Your reply was cut off before the edit was complete (it hit the length limit). "
+                       "Send shorter edits." if cut_off else
+                       "Your reply only repeated the format example, which changes nothing. Write the edit "
+                       "that fixes the problem, with the real lines of the file." if copied else
+                       "Your reply contained no edit that I could find.")
+            path = self.in_play[0] if self.in_play else ""
+            example = feedback.format_example(self.edit_format, path, self.workspace.root)
+            self.examples.add(example)
+            text = feedback.render("format_error.j2", problem=problem, example=example)
+        self.trajectory.event("feedback", turn=turn, content=text)
+        return text
+
+    def tool_answers(self, reply: ModelReply, answers: list[ToolAnswer], *, turn: int) -> list[dict[str, Any]]:
+        """The messages answering a reply's read-only tool calls (recorded; a file read is in play from now)."""
+        for answer in answers:
+            self.trajectory.event("tool", turn=turn, name=answer.call.name, arguments=answer.call.arguments,
+                                  ok=answer.ok, output=answer.output, call_id=answer.call.id)
+            path = answer.call.parsed_arguments().get("path")
+            if answer.call.name == "read_file" and answer.ok and isinstance(path, str) and path not in self.in_play:
+                self.in_play.append(path)
+        if reply.tool_calls:
+            return [a.message() for a in answers]
+        # Text-form calls have no ids to answer: reply in plain text.
+        text = feedback.render("tool_results.j2", answers=[
+            {"name": a.call.name, "arguments": a.call.arguments, "output": a.output} for a in answers])
+        return [{"role": "user", "content": text}]
