@@ -29,11 +29,13 @@ from agentloop.workspace.repo import Workspace
 from agentloop.workspace.result import EditedResult
 from agentloop.workspace.suite import CheckSuite
 
-ACCEPTED, BUDGET, GAVE_UP, ERROR = Outcome.ACCEPTED, Outcome.BUDGET_EXHAUSTED, Outcome.GAVE_UP, Outcome.ERROR
+ACCEPTED, BUDGET, GAVE_UP = Outcome.ACCEPTED, Outcome.BUDGET_EXHAUSTED, Outcome.GAVE_UP
 GIVE_UP_LINE = "GIVE UP"
 
 
 class Loop:
+    """The turns of one run on `workspace`; `edited` records what the edits wrote (made here if not given)."""
+
     def __init__(self, config: Config, model: Model, workspace: Workspace, checks: CheckSuite, task: str,
                  trajectory: Trajectory, *, start_tree: str, edited: EditedResult | None = None,
                  private_files: frozenset[str] = frozenset(), progress: Callable[[str], None] = lambda line: None,
@@ -41,7 +43,7 @@ class Loop:
                  on_turn: Callable[[int, str], None] | None = None):
         self.config, self.model, self.workspace, self.checks = config, model, workspace, checks
         self.trajectory = trajectory
-        self.start_tree, self.started = start_tree, checks.started  # the time limit counts from the checks' start
+        self.start_tree, self.started = start_tree, checks.started  # the time limit counts from there
         self.edited = edited or EditedResult(workspace, start_tree, in_place=config.in_place)
         self.progress, self.status, self.show_reply, self.on_turn = progress, status, show_reply, on_turn
         self.prompt = Prompt(config, model, workspace, task, trajectory, private_files)
