@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,20 @@ def test_startup_benchmark_runs_and_finds_no_litellm_on_the_pass_path():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "agentloop --help" in proc.stdout and "pass-path overhead (check in args):" in proc.stdout
     assert "heavy modules imported on the pass path: none (no litellm)" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["hook", "true"], ["hook"]])
+def test_gitpython_stays_unloaded_on_help_and_the_hook_pass_path(tmp_path, args):
+    """gitpython costs ~100 ms of CPU and a `git version` process at import (docs/git.md): the paths
+    that must stay instant never load it, nor the loop's check suite."""
+    from conftest import make_repo
+
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", ".agentloop.yaml": "checks: ['true']\n"})
+    code = ("import sys\nfrom agentloop.cli import cli\ntry:\n"
+            f"    cli({args!r})\nexcept SystemExit as exc:\n"
+            "    loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('git', 'gitdb', 'smmap', 'litellm')\n"
+            "                    or m in ('agentloop.workspace.suite', 'agentloop.run.loop'))\n"
+            "    print('RESULT', exc.code, loaded)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOOP_")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, env=env)
+    assert "RESULT 0 []" in proc.stdout, proc.stdout + proc.stderr

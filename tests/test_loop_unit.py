@@ -1,4 +1,5 @@
-"""The turn cycle on its own: `Loop` with a scripted in-process model (agentloop.run.scripted).
+"""The turn cycle on its own: `Loop` with a scripted in-process model (agentloop.run.scripted), between
+the run's start (agentloop.run.start) and its settling (agentloop.run.settle).
 
 Fast beside the end-to-end tests over HTTP (test_fix_e2e.py): no litellm, no server, one quick
 check command against a real git repository; what the loop asked the model is read back from the
@@ -21,7 +22,11 @@ from agentloop.run import rules
 from agentloop.run.loop import Loop
 from agentloop.run.model import LazyModel, ModelCallFailed, ModelReply, ToolCall
 from agentloop.run.scripted import ScriptedModel
+from agentloop.run.settle import settle
+from agentloop.run.start import first_checks
+from agentloop.run.turns import Ending
 from agentloop.workspace.repo import Workspace
+from agentloop.workspace.suite import CheckSuite
 
 BUGGY = "def add(a, b):\n    return a - b\n"
 CHECK = f'{sys.executable} -c "from calc import add; assert add(2, 3) == 5"'
@@ -38,11 +43,14 @@ def repo(tmp_path: Path) -> Path:
 
 def run_loop(repo: Path, model: ScriptedModel | LazyModel, *, started: float | None = None, **settings):
     budget = replace(Budget(), **settings.pop("budget", {}))
-    config = replace(Config(), checks=(Check(run=CHECK, kind="command"),), sandbox="off", in_place=True,
-                     tools="on", budget=budget, **settings)
-    trajectory = Trajectory(repo.parent / "runs" / "run")
+    settings.setdefault("checks", (Check(run=CHECK, kind="command"),))
+    config = replace(Config(), sandbox="off", in_place=True, tools="on", budget=budget, **settings)
+    trajectory, workspace = Trajectory(repo.parent / "runs" / "run"), Workspace(repo)
     try:
-        return Loop(config, model, Workspace(repo), "Fix add.", trajectory, started=started).run()
+        checks = CheckSuite(config, workspace, trajectory, started=started)
+        loop = Loop(config, model, workspace, checks, "Fix add.", trajectory, start_tree=workspace.snapshot())
+        ending = loop.run(first_checks(checks, loop.start_tree))
+        return settle(config, trajectory, ending, loop, started=checks.started)
     finally:
         trajectory.close()
 
@@ -153,3 +161,62 @@ def test_a_model_that_cannot_be_built_fails_before_a_turn_is_counted(repo):
     result = run_loop(repo, LazyModel("", missing))
     assert result.outcome == "error" and result.reason == "no model is configured"
     assert result.totals.turns == 0 and result.exit_code == UsageError.exit_code
+
+
+def test_the_best_turn_is_kept_when_a_later_one_passes_fewer_checks(repo):
+    """Turn 1 (a * b) keeps `add(0, 0) == 0` passing; turn 2 (a ** b) breaks it: turn 1's code is the result."""
+    keeps_zero = f'{sys.executable} -c "from calc import add; assert add(0, 0) == 0"'
+    power = "calc.py\n<<<<<<< SEARCH\n    return a * b\n=======\n    return a ** b\n>>>>>>> REPLACE\n"
+    model = ScriptedModel([WRONG, power])
+    result = run_loop(repo, model, budget={"max_turns": 2},
+                      checks=(Check(run=CHECK, kind="command"), Check(run=keeps_zero, kind="command")))
+    assert result.outcome == "budget_exhausted" and result.kept_turn == 1
+    assert "return a * b" in (repo / "calc.py").read_text()
+    assert "+    return a * b" in result.diff
+
+
+def test_a_check_that_cannot_start_ends_the_run_before_any_model_call(repo):
+    from agentloop.errors import UsageError
+
+    config = replace(Config(), checks=(Check(run="no-such-command-agentloop", kind="command"),), sandbox="off",
+                     in_place=True)
+    trajectory, workspace = Trajectory(repo.parent / "runs" / "run"), Workspace(repo)
+    try:
+        checks = CheckSuite(config, workspace, trajectory)
+        with pytest.raises(UsageError, match="cannot start"):
+            first_checks(checks, workspace.snapshot())
+    finally:
+        trajectory.close()
+
+
+def test_settling_a_run_that_never_reached_its_loop_still_writes_the_footer(tmp_path):
+    import json
+
+    ended: list[tuple[str, str | None]] = []
+    trajectory = Trajectory(tmp_path / "run")
+    try:
+        result = settle(Config(), trajectory, Ending("interrupted", "interrupted by the user"), None,
+                        started=time.monotonic(), on_end=lambda outcome, tree: ended.append((outcome, tree)) or {})
+    finally:
+        trajectory.close()
+    assert ended == [("interrupted", None)] and result.outcome == "interrupted" and result.totals.turns == 0
+    events = [json.loads(line) for line in (tmp_path / "run" / "trajectory.jsonl").read_text().splitlines()]
+    assert events[-1]["type"] == "outcome" and events[-1]["reason"] == "interrupted by the user"
+
+
+def test_the_suite_order_runs_hidden_checks_only_once_the_visible_ones_pass():
+    from agentloop.workspace.checks import CommandResult, run_suite
+
+    visible, hidden = Check(run="visible"), Check(run="hidden", feedback=False)
+    ran: list[str] = []
+
+    def run_one(exit_code: int):
+        def run(check, number, count):
+            ran.append(check.run)
+            return CommandResult(command=check.run, exit_code=exit_code if check is visible else 0, output="",
+                                 duration_s=0.0)
+        return run
+
+    assert [r.command for r in run_suite([hidden, visible], run_one(1))] == ["visible"]
+    assert [r.command for r in run_suite([hidden, visible], run_one(0))] == ["visible", "hidden"]
+    assert ran == ["visible", "visible", "hidden"]

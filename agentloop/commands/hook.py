@@ -163,16 +163,14 @@ def expand_files(checks, repo: Path) -> list:
 
 
 def run_checks(config, repo: Path) -> list:
-    """The checks as the loop runs them (mirrors Loop.run_checks: visible ones first, hidden ones only
-    once those pass), so a repair can start from these results; no trajectory, no model."""
+    """The checks in the loop's order (agentloop.workspace.checks.run_suite), so a repair can start
+    from these results; no trajectory, no model."""
     from agentloop.workspace import grading
-    from agentloop.workspace.checks import check_env, run_command
+    from agentloop.workspace.checks import check_env, run_command, run_suite
 
     env = check_env(config.pass_env)
-    results, visible_ok = [], True
-    for check in sorted(config.checks, key=lambda c: not c.feedback):
-        if not check.feedback and not visible_ok:
-            continue
+
+    def run_one(check, number: int, count: int):
         # A pytest check runs graded so that a repair knows which tests ran at the start; the verdict
         # here stays the exit code (the user's own commit: no model-written code has run yet).
         graded = grading.prepare(check.run, check.kind, env)
@@ -182,10 +180,9 @@ def run_checks(config, repo: Path) -> list:
         result.command = check.run
         if graded is not None:
             result.report = graded.read()
-        results.append(result)
-        if check.feedback and check.accept and not result.passed:
-            visible_ok = False
-    return results
+        return result
+
+    return run_suite(config.checks, run_one)
 
 
 def failures(config, results: list) -> list:

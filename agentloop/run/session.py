@@ -6,13 +6,14 @@ Shared by the CLI commands that start runs (fix, the pre-commit hook, replay).
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentloop import __version__
-from agentloop.config import Config, Reward
+from agentloop.config import Config
 from agentloop.errors import EXIT_ERROR, EXIT_FAILED
 from agentloop.interrupts import SignalGuard
 from agentloop.outcome import Outcome
@@ -26,11 +27,16 @@ from agentloop.record.trajectory import (
     now_iso,
 )
 from agentloop.run import rules
-from agentloop.run.loop import Loop, RunResult, Totals, _plain_totals
+from agentloop.run.loop import Loop
 from agentloop.run.model import LazyModel, Model
+from agentloop.run.settle import RunResult, settle
+from agentloop.run.start import first_checks
+from agentloop.run.turns import Ending, ending_of
 from agentloop.workspace.checks import CommandResult
 from agentloop.workspace.isolation import Isolation
 from agentloop.workspace.repo import Workspace
+from agentloop.workspace.result import EditedResult
+from agentloop.workspace.suite import CheckSuite
 
 DEFAULT_TASK = "Make the checks pass."
 
@@ -60,11 +66,6 @@ def build_model(config: Config, on_retry: Callable[[int, str], None] | None = No
                         params=rules.params(config.model, config.model_params), retries=config.retries,
                         retry_max_wait=config.retry_max_wait, request_timeout=config.request_timeout,
                         on_retry=on_retry)
-
-
-def reward(result: RunResult, weights: Reward | None = None) -> float:
-    """RLEF-style by default: +1 accepted, -1 otherwise, -0.2 for each turn without a usable edit."""
-    return (weights or Reward()).score(result.outcome == Outcome.ACCEPTED, result.totals.unusable_turns)
 
 
 def repo_identity(workspace: Workspace) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         "replies": t.replies,
         "replies_with_edits": t.replies_with_edits,
         "replies_applied": t.replies_applied,
-        "reward": result.reward if result.reward is not None else reward(result, config.reward),
+        "reward": result.reward,
         "flags": result.flags,
         "checks": [{"command": r.command, "exit_code": r.exit_code, "passed": r.passed} for r in result.checks],
         "changed": bool(result.diff.strip()),
@@ -167,52 +168,55 @@ class _Ran:
 def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
          run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None,
          started_at: float | None = None, live: dict[str, Any] | None = None) -> _Ran:
-    """Header, workspace, loop; an interrupt after the header still ends the trajectory with its footer."""
+    """Header, set-up, turns, settling; an interrupt after the header still ends the trajectory with its footer."""
     from agentloop.run import feedback, toolbox
 
     base_commit = workspace.head()
     start_tree = workspace.snapshot()
     trajectory = Trajectory(run_dir)
     started = now_iso()
+    started_at = time.monotonic() if started_at is None else started_at  # the time limit counts from here
+    status = (live or {}).get("status") or (lambda text: None)
     loop: Loop | None = None
     try:
-        # Uncommitted changes the run starts from, so that a replay can recreate the starting tree.
-        base_patch = workspace.diff(f"{base_commit}^{{tree}}", start_tree) if base_commit else ""
-        if base_patch:
-            trajectory.write_text("base.patch", base_patch)
-        trajectory.event(
-            "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
-            repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit, config=config.to_dict(),
-            model=config.model, api_base=config.api_base,
-            model_params=rules.params(config.model, config.model_params),
-            python=platform.python_version(), templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
-            tool_specs=list(toolbox.load_tool_specs()) if rules.tools_enabled(config.tools, config.model or "") else [],
-            checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},
-            base_patch="base.patch" if base_patch else None,
-            workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
-        )
-        private = frozenset() if config.include_untracked else private_files(workspace, config)
-        work = isolation.begin(start_tree)
-        if model is None:
-            status = (live or {}).get("status") or (lambda text: None)
-            model = LazyModel(config.model or "", lambda: build_model(config, on_retry=lambda attempt, error: status(
-                f"waiting for the model (retry {attempt}: {error})")))
-        loop = Loop(config, model, work, task, trajectory, progress, show_reply,
-                    start_tree=start_tree, guard=guard, on_end=isolation.finish, on_turn=isolation.record_turn,
-                    first_results=first_results, user_root=workspace.root, started=started_at, private_files=private,
-                    on_base=isolation.record_base, **(live or {}))
-        result = loop.run()
-    except KeyboardInterrupt:  # before the loop could catch it itself
-        guard.settle()
-        if loop is not None:
-            result = loop.finish(Outcome.INTERRUPTED, "interrupted by the user")
-        else:
-            info = isolation.finish(Outcome.INTERRUPTED, None)
-            totals = Totals()
-            trajectory.event("outcome", outcome=Outcome.INTERRUPTED, reason="interrupted by the user", duration_s=0.0,
-                             totals=_plain_totals(totals), diff="", checks=[],
-                             reward=config.reward.score(False, 0), workspace=info)
-            result = RunResult(Outcome.INTERRUPTED, "interrupted by the user", totals, 0.0, [], "", None, info)
+        try:
+            # Uncommitted changes the run starts from, so that a replay can recreate the starting tree.
+            base_patch = workspace.diff(f"{base_commit}^{{tree}}", start_tree) if base_commit else ""
+            if base_patch:
+                trajectory.write_text("base.patch", base_patch)
+            trajectory.event(
+                "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
+                repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit,
+                config=config.to_dict(), model=config.model, api_base=config.api_base,
+                model_params=rules.params(config.model, config.model_params), python=platform.python_version(),
+                templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
+                tool_specs=list(toolbox.load_tool_specs()) if rules.tools_enabled(config.tools, config.model or "")
+                else [],
+                checks=[vars(c) | {} for c in config.checks], budget=vars(config.budget) | {},
+                base_patch="base.patch" if base_patch else None,
+                workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
+            )
+            private = frozenset() if config.include_untracked else private_files(workspace, config)
+            work = isolation.begin(start_tree)
+            if model is None:
+                def retrying(attempt: int, error: str) -> None:
+                    status(f"waiting for the model (retry {attempt}: {error})")
+
+                model = LazyModel(config.model or "", lambda: build_model(config, on_retry=retrying))
+            checks = CheckSuite(config, work, trajectory, user_root=workspace.root, started=started_at,
+                                progress=progress, status=status, check_output=(live or {}).get("check_output"))
+            edited = EditedResult(work, start_tree, in_place=config.in_place, on_base=isolation.record_base)
+            loop = Loop(config, model, work, checks, task, trajectory, start_tree=start_tree, edited=edited,
+                        private_files=private, progress=progress, status=status, show_reply=show_reply,
+                        on_turn=isolation.record_turn)
+            try:
+                ending = loop.run(first_checks(checks, start_tree, first_results, prefetch=bool(config.model)))
+            except Exception as exc:  # noqa: BLE001 - a check that cannot start, or a bug of ours: recorded
+                ending = ending_of(exc, trajectory)
+        except KeyboardInterrupt:
+            ending = Ending(Outcome.INTERRUPTED, "interrupted by the user")
+        result = settle(config, trajectory, ending, loop, started=started_at, on_end=isolation.finish,
+                        progress=progress, guard=guard)
     finally:
         trajectory.close()
     return _Ran(result, started, base_commit, trajectory.redactor)

@@ -225,3 +225,20 @@ def _run(argv: list[str], command: str, cwd: Path, timeout: float, output_cap: i
         total_bytes=kept.total,
         elided_bytes=kept.elided,
     )
+
+
+def run_suite(checks: Sequence[Any], run_one: Callable[[Any, int, int], CommandResult]) -> list[CommandResult]:
+    """The check suite in the order `fix` and the hook both keep: feedback checks first, then the
+    acceptance-only (hidden) ones, which run only once every visible acceptance check passed (they
+    cannot be accepted this turn otherwise: the time is saved). `run_one(check, number, count)`."""
+    results: list[CommandResult] = []
+    visible_ok = True
+    ordered = sorted(checks, key=lambda c: not c.feedback)
+    for number, check in enumerate(ordered, 1):
+        if not check.feedback and not visible_ok:
+            continue
+        result = run_one(check, number, len(ordered))
+        results.append(result)
+        if check.feedback and check.accept and not result.passed:
+            visible_ok = False
+    return results

@@ -302,3 +302,15 @@ def _files(diff: str) -> list[tuple[str, list[str], list[str]]]:
         elif line.startswith("-"):
             out[-1][2].append(line[1:])
     return out
+
+
+def suspicious_edits(root: Path, before: str, after: str, changed: Sequence[str], harness: Sequence[str],
+                     literals: frozenset[str]) -> list[dict[str, str]]:
+    """The flags an edit from tree `before` to `after` earns (see scan_diff), plus one for each harness
+    file in `changed` that git does not see (ignored): it is not in the diff, yet it was written."""
+    suspicious = scan_diff(text_diff(root, before, after), harness, literals)
+    seen = {f["path"] for f in suspicious}
+    for path in changed:
+        if path not in seen and harness_file(path, harness):
+            suspicious.append({"kind": "harness_edit", "path": path, "line": "(not in the diff: ignored by git)"})
+    return suspicious
