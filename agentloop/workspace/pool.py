@@ -9,10 +9,16 @@ resets it to the run's starting commit from whatever state the last run, a hosti
 fresh worktree. The reset (`reset_slot`):
 
 1. the slot's `.git` file and its git directory must be the ones recorded (a check that rewrote them
-   would otherwise point our git at another tree); a stale `index.lock` or `HEAD.lock` of a killed
-   run is removed; a `config.worktree` (settings a check planted) discards the slot;
-2. every directory gets the mode a fresh checkout gives it and loses any ACL (a check that made
-   `tests/` read-only, or set a default ACL, would otherwise change the next run's verdicts);
+   would otherwise point our git at another tree); a `config.worktree` (settings a check planted)
+   discards the slot; a git lock (`index.lock`, `HEAD.lock`) of a killed run is removed once it is
+   old, while a young one (that run's git may still be writing) makes us take another slot;
+2. every file changed in any way since the slot's last reset is deleted, so git writes it again:
+   its ctime (nanoseconds, set by the kernel on every write, chmod, rename or link, and settable by
+   no unprivileged process) is not older than the slot's stamp, touched when that reset ended. Git's
+   own stat check alone compares ctime to the second: a file rewritten within the second of a
+   checkout, its size and mtime put back, would pass it. Every directory gets the mode a fresh
+   checkout gives it and loses any ACL (a check that made `tests/` read-only, or set a default ACL,
+   would otherwise change the next run's verdicts);
 3. `git clean -ffdx`: every untracked or ignored file and directory, nested repositories included;
 4. `git read-tree -u --reset <commit>` with stat checks forced strict (ctime, inode, size, mode), so
    every file whose content or mode may differ from the index is rewritten; HEAD set to the commit;
@@ -47,11 +53,16 @@ SLOT_PREFIX = "slot-"
 # Stat checks as strict as git has them: a check cannot keep a file's ctime or inode, whatever it does.
 STRICT_STAT = ["-c", "core.trustctime=true", "-c", "core.checkStat=default", "-c", "core.logAllRefUpdates=false"]
 ACL_NAMES = ("system.posix_acl_access", "system.posix_acl_default")
-STALE_GIT_LOCK_WAIT_S = 2.0  # a killed run's git child may still be finishing its write
+GIT_LOCK_WAIT_S = 1.0  # how long a killed run's git, still writing, is given to finish
+STALE_GIT_LOCK_S = 10.0  # a killed run's git child may still be writing for a moment, not for this long
 
 
 class SlotUnusable(Exception):
     """The slot is not in a state we can trust; it is discarded and made afresh."""
+
+
+class SlotBusy(Exception):
+    """A git process of a killed run may still be writing the slot: take another one."""
 
 
 @dataclass
@@ -83,8 +94,7 @@ def take(root: Path, state: Path, commit: str) -> Slot:
     """A worktree of the repository at `root` checked out at `commit`, for this process alone."""
     pool = pool_dir(state)
     pool.mkdir(parents=True, exist_ok=True)
-    numbers = sorted({int(p.name[len(SLOT_PREFIX):].split(".")[0]) for p in pool.glob(SLOT_PREFIX + "*")
-                      if p.name[len(SLOT_PREFIX):].split(".")[0].isdigit()})
+    numbers = _slot_numbers(pool)
     for n in [*numbers, *range((numbers[-1] + 1) if numbers else 0, 10_000)]:
         fd = _try_lock(pool / f"{SLOT_PREFIX}{n}.lock")
         if fd is None:
@@ -95,6 +105,9 @@ def take(root: Path, state: Path, commit: str) -> Slot:
                 try:
                     reset_slot(root, path, commit)
                     return Slot(root, path, fd, reused=True)
+                except SlotBusy:
+                    os.close(fd)
+                    continue
                 except (SlotUnusable, RuntimeError, OSError):
                     discard_slot(root, path)
             _create_slot(root, path, commit)
@@ -103,6 +116,22 @@ def take(root: Path, state: Path, commit: str) -> Slot:
             os.close(fd)
             raise
     raise RuntimeError(f"no free worktree slot in {pool}")
+
+
+def in_use(path: Path) -> bool:
+    """Whether a live process holds the slot at `path`."""
+    fd = _try_lock(path.parent / f"{path.name}.lock")
+    if fd is not None:
+        os.close(fd)
+    return fd is None
+
+
+def _slot_numbers(pool: Path) -> list[int]:
+    """The numbers of the slots that have anything in `pool` (worktree, lock, record or stamp)."""
+    if not pool.is_dir():
+        return []
+    names = (p.name[len(SLOT_PREFIX):].split(".")[0] for p in pool.glob(SLOT_PREFIX + "*"))
+    return sorted({int(name) for name in names if name.isdigit()})
 
 
 def _try_lock(lock: Path) -> int | None:
@@ -136,6 +165,17 @@ def _record_path(path: Path) -> Path:
     return path.parent / f"{path.name}.json"
 
 
+def _stamp_path(path: Path) -> Path:
+    """Touched when a reset ends: whatever has a ctime not older than it was changed after."""
+    return path.parent / f"{path.name}.stamp"
+
+
+def _touch_stamp(path: Path) -> None:
+    stamp = _stamp_path(path)
+    stamp.touch()
+    os.utime(stamp)  # an existing file's ctime moves with its times
+
+
 def _create_slot(root: Path, path: Path, commit: str) -> None:
     if path.exists() or os.path.islink(path):
         discard_slot(root, path)
@@ -144,6 +184,7 @@ def _create_slot(root: Path, path: Path, commit: str) -> None:
     git_dir = Path(git(["rev-parse", "--absolute-git-dir"], path).strip())
     atomic_write(_record_path(path), json.dumps({"git_dir": str(git_dir),
                                                  "attributes": attributes_fingerprint(root, path, git_dir)}))
+    _touch_stamp(path)
 
 
 def reset_slot(root: Path, path: Path, commit: str) -> None:
@@ -155,7 +196,11 @@ def reset_slot(root: Path, path: Path, commit: str) -> None:
     _check_links(path, git_dir)
     for name in ("index.lock", "HEAD.lock"):
         _remove_stale_lock(git_dir / name)
-    normalize_directories(path)
+    try:
+        stamp_ns = os.stat(_stamp_path(path)).st_ctime_ns
+    except FileNotFoundError as exc:
+        raise SlotUnusable("no stamp") from exc
+    normalize(path, stamp_ns)
     _git(path, ["clean", "-ffdxq"], git_dir=git_dir)
     _git(path, ["read-tree", "-u", "--reset", commit], git_dir=git_dir)
     _git(path, ["update-ref", "--no-deref", "HEAD", commit], git_dir=git_dir)
@@ -167,6 +212,7 @@ def reset_slot(root: Path, path: Path, commit: str) -> None:
                 git_dir=git_dir)
     if left.strip("\0"):
         raise SlotUnusable(f"not clean after reset: {left[:200]!r}")
+    _touch_stamp(path)
 
 
 def _check_links(path: Path, git_dir: Path) -> None:
@@ -186,10 +232,17 @@ def _check_links(path: Path, git_dir: Path) -> None:
 
 
 def _remove_stale_lock(lock: Path) -> None:
-    """We hold the slot, so its git locks are a killed run's; give a still-running git child a moment."""
-    deadline = time.monotonic() + STALE_GIT_LOCK_WAIT_S
+    """We hold the slot, so its git locks are a killed run's: its git, still running, removes its lock
+    in a moment; a lock that stays is removed if old, else (SlotBusy) another slot is taken."""
+    deadline = time.monotonic() + GIT_LOCK_WAIT_S
     while os.path.lexists(lock) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
+    try:
+        age = time.time() - os.lstat(lock).st_mtime
+    except FileNotFoundError:
+        return
+    if age < STALE_GIT_LOCK_S:
+        raise SlotBusy(str(lock))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(lock)
 
@@ -205,23 +258,27 @@ def _umask() -> int:
     return 0o022
 
 
-def normalize_directories(path: Path) -> None:
+def normalize(path: Path, changed_since_ns: int | None = None) -> None:
     """Every directory under `path` (symlinks not followed) as a fresh checkout makes it: mode
-    0777 less the umask, no ACL; also lets `git clean` into directories a check locked."""
+    0777 less the umask, no ACL (this also lets `git clean` into directories a check locked); every
+    other entry whose ctime is not older than `changed_since_ns` deleted."""
     wanted = 0o777 & ~_umask()
     stack = [path]
     while stack:
         folder = stack.pop()
-        st = os.lstat(folder)
-        if stat.S_IMODE(st.st_mode) != wanted:
-            os.chmod(folder, wanted)
-        for name in ACL_NAMES:
+        for name in ACL_NAMES:  # before the mode: with an ACL, chmod sets its mask, not the group bits
             with contextlib.suppress(OSError):
                 os.removexattr(folder, name, follow_symlinks=False)
+        if stat.S_IMODE(os.lstat(folder).st_mode) != wanted:
+            os.chmod(folder, wanted)
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False) and not (folder == path and entry.name == ".git"):
+                if folder == path and entry.name == ".git":
+                    continue
+                if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
+                elif changed_since_ns is not None and entry.stat(follow_symlinks=False).st_ctime_ns >= changed_since_ns:
+                    os.unlink(entry.path)
 
 
 def attributes_fingerprint(root: Path, path: Path, git_dir: Path) -> str:
@@ -253,7 +310,7 @@ def discard_slot(root: Path, path: Path) -> None:
     record = read_json(_record_path(path)) or {}
     if path.is_dir() and not path.is_symlink():
         with contextlib.suppress(OSError):
-            normalize_directories(path)
+            normalize(path)
     git(["worktree", "unlock", str(path)], root, check=False)  # `worktree add` killed midway leaves it locked
     git(["worktree", "remove", "--force", "--force", str(path)], root, check=False)
     with contextlib.suppress(OSError):
@@ -269,28 +326,17 @@ def remove_free_slots(root: Path, state: Path) -> list[Path]:
     """Remove every slot no live run holds (`agentloop runs --prune`); returns those removed."""
     pool = pool_dir(state)
     removed: list[Path] = []
-    if not pool.is_dir():
-        return removed
-    for lock in sorted(pool.glob(f"{SLOT_PREFIX}*.lock")):
+    for n in _slot_numbers(pool):
+        path = pool / f"{SLOT_PREFIX}{n}"
+        lock = pool / f"{path.name}.lock"
         fd = _try_lock(lock)
         if fd is None:
             continue
         try:
-            path = pool / lock.name[: -len(".lock")]
-            if path.exists() or _record_path(path).exists():
-                discard_slot(root, path)
-                removed.append(path)
+            discard_slot(root, path)
+            _stamp_path(path).unlink(missing_ok=True)
+            removed.append(path)
             lock.unlink(missing_ok=True)  # while held: a process that opened it re-checks the inode
         finally:
             os.close(fd)
-    for leftover in pool.glob(f"{SLOT_PREFIX}*"):  # a slot whose lock file is gone (killed while made)
-        if not leftover.name.endswith((".lock", ".json")) and not (pool / f"{leftover.name}.lock").exists():
-            fd = _try_lock(pool / f"{leftover.name}.lock")
-            if fd is not None:
-                try:
-                    discard_slot(root, leftover)
-                    removed.append(leftover)
-                    (pool / f"{leftover.name}.lock").unlink(missing_ok=True)
-                finally:
-                    os.close(fd)
     return removed
