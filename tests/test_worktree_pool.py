@@ -166,7 +166,9 @@ def set_default_acl(folder: Path) -> None:
     assert "system.posix_acl_default" in os.listxattr(folder)
 
 
-def test_nothing_a_hostile_run_left_survives_into_the_next(repo):
+@pytest.mark.parametrize("ending", ["released", "killed"])
+def test_nothing_a_hostile_run_left_survives_into_the_next(repo, ending):
+    """Given back normally (cleaned then) or by a killed run (cleaned when taken next)."""
     commit = git(repo, "rev-parse", "HEAD").strip()
     slot = take(repo, commit)
     w = slot.path
@@ -195,7 +197,11 @@ def test_nothing_a_hostile_run_left_survives_into_the_next(repo):
     (w / "src").symlink_to("src_old")
     os.symlink("/etc/passwd", w / "a_link")
     set_default_acl(w / "pkg")  # files made there later would get these permissions
-    drop_without_cleaning(slot)
+    if ending == "released":
+        slot.release()
+        assert (w.parent / f"{w.name}.clean").exists()
+    else:
+        drop_without_cleaning(slot)
     again = take(repo, commit)
     assert again.path == w and again.reused
     assert_exactly(repo, w, commit)

@@ -75,12 +75,17 @@ class Slot:
     reused: bool
 
     def release(self) -> None:
-        """Give the slot back: drop what the run left (disk), then the lock."""
+        """Give the slot back: remove what the run left (untracked files, and every file changed since
+        the reset: step 2-3 of the module's list), mark the slot clean, then drop the lock. Saves the
+        next run that work (and frees the disk now); a release cut short leaves no mark, and the next
+        run does it all."""
         if self.lock_fd is None:
             return
         try:
-            with contextlib.suppress(OSError, RuntimeError):
-                _git(self.path, ["clean", "-ffdxq"], check=False)
+            with contextlib.suppress(SlotUnusable, RuntimeError, OSError):
+                git_dir = _verified_git_dir(self.path)
+                clean(self.path, git_dir)
+                _clean_mark(self.path).touch()
         finally:
             os.close(self.lock_fd)
             self.lock_fd = None
@@ -170,6 +175,11 @@ def _stamp_path(path: Path) -> Path:
     return path.parent / f"{path.name}.stamp"
 
 
+def _clean_mark(path: Path) -> Path:
+    """Present while the slot is free and was cleaned when given back (removed by whoever takes it)."""
+    return path.parent / f"{path.name}.clean"
+
+
 def _touch_stamp(path: Path) -> None:
     stamp = _stamp_path(path)
     stamp.touch()
@@ -180,31 +190,48 @@ def _create_slot(root: Path, path: Path, commit: str) -> None:
     if path.exists() or os.path.islink(path):
         discard_slot(root, path)
     _record_path(path).unlink(missing_ok=True)
+    _clean_mark(path).unlink(missing_ok=True)
     git(["-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach", "--quiet", str(path), commit], root)
     git_dir = Path(git(["rev-parse", "--absolute-git-dir"], path).strip())
     atomic_write(_record_path(path), json.dumps({"git_dir": str(git_dir),
-                                                 "attributes": attributes_fingerprint(root, path, git_dir)}))
+                                                 "attributes": attributes_fingerprint(path, git_dir)}))
     _touch_stamp(path)
 
 
-def reset_slot(root: Path, path: Path, commit: str) -> None:
-    """Make the slot exactly `commit`, whatever was done to it; SlotUnusable if that cannot be trusted."""
+def _verified_git_dir(path: Path) -> Path:
     record = read_json(_record_path(path))
     if not record or not record.get("git_dir"):
         raise SlotUnusable("no record")
     git_dir = Path(record["git_dir"])
     _check_links(path, git_dir)
-    for name in ("index.lock", "HEAD.lock"):
-        _remove_stale_lock(git_dir / name)
+    return git_dir
+
+
+def clean(path: Path, git_dir: Path) -> None:
+    """Steps 2 and 3: every file changed since the last reset deleted, directories as git makes them,
+    every untracked or ignored file removed."""
     try:
         stamp_ns = os.stat(_stamp_path(path)).st_ctime_ns
     except FileNotFoundError as exc:
         raise SlotUnusable("no stamp") from exc
     normalize(path, stamp_ns)
     _git(path, ["clean", "-ffdxq"], git_dir=git_dir)
+
+
+def reset_slot(root: Path, path: Path, commit: str) -> None:
+    """Make the slot exactly `commit`, whatever was done to it; SlotUnusable if that cannot be trusted."""
+    git_dir = _verified_git_dir(path)
+    record = read_json(_record_path(path)) or {}
+    for name in ("index.lock", "HEAD.lock"):
+        _remove_stale_lock(git_dir / name)
+    mark = _clean_mark(path)
+    if os.path.lexists(mark):  # released clean, untouched since (no one held it): steps 2-3 are done
+        mark.unlink()
+    else:
+        clean(path, git_dir)
     _git(path, ["read-tree", "-u", "--reset", commit], git_dir=git_dir)
     _git(path, ["update-ref", "--no-deref", "HEAD", commit], git_dir=git_dir)
-    fingerprint = attributes_fingerprint(root, path, git_dir)
+    fingerprint = attributes_fingerprint(path, git_dir)
     if fingerprint != record.get("attributes"):
         _git(path, ["checkout-index", "--all", "--force", "--quiet"], git_dir=git_dir)
         atomic_write(_record_path(path), json.dumps({**record, "attributes": fingerprint}))
@@ -281,11 +308,10 @@ def normalize(path: Path, changed_since_ns: int | None = None) -> None:
                     os.unlink(entry.path)
 
 
-def attributes_fingerprint(root: Path, path: Path, git_dir: Path) -> str:
+def attributes_fingerprint(path: Path, git_dir: Path) -> str:
     """What decides how blobs check out: every .gitattributes in the index and info/attributes."""
     listed = _git(path, ["ls-files", "-s", "-z", "--", ":(glob)**/.gitattributes"], git_dir=git_dir)
-    info = Path(git(["rev-parse", "--git-common-dir"], root).strip())
-    info = (info if info.is_absolute() else root / info) / "info" / "attributes"
+    info = path.parent.parent.parent / "info" / "attributes"  # <git dir>/agentloop/pool/slot-<n>
     extra = info.read_bytes() if info.is_file() else b""
     return hashlib.sha256(listed.encode("utf-8", "surrogateescape") + b"\0" + extra).hexdigest()
 
@@ -318,7 +344,8 @@ def discard_slot(root: Path, path: Path) -> None:
     git_dir = record.get("git_dir")
     if git_dir and Path(git_dir).parent.name == "worktrees":
         shutil.rmtree(git_dir, ignore_errors=True)
-    _record_path(path).unlink(missing_ok=True)
+    for leftover in (_record_path(path), _stamp_path(path), _clean_mark(path)):
+        leftover.unlink(missing_ok=True)
     git(["worktree", "prune"], root, check=False)
 
 
@@ -334,7 +361,6 @@ def remove_free_slots(root: Path, state: Path) -> list[Path]:
             continue
         try:
             discard_slot(root, path)
-            _stamp_path(path).unlink(missing_ok=True)
             removed.append(path)
             lock.unlink(missing_ok=True)  # while held: a process that opened it re-checks the inode
         finally:
