@@ -181,12 +181,12 @@ def recover(root: Path, note: Callable[[str], None] = lambda line: None) -> None
         ref_lock = common_dir(root) / "refs" / "heads" / (BRANCH_PREFIX + f"{run_id}.lock")
         ref_lock.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
-    worktrees = state / "worktrees"
+    worktrees = state / "worktrees"  # runs before the pool had one each
     if worktrees.is_dir():
         for leftover in worktrees.iterdir():
             if leftover.name not in live_worktrees:
                 remove_worktree(root, leftover)
-    git(["worktree", "prune"], root, check=False)
+        git(["worktree", "prune"], root, check=False)
 
 
 # -- one run's workspace ----------------------------------------------------------------------------

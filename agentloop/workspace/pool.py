@@ -230,7 +230,7 @@ def reset_slot(root: Path, path: Path, commit: str) -> None:
     else:
         clean(path, git_dir)
     _git(path, ["read-tree", "-u", "--reset", commit], git_dir=git_dir)
-    _git(path, ["update-ref", "--no-deref", "HEAD", commit], git_dir=git_dir)
+    atomic_write(git_dir / "HEAD", f"{commit}\n")  # detached at the start, as `update-ref --no-deref` would
     fingerprint = attributes_fingerprint(path, git_dir)
     if fingerprint != record.get("attributes"):
         _git(path, ["checkout-index", "--all", "--force", "--quiet"], git_dir=git_dir)
