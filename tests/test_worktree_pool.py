@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import stat
 import subprocess
@@ -267,7 +268,17 @@ def test_half_made_or_half_reset_slots_are_recovered(repo):
     third = take(repo, commit)
     assert not third.reused and third.path.name == "slot-0"
     assert_exactly(repo, third.path, commit)
-    third.release()
+    drop_without_cleaning(third)
+    # Killed inside `git worktree add`: registered and locked ("initializing"), no folder, no record.
+    git_dir = Path(git(third.path, "rev-parse", "--absolute-git-dir").strip())
+    (git_dir / "locked").write_text("initializing\n")
+    shutil.rmtree(third.path)
+    (state_dir(repo) / "pool" / "slot-0.json").unlink()
+    fourth = take(repo, commit)
+    assert not fourth.reused and fourth.path.name == "slot-0"
+    assert_exactly(repo, fourth.path, commit)
+    fourth.release()
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 3  # the repo, slot-0, slot-1
 
 
 CYCLE = """

@@ -26,8 +26,10 @@ fresh worktree. The reset (`reset_slot`):
    checked out, every file is rewritten (an unchanged blob may check out to other bytes);
 6. `git status --ignored -uall` must then report nothing, or the slot is discarded.
 
-What a run leaves is also cleaned (`git clean -ffdx`) when it gives its slot back, to free the disk
-its checks used; correctness never depends on that. The threat a slot guards against is a check
+Steps 2 and 3 are done when a run gives its slot back (freeing the disk its checks used at once),
+then the slot is marked clean (`slot-<n>.clean`), and whoever takes it next removes the mark and
+skips them; a run that died holding the slot left no mark, so its successor does them. The mark
+lives beside the records, which checks cannot see under the sandbox. The threat a slot guards against is a check
 under the sandbox (it can write the worktree, not git directories); without the sandbox a check can
 write anywhere, the slot's git directory included, as it could write the user's tree.
 """
@@ -115,7 +117,11 @@ def take(root: Path, state: Path, commit: str) -> Slot:
                     continue
                 except (SlotUnusable, RuntimeError, OSError):
                     discard_slot(root, path)
-            _create_slot(root, path, commit)
+            try:
+                _create_slot(root, path, commit)
+            except RuntimeError:  # e.g. a registration a killed `worktree add` left: clear it, once
+                discard_slot(root, path)
+                _create_slot(root, path, commit)
             return Slot(root, path, fd, reused=False)
         except BaseException:
             os.close(fd)
@@ -342,7 +348,7 @@ def discard_slot(root: Path, path: Path) -> None:
     with contextlib.suppress(OSError):
         _rmtree(path)
     git_dir = record.get("git_dir")
-    if git_dir and Path(git_dir).parent.name == "worktrees":
+    if git_dir and Path(git_dir).parent.name == "worktrees" and Path(git_dir).name.startswith(SLOT_PREFIX):
         shutil.rmtree(git_dir, ignore_errors=True)
     for leftover in (_record_path(path), _stamp_path(path), _clean_mark(path)):
         leftover.unlink(missing_ok=True)
