@@ -1,7 +1,8 @@
 """Workspace set-up time and sandbox overhead per check; prints figures (never asserts).
 
-1. Set-up of a run's workspace (snapshot, starting commit, worktree, the ignored environment
-   detected and mounted) on a generated 5,000-file repository with a 200 MB ignored node_modules/,
+1. Set-up of a run's workspace (snapshot, starting commit, pooled worktree reset to it, the ignored
+   environment detected and mounted; the first run makes the pooled worktree, later runs reuse it,
+   the user having edited 5 files in between) on a generated 5,000-file repository with a 200 MB ignored node_modules/,
    and the disk the worktree takes (node_modules is mounted, never copied).
 2. The fixed cost of one trivial check (`true`) with the full sandbox against `--sandbox off`.
 3. `cargo test` in two consecutive runs (if cargo is installed): the second reuses target/.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -54,18 +56,30 @@ def du_kb(path: Path) -> int:
     return int(subprocess.run(["du", "-sk", "-x", str(path)], capture_output=True, text=True).stdout.split()[0])
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (git)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def p50(values: list[float]) -> float:
     return statistics.median(values)
 
 
 def bench_setup(root: Path, repeat: int) -> None:
     user = Workspace(root)
-    times, env_times, disk = [], [], []
+    times, cpu, env_times, disk = [], [], [], []
+    reused = []
     for n in range(repeat):
+        # The user keeps working between runs: a few files differ from the previous run's start.
+        for k in range(5):
+            index = n * 5 + k
+            edited = root / f"pkg{index % 50}" / f"mod{index}.py"
+            edited.write_text(edited.read_text() + f"EDIT_{n} = {k}\n")
         run_dir = root / ".agentloop" / "runs" / f"bench{n}"
         run_dir.mkdir(parents=True, exist_ok=True)
         iso = Isolation(user, f"bench{n}", run_dir)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         iso.prepare()
         work = iso.begin(user.snapshot())
         env_started = time.perf_counter()
@@ -75,12 +89,25 @@ def bench_setup(root: Path, repeat: int) -> None:
                               user_root=root, state_dir=state_dir(root), binds=env.binds())
         box.wrapper()
         times.append(time.perf_counter() - started)
+        cpu.append(cpu_seconds() - cpu_started)
+        reused.append(bool(getattr(iso, "slot", None) and iso.slot.reused))
         env_times.append(time.perf_counter() - env_started)
         with env.present():
             result = run_command("ls node_modules | wc -l", work.root, timeout=60, wrapper=box.wrapper())
         disk.append(du_kb(work.root))
         iso.finish("budget_exhausted", None)
+    fresh = [t for t, r in zip(times, reused, strict=True) if not r]
+    again = [t for t, r in zip(times, reused, strict=True) if r]
     print(f"workspace set-up ({repeat} runs): p50 {p50(times):.3f} s, min {min(times):.3f} s, max {max(times):.3f} s")
+    if fresh:
+        print(f"  making the pooled worktree (first run, a full checkout): {', '.join(f'{t:.3f}' for t in fresh)} s")
+    if again:
+        print(f"  reusing it ({len(again)} runs, 5 files changed each time): p50 {p50(again):.3f} s, "
+              f"min {min(again):.3f} s, max {max(again):.3f} s")
+        cpu_again = [c for c, r in zip(cpu, reused, strict=True) if r]
+        print(f"  CPU time of those set-ups (agentloop + its git processes; what a quiet machine would "
+              f"take, less I/O waits): p50 {p50(cpu_again):.3f} s, min {min(cpu_again):.3f} s")
+    print(f"  load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"  of which the ignored environment (detect + mounts): p50 {p50(env_times) * 1000:.1f} ms; the rest is "
           "git (snapshot, starting commit, worktree checkout of the tracked files)")
     node_mb = du_kb(root / "node_modules") / 1024

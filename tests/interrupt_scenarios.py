@@ -27,6 +27,7 @@ from conftest import make_repo
 from fake_llm import FakeLLM
 
 from agentloop.record.trajectory import read_events
+from agentloop.workspace import pool
 from agentloop.workspace.isolation import recover, state_dir
 
 FILES = {name: f"def {name[0]}():\n    return 'BUG'\n" for name in ("a.py", "b.py", "c.py")}
@@ -82,7 +83,9 @@ def leftovers(repo: Path) -> list[str]:
         found += [str(p) for p in (state / "worktrees").glob("*")] if (state / "worktrees").is_dir() else []
     found += [str(p) for p in repo.rglob("*.agentloop-tmp")]
     listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=repo, capture_output=True, text=True)
-    if listed.stdout.count("worktree ") != 1:
+    others = [line.split(" ", 1)[1] for line in listed.stdout.splitlines() if line.startswith("worktree ")][1:]
+    # Pooled worktrees stay (agentloop.workspace.pool), but none may still be held by a run.
+    if any(Path(o).parent != state / "pool" or pool.in_use(Path(o)) for o in others):
         found.append("git worktree list: " + listed.stdout)
     return found
 

@@ -18,6 +18,7 @@ from test_fix_e2e import FIX_ADD, FIX_FROM_WRONG, WRONG_FIX, run_fix
 
 from agentloop.cli import cli
 from agentloop.record.trajectory import read_events
+from agentloop.workspace import pool
 from agentloop.workspace.isolation import recover, state_dir
 from agentloop.workspace.repo import Workspace
 
@@ -43,7 +44,12 @@ def assert_no_leftovers(repo: Path) -> None:
     assert list((state / "runs").glob("*.json")) == [] if (state / "runs").is_dir() else True
     assert not (state / "worktrees").is_dir() or list((state / "worktrees").iterdir()) == []
     assert list(state.glob("journal-*")) == [] if state.is_dir() else True
-    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    # Besides the repository itself, only pooled worktrees, none held by a run (agentloop.workspace.pool).
+    others = [line.split(" ", 1)[1] for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+              if line.startswith("worktree ")][1:]
+    for other in others:
+        assert Path(other).parent == state / "pool", others
+        assert not pool.in_use(Path(other)), f"{other} is still held"
     fsck = subprocess.run(["git", "fsck", "--no-dangling"], cwd=repo, capture_output=True, text=True)
     assert fsck.returncode == 0 and "error" not in fsck.stderr, fsck.stderr
 
@@ -264,12 +270,14 @@ def test_a_killed_run_is_cleaned_up_by_the_next(calc_repo, monkeypatch):
         assert server.requests, proc.stderr.read() if proc.poll() is not None else "no request"
         proc.kill()
         proc.wait()
-    assert len(list((state / "worktrees").iterdir())) == 1 and len(list((state / "runs").iterdir())) == 1
+    assert [p.name for p in (state / "pool").iterdir() if p.is_dir()] == ["slot-0"]
+    assert len(list((state / "runs").iterdir())) == 1
     assert tree_bytes(calc_repo) == before
     with FakeLLM([{"content": FIX_ADD}]) as server:
         code, summary, _ = run_fix(calc_repo, server, "--check", "grep -q 'a + b' calc.py", monkeypatch=monkeypatch)
     assert code == 0
     assert_no_leftovers(calc_repo)
+    assert [p.name for p in (state / "pool").iterdir() if p.is_dir()] == ["slot-0"]  # the dead run's, reused
     assert len(git(calc_repo, "branch", "--list", "agentloop/*").split()) == 2  # the dead run's start is kept
 
 

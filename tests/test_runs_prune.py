@@ -57,6 +57,8 @@ def test_prune_keeps_the_newest_running_and_applied_runs(calc_repo, monkeypatch)
     assert left == {newest, applied, starting.name}
     assert f"agentloop/{old[0]}" not in branches(calc_repo) and f"agentloop/{newest}" in branches(calc_repo)
     assert "return a + b" in (calc_repo / "calc.py").read_text()  # the applied result is untouched
+    assert "removed 1 idle worktree" in result.stderr  # the runs' pooled worktree, held by none
+    assert git(calc_repo, "worktree", "list", "--porcelain").count("worktree ") == 1
 
     # Once undone, the applied run is an old run like any other; keep_runs sets the default.
     assert CliRunner().invoke(cli, ["undo", applied]).exit_code == 0

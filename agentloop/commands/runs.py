@@ -77,6 +77,9 @@ def _prune(folder, keep: int | None, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {plural(len(report.removed), 'run')} and "
                f"{plural(report.branches_removed, 'branch', 'branches')}; kept the newest {keep}", err=True)
+    if report.worktrees_removed:
+        click.echo(f"removed {plural(report.worktrees_removed, 'idle worktree')} (.git/agentloop/pool; "
+                   "the next run makes one again)", err=True)
     for why, names in (("applied to your tree and not undone", report.kept_applied),
                        ("in progress", report.kept_running),
                        ("its branch is checked out", report.kept_checked_out)):

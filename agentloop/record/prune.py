@@ -1,4 +1,5 @@
-"""`agentloop runs --prune`: remove old run folders and their `agentloop/<id>` branches.
+"""`agentloop runs --prune`: remove old run folders and their `agentloop/<id>` branches, and the pooled
+worktrees no run holds (agentloop.workspace.pool; the next run makes one again).
 
 Never removes a run that is in progress (its process is alive, or it wrote to its trajectory in the
 last minute without finishing), nor one whose result was applied to the user's tree and not undone:
@@ -27,6 +28,7 @@ class PruneReport:
     kept_running: list[str] = field(default_factory=list)
     kept_checked_out: list[str] = field(default_factory=list)  # its branch is checked out somewhere
     branches_removed: int = 0
+    worktrees_removed: int = 0  # idle pooled worktrees
 
 
 def in_progress(repo: Path, run_dir: Path) -> bool:
@@ -49,6 +51,10 @@ def applied_not_undone(run_dir: Path) -> bool:
 def prune_runs(repo: Path, runs_dir: Path, keep: int, *, dry_run: bool = False) -> PruneReport:
     """Keep the `keep` newest runs; remove the older ones that are neither running nor applied."""
     report = PruneReport()
+    if not dry_run:
+        from agentloop.workspace.pool import remove_free_slots
+
+        report.worktrees_removed = len(remove_free_slots(repo, state_dir(repo)))
     if not runs_dir.is_dir():
         return report
     runs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),

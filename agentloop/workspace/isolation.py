@@ -1,6 +1,7 @@
 """Where a run works, and how its result reaches the user's tree.
 
-Default: a git worktree of its own under `.git/agentloop/worktrees/<run id>`, checked out from a
+Default: a git worktree of its own (one of a pool under `.git/agentloop/pool/`, taken for the run
+alone and reset to its start: agentloop.workspace.pool), checked out at a
 commit of the user's current state (HEAD + staged + unstaged + untracked-not-ignored files; made
 with a private index, so the user's index, branches and stash are untouched). The user's tree is
 not written while the run works. At the end the result is committed on branch `agentloop/<run id>`
@@ -27,6 +28,7 @@ from typing import Any
 from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
 from agentloop.files import atomic_write, read_json
 from agentloop.outcome import Outcome
+from agentloop.workspace import pool
 from agentloop.workspace.repo import Change, Workspace, commit_entry, common_dir, git, inside, stage_entry, temp_name
 
 STATE_DIR = "agentloop"  # in the git common dir: run records, journals, worktrees
@@ -169,7 +171,9 @@ def recover(root: Path, note: Callable[[str], None] = lambda line: None) -> None
                 live_worktrees.add(Path(record["worktree"]).name)
             continue
         run_id = record.get("run_id", path.stem)
-        if record.get("worktree"):
+        if record.get("pooled"):
+            pass  # a pooled worktree is freed by the kernel (its lock) and reset by whoever takes it next
+        elif record.get("worktree"):
             remove_worktree(root, Path(record["worktree"]))
         elif record.get("mode") == "in_place":
             note(f"run {run_id} was killed while editing this tree in place; `agentloop undo {run_id} --force` "
@@ -177,12 +181,12 @@ def recover(root: Path, note: Callable[[str], None] = lambda line: None) -> None
         ref_lock = common_dir(root) / "refs" / "heads" / (BRANCH_PREFIX + f"{run_id}.lock")
         ref_lock.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
-    worktrees = state / "worktrees"
+    worktrees = state / "worktrees"  # runs before the pool had one each
     if worktrees.is_dir():
         for leftover in worktrees.iterdir():
             if leftover.name not in live_worktrees:
                 remove_worktree(root, leftover)
-    git(["worktree", "prune"], root, check=False)
+        git(["worktree", "prune"], root, check=False)
 
 
 # -- one run's workspace ----------------------------------------------------------------------------
@@ -199,6 +203,7 @@ class Isolation:
     start_commit: str | None = None
     workspace: Workspace | None = None
     worktree: Path | None = None
+    slot: pool.Slot | None = None
     tip: str | None = None  # the branch's newest commit: the start, then one per turn
     base_tree: str | None = None  # the start, plus (in place) ignored files the model's edits touched
     finished: dict[str, Any] | None = None
@@ -227,9 +232,8 @@ class Isolation:
     def begin(self, start_tree: str) -> Workspace:
         """Record this run, commit its starting state on its branch, and return the tree it works in."""
         (self.state / "runs").mkdir(parents=True, exist_ok=True)
-        worktree = None if self.in_place else self.state / "worktrees" / self.run_id
         record = {"run_id": self.run_id, "pid": os.getpid(), "ticks": process_ticks(os.getpid()),
-                  "mode": self.mode, "root": str(self.user.root), "worktree": str(worktree) if worktree else None,
+                  "mode": self.mode, "root": str(self.user.root), "worktree": None, "pooled": not self.in_place,
                   "run_dir": str(self.run_dir)}
         write_json(self.record_path, record)  # before anything exists that would need cleaning up
         self.start_tree = start_tree
@@ -240,14 +244,12 @@ class Isolation:
         write_json(self.run_dir / WORKSPACE_FILE, {
             "run_id": self.run_id, "mode": self.mode, "root": str(self.user.root), "branch": self.branch,
             "start_tree": self.start_tree, "start_commit": self.start_commit, "head": head})
-        if worktree is None:
+        if self.in_place:
             self.workspace = self.user
-        else:
-            worktree.parent.mkdir(parents=True, exist_ok=True)
-            self.worktree = worktree
-            git([*NO_HOOKS, "worktree", "add", "--detach", "--quiet", str(worktree), self.start_commit],
-                self.user.root)
-            self.workspace = Workspace(worktree)
+        else:  # a pooled worktree of this repository, reset to the start (see agentloop.workspace.pool)
+            self.slot = pool.take(self.user.root, self.state, self.start_commit)
+            self.worktree = self.slot.path
+            self.workspace = Workspace(self.worktree)
         return self.workspace
 
     def refuse_if_tree_busy(self) -> None:
@@ -279,7 +281,7 @@ class Isolation:
 
     def finish(self, outcome: str, final_tree: str | None) -> dict[str, Any]:
         """Keep the result on the branch; apply it back if accepted (worktree) or restore the start if
-        interrupted (in place); remove the worktree. Called once, with signals only noted."""
+        interrupted (in place); give the worktree back to the pool. Called once, with signals only noted."""
         if self.finished is not None:
             return self.finished
         info: dict[str, Any] = {"mode": self.mode, "branch": None, "applied": False, "conflicts": [],
@@ -314,9 +316,8 @@ class Isolation:
         except RuntimeError as exc:  # git refused something: say so in the record rather than crash the footer
             info["apply_error"] = str(exc)
         finally:
-            if self.worktree is not None:
-                remove_worktree(self.user.root, self.worktree)
-                git(["worktree", "prune"], self.user.root, check=False)
+            if self.slot is not None:
+                self.slot.release()
             self.record_path.unlink(missing_ok=True)
             self.finished = info
         return info

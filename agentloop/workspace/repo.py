@@ -6,6 +6,7 @@ branches and stash are never touched.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -49,8 +50,15 @@ def find_repo_root(start: Path) -> Path:
 
 def common_dir(root: Path) -> Path:
     """The git directory shared by all worktrees of the repository at `root` (its .git for a plain checkout)."""
-    common = Path(git(["rev-parse", "--git-common-dir"], root).strip())
-    return (common if common.is_absolute() else root / common).resolve()
+    return _common_dir(str(Path(root).resolve()))
+
+
+@functools.lru_cache(maxsize=64)
+def _common_dir(root: str) -> Path:
+    """Asked several times per run set-up; one git process each time is worth saving (the answer is
+    fixed for as long as the repository exists, and a missing one raises, which is not cached)."""
+    common = Path(git(["rev-parse", "--git-common-dir"], Path(root)).strip())
+    return (common if common.is_absolute() else Path(root) / common).resolve()
 
 
 class Workspace:
