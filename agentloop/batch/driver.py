@@ -2,8 +2,9 @@
 
 The driver alone writes `OUT/results.jsonl` (one flushed line per finished rollout) and
 `OUT/manifest.json`; a rerun skips what results.jsonl holds and clears half-written rollout folders.
-The local backend runs each rollout in its own process group (`agentloop.batch.worker`): a rollout
-past its hard deadline is killed with its whole group while the others go on; Ctrl-C kills every
+The local backend runs each rollout on a warm worker (`agentloop.batch.worker --serve`) in its own
+process group: a rollout past its hard deadline is killed with its whole group (and its worker,
+which is replaced) while the others go on; Ctrl-C kills every
 running group and removes their half-written folders. `infra_error` is retried (at most twice).
 """
 
@@ -13,9 +14,8 @@ import hashlib
 import json
 import os
 import re
+import select as io_select
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.batch.jobs import Job, Settings, settings_for_job, should_retry
+from agentloop.batch.pool import WarmWorker, WorkerDied
 from agentloop.batch.rollout import INFRA_ERROR, PASSED, TIMEOUT, group_id, hard_deadline, rollout_dir
 from agentloop.batch.tasks import TaskRow
 from agentloop.errors import UsageError
@@ -180,115 +181,126 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
 
 
 @dataclass
-class _Running:
-    job: Job
-    proc: subprocess.Popen
-    deadline: float
-    job_file: Path
-    result_file: Path
-    started: float
+class _Slot:
+    """A worker slot: its warm worker and the job it runs (None when idle)."""
+
+    worker: WarmWorker
+    job: Job | None = None
+    name: str = ""
+    deadline: float = 0.0
+    started: float = 0.0
 
 
 class LocalBackend:
-    """Rollouts as subprocesses, each the leader of its own process group."""
+    """Rollouts on `workers` warm worker processes (agentloop.batch.pool), each rollout a forked child
+    leading its own process group; a rollout past its deadline is killed with its worker, which is
+    replaced."""
 
     def __init__(self, out: Path, settings: Settings):
         self.out, self.settings = out, settings
         self.work = out / ".work"
+        self._spawned = 0
+
+    def _spawn(self) -> WarmWorker:
+        self._spawned += 1
+        return WarmWorker(self.work / f"worker-{os.getpid()}-{self._spawned}.log")
 
     def run(self, jobs: list[Job], record: Callable[[dict[str, Any]], None]) -> None:
         self.work.mkdir(exist_ok=True)
         queue = list(jobs)
-        running: list[_Running] = []
+        slots = [_Slot(self._spawn()) for _ in range(min(max(1, self.settings.workers), len(queue)))]
         try:
-            while queue or running:
-                while queue and len(running) < max(1, self.settings.workers):
-                    running.append(self.start(queue.pop(0)))
-                time.sleep(POLL_S)
-                for item in list(running):
-                    result = self.poll(item)
+            while queue or any(slot.job for slot in slots):
+                for slot in slots:
+                    if slot.job is None and queue:
+                        self.start(slot, queue.pop(0))
+                busy = [slot for slot in slots if slot.job is not None]
+                io_select.select([slot.worker for slot in busy], [], [], POLL_S)
+                for slot in busy:
+                    result = self.poll(slot)
                     if result is None:
                         continue
-                    running.remove(item)
-                    self._cleanup(item)
-                    if should_retry(item.job, result):
-                        queue.insert(0, item.job)
+                    job = slot.job
+                    assert job is not None
+                    self._cleanup(slot)
+                    slot.job = None
+                    if should_retry(job, result):
+                        queue.insert(0, job)
                         continue
-                    result["attempts"] = item.job.attempts
+                    result["attempts"] = job.attempts
                     record(result)
         except BaseException:
-            for item in running:  # Ctrl-C / SIGTERM: every rollout group killed, its folder removed
-                _kill_group(item.proc)
-                self._cleanup(item)
-                shutil.rmtree(rollout_dir(self.out, *item.job.key), ignore_errors=True)
+            for slot in slots:  # Ctrl-C / SIGTERM: every rollout group killed, its folder removed
+                slot.worker.kill()
+                if slot.job is not None:
+                    self._cleanup(slot)
+                    shutil.rmtree(rollout_dir(self.out, *slot.job.key), ignore_errors=True)
             raise
+        for slot in slots:
+            slot.worker.close()
+            if slot.worker.log is not None:
+                slot.worker.log.unlink(missing_ok=True)
 
-    def start(self, job: Job) -> _Running:
+    def start(self, slot: _Slot, job: Job) -> None:
         from agentloop.batch.worker import job_for
-        from agentloop.files import atomic_write
 
         job.attempts += 1
-        name = f"{job.row.id}.{job.sample}.{os.getpid()}"
-        job_file, result_file = self.work / f"{name}.job.json", self.work / f"{name}.result.json"
+        slot.job, slot.name = job, f"{job.row.id}.{job.sample}.{os.getpid()}"
+        result_file, log = self.work / f"{slot.name}.result.json", self.work / f"{slot.name}.log"
         result_file.unlink(missing_ok=True)
-        atomic_write(job_file, json.dumps(job_for(job.row, job.sample, self.out,
-                                                       settings_for_job(self.settings), job.group, result_file)))
-        log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - the child holds it; closed below
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "agentloop.batch.worker", str(job_file)],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        finally:
-            log.close()
+        log.unlink(missing_ok=True)
         now = time.monotonic()
-        return _Running(job, proc, now + hard_deadline(job.row, self.settings.defaults, self.settings.grace),
-                        job_file, result_file, now)
-
-    def poll(self, item: _Running) -> dict[str, Any] | None:
-        """The rollout's result when it has ended (or was killed at its deadline), else None."""
-        code = item.proc.poll()
-        if code is None:
-            if time.monotonic() < item.deadline:
-                return None
-            _kill_group(item.proc)
-            return self._base(item, TIMEOUT, f"killed after {time.monotonic() - item.started:.0f}s: past the "
-                                             "rollout's time limit")
-        _kill_group(item.proc)  # whatever the rollout left running in its group
+        slot.started, slot.deadline = now, now + hard_deadline(job.row, self.settings.defaults, self.settings.grace)
         try:
-            return json.loads(item.result_file.read_text(encoding="utf-8"))
+            slot.worker.send(job_for(job.row, job.sample, self.out, settings_for_job(self.settings), job.group,
+                                     result_file, log))
+        except WorkerDied:
+            pass  # poll() sees the closed pipe and reports the infra error
+
+    def poll(self, slot: _Slot) -> dict[str, Any] | None:
+        """The rollout's result when it has ended (or was killed at its deadline), else None."""
+        try:
+            ended = slot.worker.pump()
+        except WorkerDied as exc:
+            self._replace(slot)
+            return self._base(slot, INFRA_ERROR, f"worker died without a result: {exc}")
+        if not ended:
+            if time.monotonic() < slot.deadline:
+                return None
+            self._replace(slot)
+            return self._base(slot, TIMEOUT, f"killed after {time.monotonic() - slot.started:.0f}s: past the "
+                                             "rollout's time limit")
+        try:
+            return json.loads((self.work / f"{slot.name}.result.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             tail = ""
             try:
-                tail = (self.work / f"{item.job_file.name.removesuffix('.job.json')}.log").read_text(
-                    errors="replace").strip().splitlines()[-1]
+                tail = (self.work / f"{slot.name}.log").read_text(errors="replace").strip().splitlines()[-1]
             except (OSError, IndexError):
                 pass
-            return self._base(item, INFRA_ERROR, f"worker exited {code} without a result: {tail}")
+            return self._base(slot, INFRA_ERROR, f"rollout exited {slot.worker.exit_code} without a result: {tail}")
 
-    def _base(self, item: _Running, status: str, reason: str) -> dict[str, Any]:
-        folder = rollout_dir(self.out, *item.job.key)
+    def _replace(self, slot: _Slot) -> None:
+        slot.worker.kill()
+        if slot.worker.log is not None:
+            slot.worker.log.unlink(missing_ok=True)
+        slot.worker = self._spawn()
+
+    def _base(self, slot: _Slot, status: str, reason: str) -> dict[str, Any]:
+        job = slot.job
+        assert job is not None
+        folder = rollout_dir(self.out, *job.key)
         runs = sorted((folder / "runs").glob("*/trajectory.jsonl")) if folder.exists() else []
-        return {"id": item.job.row.id, "sample": item.job.sample, "group_id": item.job.group, "status": status,
+        return {"id": job.row.id, "sample": job.sample, "group_id": job.group, "status": status,
                 "reward": None, "turns": 0, "tokens": 0, "cost": 0.0,
-                "seconds": round(time.monotonic() - item.started, 3),
+                "seconds": round(time.monotonic() - slot.started, 3),
                 "run_dir": str(runs[-1].parent) if runs else None, "outcome": None, "reason": reason, "flags": []}
 
-    def _cleanup(self, item: _Running) -> None:
-        for path in (item.job_file, item.result_file):
-            path.unlink(missing_ok=True)
-        log = self.work / f"{item.job_file.name.removesuffix('.job.json')}.log"
-        folder = rollout_dir(self.out, *item.job.key)
+    def _cleanup(self, slot: _Slot) -> None:
+        assert slot.job is not None
+        (self.work / f"{slot.name}.result.json").unlink(missing_ok=True)
+        log = self.work / f"{slot.name}.log"
+        folder = rollout_dir(self.out, *slot.job.key)
         if folder.is_dir() and log.exists():
-            os.replace(log, folder / "worker.log")  # the rollout's own stderr, kept with its record
+            os.replace(log, folder / "worker.log")  # the rollout's own output, kept with its record
         log.unlink(missing_ok=True)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
