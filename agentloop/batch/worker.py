@@ -65,13 +65,27 @@ def run_and_write(job: dict[str, Any]) -> None:
     atomic_write(Path(job["result"]), json.dumps(result, default=str))
 
 
+# What a rollout's first model call and first check import (found with `python -X importtime`): done
+# once in the warm worker, not in every forked child (about 1 s each). Missing ones are skipped.
+FIRST_CALL_MODULES = ("openai.resources.chat", "litellm.proxy.openai_files_endpoints.common_utils", "httpcore",
+                      "tenacity", "litellm._service_logger", "litellm.llms.openai_like.dynamic_config",
+                      "litellm.llms.custom_httpx.aiohttp_transport", "agentloop.workspace.reaper", "ctypes")
+
+
 def preload() -> None:
     """Import, once, what every rollout needs: the session, the edits, the checks, litellm."""
+    import importlib
+
     import agentloop.batch.rollout
     import agentloop.run.session  # noqa: F401
     from agentloop.run.model import import_litellm
 
     import_litellm()
+    for name in FIRST_CALL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def _say(event: dict[str, Any]) -> None:
