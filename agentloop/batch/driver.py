@@ -2,9 +2,9 @@
 
 The driver alone writes `OUT/results.jsonl` (one flushed line per finished rollout) and
 `OUT/manifest.json`; a rerun skips what results.jsonl holds and clears half-written rollout folders.
-The local backend runs each rollout on a warm worker (`agentloop.batch.worker --serve`) in its own
-process group: a rollout past its hard deadline is killed with its whole group (and its worker,
-which is replaced) while the others go on; Ctrl-C kills every
+The local backend runs each rollout as a child of a warm fork server (`agentloop.batch.worker
+--serve`, litellm imported once), in its own process group: a rollout past its hard deadline is
+killed with its whole group while the others go on; Ctrl-C kills every
 running group and removes their half-written folders. `infra_error` is retried (at most twice).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.batch.jobs import Job, Settings, settings_for_job, should_retry
-from agentloop.batch.pool import WarmWorker, WorkerDied
+from agentloop.batch.pool import ForkServer, WorkerDied
 from agentloop.batch.rollout import INFRA_ERROR, PASSED, TIMEOUT, group_id, hard_deadline, rollout_dir
 from agentloop.batch.tasks import TaskRow
 from agentloop.errors import UsageError
@@ -181,126 +181,123 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
 
 
 @dataclass
-class _Slot:
-    """A worker slot: its warm worker and the job it runs (None when idle)."""
-
-    worker: WarmWorker
-    job: Job | None = None
-    name: str = ""
-    deadline: float = 0.0
-    started: float = 0.0
+class _Running:
+    job: Job
+    name: str
+    deadline: float
+    started: float
 
 
 class LocalBackend:
-    """Rollouts on `workers` warm worker processes (agentloop.batch.pool), each rollout a forked child
-    leading its own process group; a rollout past its deadline is killed with its worker, which is
-    replaced."""
+    """Rollouts as children of one warm fork server (agentloop.batch.pool), at most `workers` at once,
+    each the leader of its own process group; one past its deadline is killed with its whole group."""
 
     def __init__(self, out: Path, settings: Settings):
         self.out, self.settings = out, settings
         self.work = out / ".work"
-        self._spawned = 0
+        self._servers = 0
 
-    def _spawn(self) -> WarmWorker:
-        self._spawned += 1
-        return WarmWorker(self.work / f"worker-{os.getpid()}-{self._spawned}.log")
+    def _server(self) -> ForkServer:
+        self._servers += 1
+        return ForkServer(self.work / f"server-{os.getpid()}-{self._servers}.log")
 
     def run(self, jobs: list[Job], record: Callable[[dict[str, Any]], None]) -> None:
         self.work.mkdir(exist_ok=True)
         queue = list(jobs)
-        slots = [_Slot(self._spawn()) for _ in range(min(max(1, self.settings.workers), len(queue)))]
+        running: dict[str, _Running] = {}
+        server = self._server() if queue else None
         try:
-            while queue or any(slot.job for slot in slots):
-                for slot in slots:
-                    if slot.job is None and queue:
-                        self.start(slot, queue.pop(0))
-                busy = [slot for slot in slots if slot.job is not None]
-                io_select.select([slot.worker for slot in busy], [], [], POLL_S)
-                for slot in busy:
-                    result = self.poll(slot)
-                    if result is None:
+            while queue or running:
+                assert server is not None
+                while queue and len(running) < max(1, self.settings.workers):
+                    item = self.start(server, queue.pop(0))
+                    running[item.name] = item
+                io_select.select([server], [], [], POLL_S)
+                finished: list[tuple[_Running, dict[str, Any]]] = []
+                try:
+                    ended = server.pump()
+                except WorkerDied as exc:  # every rollout it ran is lost: infra errors, a new server
+                    server.kill()
+                    self._drop_log(server)
+                    finished = [(item, self._base(item, INFRA_ERROR, f"worker died without a result: {exc}"))
+                                for item in running.values()]
+                    server = self._server()
+                    ended = {}
+                for name, code in ended.items():
+                    if name in running:
+                        finished.append((running[name], self.result(running[name], code)))
+                now = time.monotonic()
+                for item in running.values():
+                    if now >= item.deadline and item.name not in ended and all(f[0] is not item for f in finished):
+                        server.kill_rollout(item.name)
+                        finished.append((item, self._base(item, TIMEOUT, f"killed after {now - item.started:.0f}s: "
+                                                                          "past the rollout's time limit")))
+                for item, result in finished:
+                    del running[item.name]
+                    self._cleanup(item)
+                    if should_retry(item.job, result):
+                        queue.insert(0, item.job)
                         continue
-                    job = slot.job
-                    assert job is not None
-                    self._cleanup(slot)
-                    slot.job = None
-                    if should_retry(job, result):
-                        queue.insert(0, job)
-                        continue
-                    result["attempts"] = job.attempts
+                    result["attempts"] = item.job.attempts
                     record(result)
         except BaseException:
-            for slot in slots:  # Ctrl-C / SIGTERM: every rollout group killed, its folder removed
-                slot.worker.kill()
-                if slot.job is not None:
-                    self._cleanup(slot)
-                    shutil.rmtree(rollout_dir(self.out, *slot.job.key), ignore_errors=True)
+            if server is not None:  # Ctrl-C / SIGTERM: every rollout group killed, its folder removed
+                server.kill()
+            for item in running.values():
+                self._cleanup(item)
+                shutil.rmtree(rollout_dir(self.out, *item.job.key), ignore_errors=True)
             raise
-        for slot in slots:
-            slot.worker.close()
-            if slot.worker.log is not None:
-                slot.worker.log.unlink(missing_ok=True)
+        finally:
+            if server is not None:
+                server.close()
+                self._drop_log(server)
 
-    def start(self, slot: _Slot, job: Job) -> None:
+    def start(self, server: ForkServer, job: Job) -> _Running:
         from agentloop.batch.worker import job_for
 
         job.attempts += 1
-        slot.job, slot.name = job, f"{job.row.id}.{job.sample}.{os.getpid()}"
-        result_file, log = self.work / f"{slot.name}.result.json", self.work / f"{slot.name}.log"
+        name = f"{job.row.id}.{job.sample}.{job.attempts}.{os.getpid()}"
+        result_file, log = self.work / f"{name}.result.json", self.work / f"{name}.log"
         result_file.unlink(missing_ok=True)
         log.unlink(missing_ok=True)
         now = time.monotonic()
-        slot.started, slot.deadline = now, now + hard_deadline(job.row, self.settings.defaults, self.settings.grace)
+        item = _Running(job, name, now + hard_deadline(job.row, self.settings.defaults, self.settings.grace), now)
         try:
-            slot.worker.send(job_for(job.row, job.sample, self.out, settings_for_job(self.settings), job.group,
-                                     result_file, log))
+            server.send(name, job_for(job.row, job.sample, self.out, settings_for_job(self.settings), job.group,
+                                      result_file, log))
         except WorkerDied:
-            pass  # poll() sees the closed pipe and reports the infra error
+            pass  # the next pump() sees the closed pipe and reports the infra error
+        return item
 
-    def poll(self, slot: _Slot) -> dict[str, Any] | None:
-        """The rollout's result when it has ended (or was killed at its deadline), else None."""
+    def result(self, item: _Running, code: int) -> dict[str, Any]:
+        """The result file the rollout wrote, or an infra error when it exited without one."""
         try:
-            ended = slot.worker.pump()
-        except WorkerDied as exc:
-            self._replace(slot)
-            return self._base(slot, INFRA_ERROR, f"worker died without a result: {exc}")
-        if not ended:
-            if time.monotonic() < slot.deadline:
-                return None
-            self._replace(slot)
-            return self._base(slot, TIMEOUT, f"killed after {time.monotonic() - slot.started:.0f}s: past the "
-                                             "rollout's time limit")
-        try:
-            return json.loads((self.work / f"{slot.name}.result.json").read_text(encoding="utf-8"))
+            return json.loads((self.work / f"{item.name}.result.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             tail = ""
             try:
-                tail = (self.work / f"{slot.name}.log").read_text(errors="replace").strip().splitlines()[-1]
+                tail = (self.work / f"{item.name}.log").read_text(errors="replace").strip().splitlines()[-1]
             except (OSError, IndexError):
                 pass
-            return self._base(slot, INFRA_ERROR, f"rollout exited {slot.worker.exit_code} without a result: {tail}")
+            return self._base(item, INFRA_ERROR, f"rollout exited {code} without a result: {tail}")
 
-    def _replace(self, slot: _Slot) -> None:
-        slot.worker.kill()
-        if slot.worker.log is not None:
-            slot.worker.log.unlink(missing_ok=True)
-        slot.worker = self._spawn()
+    @staticmethod
+    def _drop_log(server: ForkServer) -> None:
+        if server.log is not None:
+            server.log.unlink(missing_ok=True)
 
-    def _base(self, slot: _Slot, status: str, reason: str) -> dict[str, Any]:
-        job = slot.job
-        assert job is not None
-        folder = rollout_dir(self.out, *job.key)
+    def _base(self, item: _Running, status: str, reason: str) -> dict[str, Any]:
+        folder = rollout_dir(self.out, *item.job.key)
         runs = sorted((folder / "runs").glob("*/trajectory.jsonl")) if folder.exists() else []
-        return {"id": job.row.id, "sample": job.sample, "group_id": job.group, "status": status,
+        return {"id": item.job.row.id, "sample": item.job.sample, "group_id": item.job.group, "status": status,
                 "reward": None, "turns": 0, "tokens": 0, "cost": 0.0,
-                "seconds": round(time.monotonic() - slot.started, 3),
+                "seconds": round(time.monotonic() - item.started, 3),
                 "run_dir": str(runs[-1].parent) if runs else None, "outcome": None, "reason": reason, "flags": []}
 
-    def _cleanup(self, slot: _Slot) -> None:
-        assert slot.job is not None
-        (self.work / f"{slot.name}.result.json").unlink(missing_ok=True)
-        log = self.work / f"{slot.name}.log"
-        folder = rollout_dir(self.out, *slot.job.key)
+    def _cleanup(self, item: _Running) -> None:
+        (self.work / f"{item.name}.result.json").unlink(missing_ok=True)
+        log = self.work / f"{item.name}.log"
+        folder = rollout_dir(self.out, *item.job.key)
         if folder.is_dir() and log.exists():
             os.replace(log, folder / "worker.log")  # the rollout's own output, kept with its record
         log.unlink(missing_ok=True)

@@ -1,9 +1,10 @@
-"""The driver's handle on one warm worker (`python -m agentloop.batch.worker --serve`).
+"""The driver's handle on a warm fork server (`python -m agentloop.batch.worker --serve`).
 
-Used by the local backend (one per worker slot) and by the Ray backend (one per Ray worker
-process). It sends a job, reads the worker's events without blocking, and kills: a rollout past its
-deadline takes its worker with it (the rollout's process group and the worker's), and the caller
-starts a fresh one, so nothing a stuck rollout did can stall the next.
+Used by the local backend (one server for all worker slots: litellm is imported once per batch) and
+by the Ray backend (one per Ray worker process). It hands jobs over, reads the server's events
+without blocking, and kills: a rollout past its deadline loses its whole process group while the
+others go on; if the server itself dies, every rollout it ran is reported, and the caller starts
+another server.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from typing import Any
 
 
 class WorkerDied(Exception):
-    """The warm worker's pipe closed: it crashed, was killed, or could not start."""
+    """The fork server's pipe closed: it crashed, was killed, or could not start."""
 
 
-class WarmWorker:
-    """One long-lived worker process, the leader of its own session; one rollout at a time."""
+class ForkServer:
+    """One long-lived server process, the leader of its own session; rollouts are its children."""
 
     def __init__(self, log: Path | None = None, preexec_fn: Callable[[], None] | None = None):
         err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
@@ -36,38 +37,37 @@ class WarmWorker:
         finally:
             if log is not None:
                 err.close()
-        assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        self._buffer = b""
-        self.ready = False
-        self.rollout_pid: int | None = None  # the running rollout's process group, once the worker said
-        self.exit_code: int | None = None     # the last rollout's exit status, once it ended
+        os.set_blocking(self.fileno(), False)
         self.log = log
+        self.ready = False
+        self.pids: dict[str, int] = {}    # running rollouts by name: their process groups
+        self.doomed: set[str] = set()     # killed before the server said they started
+        self._buffer = b""
 
     def fileno(self) -> int:
         assert self.proc.stdout is not None
         return self.proc.stdout.fileno()
 
-    def send(self, job: dict[str, Any]) -> None:
-        """Hand over a job (the worker may still be importing: the pipe holds it)."""
+    def send(self, name: str, job: dict[str, Any]) -> None:
+        """Hand over a job (the server may still be importing: the pipe holds it)."""
         assert self.proc.stdin is not None
-        self.rollout_pid = self.exit_code = None
         try:
-            self.proc.stdin.write(json.dumps(job).encode() + b"\n")
+            self.proc.stdin.write(json.dumps({"name": name, "job": job}).encode() + b"\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise WorkerDied("the worker's pipe is closed") from None
+            raise WorkerDied(self._why()) from None
 
-    def pump(self) -> bool:
-        """Read what the worker said; True when the current rollout has ended. WorkerDied at EOF."""
-        ended = False
+    def pump(self) -> dict[str, int]:
+        """Read what the server said; the rollouts that ended since, by name, with their exit codes.
+        WorkerDied when the server is gone."""
+        ended: dict[str, int] = {}
         while True:
             try:
-                chunk = os.read(self.fileno(), 65536)
+                chunk = os.read(self.fileno(), 1 << 16)
             except BlockingIOError:
                 break
             if not chunk:
-                raise WorkerDied(self._last_log_line())
+                raise WorkerDied(self._why())
             self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
@@ -75,34 +75,48 @@ class WarmWorker:
             if "ready" in event:
                 self.ready = True
             elif "started" in event:
-                self.rollout_pid = int(event["started"])
+                self.pids[event["name"]] = int(event["started"])
+                if event["name"] in self.doomed:
+                    self.kill_rollout(event["name"])
             elif "ended" in event:
-                self.exit_code = int(event["code"])
-                ended = True
+                self.pids.pop(event["name"], None)
+                self.doomed.discard(event["name"])
+                ended[event["name"]] = int(event["code"])
         return ended
 
-    def wait_ended(self, deadline: float) -> bool:
-        """Block until the current rollout ends (True) or `deadline` (monotonic) passes (False)."""
+    def wait_for(self, name: str, deadline: float) -> int | None:
+        """Block until rollout `name` ends (its exit code) or `deadline` (monotonic) passes (None)."""
         while True:
-            if self.pump():
-                return True
+            ended = self.pump()
+            if name in ended:
+                return ended[name]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                return None
             select.select([self], [], [], min(remaining, 1.0))
 
-    def kill(self) -> None:
-        """The running rollout's process group, then the worker's own; reaped."""
+    def kill_rollout(self, name: str) -> None:
+        """Kill a rollout's whole process group (the server reaps it and reports it ended)."""
+        pid = self.pids.get(name)
+        if pid is None:
+            self.doomed.add(name)
+            return
         try:
-            self.pump()  # a rollout that started since we last looked
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill(self) -> None:
+        """Every running rollout's process group, then the server's own; reaped."""
+        try:
+            self.pump()  # rollouts that started since we last looked
         except (WorkerDied, ValueError):
             pass
-        for group in (self.rollout_pid, self.proc.pid):
-            if group is not None:
-                try:
-                    os.killpg(group, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        for group in [*self.pids.values(), self.proc.pid]:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             self.proc.kill()
         except ProcessLookupError:
@@ -110,7 +124,7 @@ class WarmWorker:
         self._close()
 
     def close(self) -> None:
-        """Ask an idle worker to exit (end of its input), and reap it."""
+        """Ask an idle server to exit (end of its input), and reap it."""
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
@@ -135,7 +149,7 @@ class WarmWorker:
             except OSError:
                 pass
 
-    def _last_log_line(self) -> str:
+    def _why(self) -> str:
         code = self.proc.poll()
         tail = ""
         if self.log is not None:
@@ -143,4 +157,4 @@ class WarmWorker:
                 tail = self.log.read_text(errors="replace").strip().splitlines()[-1]
             except (OSError, IndexError):
                 pass
-        return f"the worker exited ({code})" + (f": {tail}" if tail else "")
+        return f"the worker server exited ({code})" + (f": {tail}" if tail else "")

@@ -47,17 +47,17 @@ _WARM = None  # this Ray worker process's warm agentloop worker, kept between ta
 
 def _warm_worker():
     global _WARM
-    from agentloop.batch.pool import WarmWorker
+    from agentloop.batch.pool import ForkServer
 
     if _WARM is None or _WARM.proc.poll() is not None:
-        _WARM = WarmWorker(Path(tempfile.gettempdir()) / f"agentloop-ray-worker-{os.getpid()}.log",
+        _WARM = ForkServer(Path(tempfile.gettempdir()) / f"agentloop-ray-worker-{os.getpid()}.log",
                            preexec_fn=_own_group_dying_with_parent)
     return _WARM
 
 
 def run_job_in_group(job: dict[str, Any], deadline_s: float) -> dict[str, Any]:
-    """Run one job on this Ray worker's warm worker (a forked child in its own process group); past
-    `deadline_s` kill the rollout's group and the warm worker (the next task starts another)."""
+    """Run one job on this Ray worker's warm fork server (a forked child in its own process group);
+    past `deadline_s` kill the rollout's group and the server (the next task starts another)."""
     global _WARM
     from agentloop.batch.pool import WorkerDied
 
@@ -65,10 +65,11 @@ def run_job_in_group(job: dict[str, Any], deadline_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agentloop-ray-") as tmp:
         job = {**job, "result": str(Path(tmp) / "result.json"), "log": str(Path(tmp) / "rollout.log")}
         worker = _warm_worker()
-        status, reason = None, ""
+        status, reason, code = None, "", None
         try:
-            worker.send(job)
-            if not worker.wait_ended(started + deadline_s):
+            worker.send("rollout", job)
+            code = worker.wait_for("rollout", started + deadline_s)
+            if code is None:
                 status, reason = TIMEOUT, f"killed after {deadline_s:.0f}s: past the rollout's time limit"
                 worker.kill()
                 _WARM = None
@@ -86,7 +87,7 @@ def run_job_in_group(job: dict[str, Any], deadline_s: float) -> dict[str, Any]:
                     tail = (Path(job["log"]).read_text(errors="replace").strip().splitlines() or [""])[-1]
                 except OSError:
                     tail = ""
-                status, reason = INFRA_ERROR, f"rollout exited {worker.exit_code} without a result: {tail}"
+                status, reason = INFRA_ERROR, f"rollout exited {code} without a result: {tail}"
     row = job["row"]
     return {"id": row["id"], "sample": job["sample"], "group_id": job.get("group"), "status": status, "reward": None,
             "turns": 0, "tokens": 0, "cost": 0.0, "seconds": round(time.monotonic() - started, 3), "run_dir": None,

@@ -1,19 +1,21 @@
 """Rollouts in their own processes: `python -m agentloop.batch.worker --serve` (or `... JOB.json`).
 
-`--serve` is a warm worker: it imports agentloop's rollout path and litellm once, then reads jobs,
-one JSON line each, from stdin. For each job it forks a child that becomes the leader of a new
-session (its own process group) and dies with the worker (PDEATHSIG), runs the rollout there with
-its output going to the job's log, writes the result atomically to the job's `result` path, and
-exits; the worker then kills whatever the rollout left in its group and reports. So a rollout costs
-a fork, not a Python start-up and a 2-3 s litellm import, yet each still has its own process group
-and a fresh copy of the interpreter's state, and a stuck one can be killed whole (the driver kills
-the rollout's group and the worker's, and starts another worker).
+`--serve` is a warm fork server: it imports agentloop's rollout path and litellm once, then reads
+jobs, one JSON line each (`{"name": ..., "job": {...}}`), from stdin, and may run many at once. For
+each job it forks a child that becomes the leader of a new session (its own process group) and dies
+with the server (PDEATHSIG), runs the rollout there with its output going to the job's log, writes
+the result atomically to the job's `result` path, and exits; the server then kills whatever the
+rollout left in its group and reports. So a rollout costs a fork, not a Python start-up and a 2-3 s
+litellm import, yet each still has its own process group, workspace and sandbox, and a fresh copy of
+the interpreter's state; a stuck one is killed whole by the driver (its process group) while the
+others go on.
 
 Protocol on stdout, one JSON line each: `{"ready": true}` once the imports are done,
-`{"started": PID}` when a job's child runs (PID is its process group), `{"ended": PID, "code": N}`
-when it has exited (N: its exit status, negative for a signal).
+`{"started": PID, "name": NAME}` when a job's child runs (PID is its process group), and
+`{"ended": PID, "name": NAME, "code": N}` when it has exited (N: exit status, negative for a signal).
+The server exits when stdin closes and its children have ended.
 
-`python -m agentloop.batch.worker JOB.json` runs one job in this process (the old one-shot form).
+`python -m agentloop.batch.worker JOB.json` runs one job in this process (the one-shot form).
 The driver alone turns result files into lines of results.jsonl.
 """
 
@@ -94,13 +96,13 @@ def _say(event: dict[str, Any]) -> None:
 
 
 def _child(job: dict[str, Any]) -> int:
-    """In the forked child: own session, death with the worker, output to the job's log, the rollout."""
+    """In the forked child: own session, death with the server, output to the job's log, the rollout."""
     from agentloop.workspace.reaper import _prctl
 
     os.setsid()
     parent = os.getppid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the worker died between fork and prctl
+    if os.getppid() != parent:  # the server died between fork and prctl
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
@@ -109,8 +111,7 @@ def _child(job: dict[str, Any]) -> int:
     log = os.open(job.get("log") or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    os.close(null)
-    os.close(log)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)  # the server's pidfds
     try:
         run_and_write(job)
     except BaseException:  # noqa: BLE001 - reported through the log; the driver sees no result file
@@ -121,35 +122,70 @@ def _child(job: dict[str, Any]) -> int:
     return 0
 
 
+def _fork(job: dict[str, Any]) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = _child(job)
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    return pid
+
+
 def serve() -> int:
-    """The warm worker's loop: one forked child per job line, until stdin closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when a worker ends
+    """The fork server's loop: a child per job line; reap and report children; until stdin closes."""
+    import select
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when the server ends
     preload()
     _say({"ready": True})
-    for line in sys.stdin.buffer:
-        if not line.strip():
-            continue
-        job = json.loads(line)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
+    children: dict[int, str] = {}
+    pidfds: dict[int, int] = {}  # wake-up on a child's exit; without pidfd_open, a short poll
+    pending, reading = b"", True
+    while reading or children:
+        watch = ([0] if reading else []) + list(pidfds.values())
+        polling = len(pidfds) < len(children)
+        select.select(watch, [], [], 0.05 if polling else None)
+        if reading:
+            os.set_blocking(0, False)
             try:
-                code = _child(job)
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        _say({"started": pid})
-        _, status = os.waitpid(pid, 0)
-        try:
-            os.killpg(pid, signal.SIGKILL)  # whatever the rollout left running in its group
-        except (ProcessLookupError, PermissionError):
-            pass
-        _say({"ended": pid, "code": os.waitstatus_to_exitcode(status)})
+                data = os.read(0, 1 << 16)
+                if not data:
+                    reading = False
+                pending += data
+            except BlockingIOError:
+                pass
+        *lines, pending = pending.split(b"\n")
+        for line in filter(bytes.strip, lines):
+            message = json.loads(line)
+            pid = _fork(message["job"])
+            children[pid] = message["name"]
+            try:
+                pidfds[pid] = os.pidfd_open(pid)
+            except (AttributeError, OSError):
+                pass
+            _say({"started": pid, "name": message["name"]})
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            try:
+                os.killpg(pid, signal.SIGKILL)  # whatever the rollout left running in its group
+            except (ProcessLookupError, PermissionError):
+                pass
+            if pid in pidfds:
+                os.close(pidfds.pop(pid))
+            _say({"ended": pid, "name": children.pop(pid, ""), "code": os.waitstatus_to_exitcode(status)})
     return 0
 
 
