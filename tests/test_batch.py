@@ -103,6 +103,7 @@ def test_batch_statuses_results_and_resume(world, tmp_path):
     with FakeLLM([{"content": FIX_ADD}]) as server:
         first = batch(tasks, out, server.api_base, "-w", "2")
         assert first.exit_code == 0, first.output
+        assert "[3/3] " in first.output and "\x1b[" not in first.output  # not a terminal: plain lines
         results = read_results(out / "results.jsonl")
         assert sorted((r["id"], r["sample"], r["status"]) for r in results) == [
             ("calc-1", 0, "passed"), ("calc-1", 1, "passed"), ("never", 0, "failed")]

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentloop.batch.display import Display
 from agentloop.batch.jobs import Job, Settings, settings_for_job, should_retry
 from agentloop.batch.pool import ForkServer, WorkerDied
-from agentloop.batch.rollout import INFRA_ERROR, PASSED, TIMEOUT, group_id, hard_deadline, rollout_dir
+from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, group_id, hard_deadline, rollout_dir
 from agentloop.batch.tasks import TaskRow
 from agentloop.errors import UsageError
 
@@ -110,30 +111,20 @@ def check_manifest(out: Path, tasks: Path, settings: Settings, redo: bool) -> No
     atomic_write(old_path, json.dumps(manifest, indent=2) + "\n")
 
 
-class Progress:
-    """Plain progress lines: done/total, pass rate, cost, ETA."""
-
-    def __init__(self, total: int, say: Callable[[str], None]):
-        self.total, self.say, self.started = total, say, time.monotonic()
-        self.done = self.passed = 0
-        self.cost = 0.0
-
-    def finished(self, result: dict[str, Any]) -> None:
-        self.done += 1
-        self.passed += result["status"] == PASSED
-        self.cost += float(result.get("cost") or 0.0)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done)
-        self.say(f"[{self.done}/{self.total}] {result['id']}#{result['sample']} {result['status']} "
-                 f"({result['seconds']:.1f}s) | passed {self.passed}/{self.done} "
-                 f"({100 * self.passed / self.done:.0f}%) | ${self.cost:.4f} | ETA {eta:.0f}s")
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False, backend: str = "local",
-              say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
-              ray_address: str | None = None, ray_cpus: float = 1.0) -> dict[str, int]:
-    """Run the batch; return counts by status of the rollouts finished in this invocation."""
+              say: Callable[[str], None] | None = None, ray_address: str | None = None,
+              ray_cpus: float = 1.0) -> dict[str, int]:
+    """Run the batch; return counts by status of the rollouts finished in this invocation. Progress
+    goes to `say` as plain lines, or, when `say` is not given and the terminal allows, live on stderr."""
+    from agentloop.batch.display import Display, choose_live
     from agentloop.batch.tasks import load_tasks
+
+    live = say is None and choose_live()
+    say = say or _to_stderr
 
     rows = select(load_tasks(tasks), settings.filter, settings.slice)
     if settings.sandbox != "off":
@@ -159,7 +150,7 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
         folder = rollout_dir(out, *job.key)
         if folder.exists():
             shutil.rmtree(folder)
-    progress = Progress(len(jobs), say)
+    display = Display(len(jobs), live=live, say=say)
     counts: dict[str, int] = {}
     drop_torn_tail(out / RESULTS)
     with open(out / RESULTS, "a", encoding="utf-8") as results:
@@ -168,14 +159,17 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
             results.flush()
             os.fsync(results.fileno())
             counts[result["status"]] = counts.get(result["status"], 0) + 1
-            progress.finished(result)
+            display.finished(result)
 
-        if backend == "ray":
-            from agentloop.batch.ray_backend import run_ray
+        try:
+            if backend == "ray":
+                from agentloop.batch.ray_backend import run_ray
 
-            run_ray(jobs, out, settings, record, address=ray_address, num_cpus=ray_cpus)
-        else:
-            LocalBackend(out, settings).run(jobs, record)
+                run_ray(jobs, out, settings, record, display, address=ray_address, num_cpus=ray_cpus)
+            else:
+                LocalBackend(out, settings).run(jobs, record, display)
+        finally:
+            display.close()
     say("batch: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else "batch: nothing to run")
     return counts
 
@@ -201,7 +195,7 @@ class LocalBackend:
         self._servers += 1
         return ForkServer(self.work / f"server-{os.getpid()}-{self._servers}.log")
 
-    def run(self, jobs: list[Job], record: Callable[[dict[str, Any]], None]) -> None:
+    def run(self, jobs: list[Job], record: Callable[[dict[str, Any]], None], display: Display) -> None:
         self.work.mkdir(exist_ok=True)
         queue = list(jobs)
         running: dict[str, _Running] = {}
@@ -212,7 +206,9 @@ class LocalBackend:
                 while queue and len(running) < max(1, self.settings.workers):
                     item = self.start(server, queue.pop(0))
                     running[item.name] = item
+                    display.started(item.job.key, item.job.attempts)
                 io_select.select([server], [], [], POLL_S)
+                display.tick()
                 finished: list[tuple[_Running, dict[str, Any]]] = []
                 try:
                     ended = server.pump()
@@ -237,6 +233,7 @@ class LocalBackend:
                     self._cleanup(item)
                     if should_retry(item.job, result):
                         queue.insert(0, item.job)
+                        display.retrying(item.job.key)
                         continue
                     result["attempts"] = item.job.attempts
                     record(result)

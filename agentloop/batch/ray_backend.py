@@ -22,6 +22,8 @@ from typing import Any
 from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, hard_deadline
 from agentloop.errors import UsageError
 
+POLL_S = 0.5  # the progress display's refresh while waiting on Ray
+
 
 def import_ray():
     try:
@@ -94,7 +96,7 @@ def run_job_in_group(job: dict[str, Any], deadline_s: float) -> dict[str, Any]:
             "outcome": None, "reason": reason, "flags": []}
 
 
-def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], None], *,
+def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], None], display, *,
             address: str | None = None, num_cpus: float = 1.0) -> None:
     """Submit every job, keep at most settings.workers in flight (ray.wait), record each result."""
     from agentloop.batch.jobs import settings_for_job, should_retry
@@ -117,7 +119,9 @@ def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], 
                 spec = job_for(job.row, job.sample, out, settings_for_job(settings), job.group, Path("unused"))
                 in_flight[remote.remote(spec, hard_deadline(job.row, settings.defaults, settings.grace))] = job
                 submitted[job.key] = time.monotonic()
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+                display.started(job.key, job.attempts)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            display.tick()
             for ref in ready:
                 job = in_flight.pop(ref)
                 try:
@@ -132,6 +136,7 @@ def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], 
                               "flags": []}
                 if should_retry(job, result):
                     queue.insert(0, job)
+                    display.retrying(job.key)
                     continue
                 result["attempts"] = job.attempts
                 record(result)
