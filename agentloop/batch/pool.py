@@ -71,7 +71,10 @@ class ForkServer:
             self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # not the protocol's (the server sends only JSON lines)
             if "ready" in event:
                 self.ready = True
             elif "started" in event:
@@ -112,7 +115,8 @@ class ForkServer:
             self.pump()  # rollouts that started since we last looked
         except (WorkerDied, ValueError):
             pass
-        for group in [*self.pids.values(), self.proc.pid]:
+        rollouts = list(self.pids.values())
+        for group in [*rollouts, self.proc.pid]:
             try:
                 os.killpg(group, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -122,6 +126,9 @@ class ForkServer:
         except ProcessLookupError:
             pass
         self._close()
+        deadline = time.monotonic() + 1.0  # the rollouts, orphaned now, are gone before anyone cleans up
+        while any(Path(f"/proc/{pid}").exists() for pid in rollouts) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def close(self) -> None:
         """Ask an idle server to exit (end of its input), and reap it."""

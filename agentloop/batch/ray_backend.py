@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, hard_deadline
 from agentloop.errors import UsageError
+from agentloop.workspace.reaper import _prctl
 
 POLL_S = 0.5  # the progress display's refresh while waiting on Ray
 
@@ -34,12 +36,10 @@ def import_ray():
 
 
 def _own_group_dying_with_parent() -> None:
-    """In the warm worker: a new session (its own process group), and SIGKILL when the Ray worker
-    dies (a cancelled task must not leave its rollout running)."""
-    import signal
-
-    from agentloop.workspace.reaper import _prctl
-
+    """In the warm worker, between fork and exec: a new session (its own process group), and SIGKILL
+    when the Ray worker dies (a cancelled task must not leave its rollout running). Nothing is
+    imported here (_warm_worker loaded what _prctl uses): the Ray worker has threads, and this runs
+    in a forked copy of it."""
     os.setsid()
     _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -52,6 +52,8 @@ def _warm_worker():
     from agentloop.batch.pool import ForkServer
 
     if _WARM is None or _WARM.proc.poll() is not None:
+        import _ctypes  # noqa: F401 - what _prctl uses, loaded before the fork
+
         _WARM = ForkServer(Path(tempfile.gettempdir()) / f"agentloop-ray-worker-{os.getpid()}.log",
                            preexec_fn=_own_group_dying_with_parent)
     return _WARM

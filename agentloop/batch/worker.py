@@ -90,9 +90,12 @@ def preload() -> None:
             pass
 
 
+_PROTOCOL: Any = None  # the server's events go here (stdout as the server started); stray prints to stderr
+
+
 def _say(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
+    _PROTOCOL.write(json.dumps(event) + "\n")
+    _PROTOCOL.flush()
 
 
 def _child(job: dict[str, Any]) -> int:
@@ -143,7 +146,10 @@ def serve() -> int:
     """The fork server's loop: a child per job line; reap and report children; until stdin closes."""
     import select
 
+    global _PROTOCOL
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when the server ends
+    _PROTOCOL = os.fdopen(os.dup(1), "w", encoding="utf-8")  # a library printing at import can't garble it
+    os.dup2(2, 1)
     preload()
     _say({"ready": True})
     children: dict[int, str] = {}
