@@ -3,12 +3,16 @@ standing in for the model, several worker counts, the local backend (and Ray whe
 
 Each task is a tiny repository whose check fails until the one scripted reply fixes it (one turn).
 Prints per backend and worker count: rollouts per hour and environment steps (turns) per second over
-the batch's whole wall time (start-up included), p50/p95 rollout latency, workspace set-up time
+the batch's whole wall time (start-up included), rollouts per hour in the steady state (workers /
+mean rollout latency, Little's law: what a long batch approaches once the one-time start-up, the
+warm worker's imports, is amortised), p50/p95 rollout latency, workspace set-up time
 (cloning the source), framework overhead per step (a rollout's time minus the model's delay and the
 checks' time, per turn: set-up, forking, litellm's client, applying the edit, git, the record) and its
-share of the rollout's time, and scaling efficiency against ideal (workers x the 1-worker rate). For
-Ray also what Ray adds per rollout beyond its start-up (the driver's round trip minus the time inside
-the task). The load average is printed first: on a shared machine the figures move with it.
+share of the rollout's time, and scaling efficiency against ideal (workers x the 1-worker rate),
+from the steady-state rates. For
+Ray also what Ray adds per rollout (the driver's round trip minus the time inside the task), median
+and p95: the first task on each new Ray worker process also pays that process's start-up. The load
+average is printed first: on a shared machine the figures move with it.
 
 Run:  .venv/bin/python benchmarks/bench_batch.py [--tasks 32] [--delay 1.0] [--workers 1,2,4,8] [--ray]
 """
@@ -88,11 +92,12 @@ def measure(tasks: Path, out: Path, workers: int, backend: str, api_base: str, d
     overhead = [r["ray_overhead_s"] for r in results if "ray_overhead_s" in r]
     return {"n": len(results), "passed": sum(r["status"] == "passed" for r in results), "wall": wall,
             "per_hour": len(results) / wall * 3600, "steps_per_s": steps / wall,
+            "steady_per_hour": workers / statistics.mean(seconds) * 3600,
             "p50": statistics.median(seconds), "p95": percentile(seconds, 0.95),
             "workspace": statistics.mean(r.get("workspace_seconds", 0.0) for r in results),
             "framework_step": sum(framework) / max(1, steps), "share": sum(framework) / sum(seconds),
             "client_step": sum(client) / max(1, steps),
-            "ray_overhead_ms": 1000 * statistics.mean(overhead) if overhead else None,
+            "ray_overhead_ms": 1000 * statistics.median(overhead) if overhead else None,
             "ray_overhead_p95_ms": 1000 * percentile(overhead, 0.95) if overhead else None}
 
 
@@ -123,9 +128,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp, \
             FakeLLM([{"content": FIX, "delay": args.delay}]) as server:
         tasks = make_tasks(Path(tmp), args.tasks)
-        print(f"{'backend':8} {'workers':>7} {'passed':>7} {'wall s':>7} {'rollouts/h':>10} {'steps/s':>7} "
+        print(f"{'backend':8} {'workers':>7} {'passed':>7} {'wall s':>7} {'rollouts/h':>10} {'steady/h':>8} "
+              f"{'steps/s':>7} "
               f"{'p50 s':>6} {'p95 s':>6} {'setup ms':>8} {'fw ms/step':>10} {'fw share':>8} {'litellm ms':>10} "
-              f"{'scaling':>7} {'ray ms':>11}")
+              f"{'scaling':>7} {'ray ms p50/p95':>14}")
         for backend in backends:
             if backend == "ray":
                 import ray
@@ -138,14 +144,15 @@ def main() -> None:
             for workers in [int(w) for w in args.workers.split(",")]:
                 m = measure(tasks, Path(tmp) / f"out-{backend}-{workers}", workers, backend, server.api_base,
                             args.delay, ray_cpus=min(1.0, cores / workers))
-                base_rate = base_rate or m["per_hour"]
-                scaling = m["per_hour"] / (base_rate * workers)
-                ray_ms = (f"{m['ray_overhead_ms']:.1f} p95 {m['ray_overhead_p95_ms']:.0f}"
+                base_rate = base_rate or m["steady_per_hour"]
+                scaling = m["steady_per_hour"] / (base_rate * workers)
+                ray_ms = (f"{m['ray_overhead_ms']:.1f}/{m['ray_overhead_p95_ms']:.0f}"
                           if m["ray_overhead_ms"] is not None else "")
                 print(f"{backend:8} {workers:>7} {m['passed']:>3}/{m['n']:<3} {m['wall']:>7.1f} {m['per_hour']:>10.0f} "
+                      f"{m['steady_per_hour']:>8.0f} "
                       f"{m['steps_per_s']:>7.2f} {m['p50']:>6.2f} {m['p95']:>6.2f} {1000 * m['workspace']:>8.0f} "
                       f"{1000 * m['framework_step']:>10.0f} {m['share']:>8.0%} {1000 * m['client_step']:>10.0f} "
-                      f"{scaling:>7.0%} {ray_ms:>11}", flush=True)
+                      f"{scaling:>7.0%} {ray_ms:>14}", flush=True)
             if backend == "ray":
                 ray.shutdown()
 
