@@ -9,10 +9,10 @@ warm worker's imports, is amortised), p50/p95 rollout latency, workspace set-up 
 (cloning the source), framework overhead per step (a rollout's time minus the model's delay and the
 checks' time, per turn: set-up, forking, litellm's client, applying the edit, git, the record) and its
 share of the rollout's time, and scaling efficiency against ideal (workers x the 1-worker rate),
-from the steady-state rates. For
-Ray also what Ray adds per rollout (the driver's round trip minus the time inside the task), median
-and p95: the first task on each new Ray worker process also pays that process's start-up. The load
-average is printed first: on a shared machine the figures move with it.
+from the steady-state rates. Ray is measured after a start-up pass of the same batch (its worker
+processes and their warm workers then exist; the pass's wall time is printed), and also shows what
+Ray adds per rollout, median and p95 (the driver's round trip minus the time inside the task). The
+load average is printed first: on a shared machine the figures move with it.
 
 Run:  .venv/bin/python benchmarks/bench_batch.py [--tasks 32] [--delay 1.0] [--workers 1,2,4,8] [--ray]
 """
@@ -142,6 +142,10 @@ def main() -> None:
                 print(f"ray start-up {time.monotonic() - started:.1f}s")
             base_rate = None
             for workers in [int(w) for w in args.workers.split(",")]:
+                if backend == "ray":  # Ray's start-up: its worker processes and their warm workers
+                    warm = measure(tasks, Path(tmp) / f"warm-{workers}", workers, backend, server.api_base,
+                                   args.delay, ray_cpus=min(1.0, cores / workers))
+                    print(f"ray start-up pass, {workers} workers: {warm['wall']:.1f}s", flush=True)
                 m = measure(tasks, Path(tmp) / f"out-{backend}-{workers}", workers, backend, server.api_base,
                             args.delay, ray_cpus=min(1.0, cores / workers))
                 base_rate = base_rate or m["steady_per_hour"]
