@@ -123,6 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     backends = ["local"] + (["ray"] if args.ray else [])
     cores = os.cpu_count() or 1
+    workers_list = [int(w) for w in args.workers.split(",")]
     print(f"{args.tasks} one-turn rollouts, model delay {args.delay}s, sandbox off, {cores} cores, "
           f"load average {os.getloadavg()[0]:.1f}; fork server start-up {server_start_s():.1f}s")
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp, \
@@ -137,17 +138,17 @@ def main() -> None:
                 import ray
 
                 started = time.monotonic()
-                ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,
+                ray.init(num_cpus=max(cores, *workers_list), include_dashboard=False, log_to_driver=False,
                          runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
                 print(f"ray start-up {time.monotonic() - started:.1f}s")
             base_rate = None
-            for workers in [int(w) for w in args.workers.split(",")]:
+            for workers in workers_list:
                 if backend == "ray":  # Ray's start-up: its worker processes and their warm workers
                     warm = measure(tasks, Path(tmp) / f"warm-{workers}", workers, backend, server.api_base,
-                                   args.delay, ray_cpus=min(1.0, cores / workers))
+                                   args.delay)
                     print(f"ray start-up pass, {workers} workers: {warm['wall']:.1f}s", flush=True)
                 m = measure(tasks, Path(tmp) / f"out-{backend}-{workers}", workers, backend, server.api_base,
-                            args.delay, ray_cpus=min(1.0, cores / workers))
+                            args.delay)
                 base_rate = base_rate or m["steady_per_hour"]
                 scaling = m["steady_per_hour"] / (base_rate * workers)
                 ray_ms = (f"{m['ray_overhead_ms']:.1f}/{m['ray_overhead_p95_ms']:.0f}"

@@ -11,6 +11,7 @@ the same on both backends.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -107,7 +108,11 @@ def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], 
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+        cpus = None
+        if address is None:  # a local Ray: room for -w rollouts at once (they mostly wait on the model), and
+            # as many Ray workers kept warm (Ray keeps about one idle worker per CPU; more are started anew)
+            cpus = max(os.cpu_count() or 1, math.ceil(settings.workers * num_cpus))
+        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
     remote = ray.remote(num_cpus=num_cpus, max_retries=0)(run_job_in_group)
     queue = list(jobs)
