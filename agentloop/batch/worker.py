@@ -179,16 +179,18 @@ def serve() -> int:
                 pass
             _say({"started": pid, "name": message["name"]})
         while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            try:  # which child ended, without reaping it: its pid (its group's id) cannot be reused yet
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 break
-            if pid == 0:
+            if ended is None or not ended.si_pid:
                 break
+            pid = ended.si_pid
             try:
                 os.killpg(pid, signal.SIGKILL)  # whatever the rollout left running in its group
             except (ProcessLookupError, PermissionError):
                 pass
+            _, status = os.waitpid(pid, 0)
             if pid in pidfds:
                 os.close(pidfds.pop(pid))
             _say({"ended": pid, "name": children.pop(pid, ""), "code": os.waitstatus_to_exitcode(status)})
