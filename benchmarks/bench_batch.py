@@ -1,18 +1,27 @@
 """Measure `agentloop batch` throughput: generated tasks, the scripted server with a fixed reply delay
-standing in for the model, several worker counts, the local backend (and Ray when installed).
+standing in for the model, several worker counts, the local backend (and Ray when asked).
 
 Each task is a tiny repository whose check fails until the one scripted reply fixes it (one turn).
-Prints rollouts per hour, environment steps per second, p50/p95 rollout latency, framework time per
-rollout (wall time of a rollout minus the model's delay: workspace set-up, process start, applying
-the edit, the checks, the record), and scaling efficiency against ideal (workers x the 1-worker rate).
+Prints per backend and worker count: rollouts per hour and environment steps (turns) per second over
+the batch's whole wall time (start-up included), rollouts per hour in the steady state (workers /
+mean rollout latency, Little's law: what a long batch approaches once the one-time start-up, the
+warm worker's imports, is amortised), p50/p95 rollout latency, workspace set-up time
+(cloning the source), framework overhead per step (a rollout's time minus the model's delay and the
+checks' time, per turn: set-up, forking, litellm's client, applying the edit, git, the record) and its
+share of the rollout's time, and scaling efficiency against ideal (workers x the 1-worker rate),
+from the steady-state rates. Ray is measured after a start-up pass of the same batch (its worker
+processes and their warm workers then exist; the pass's wall time is printed), and also shows what
+Ray adds per rollout, median and p95 (the driver's round trip minus the time inside the task). The
+load average is printed first: on a shared machine the figures move with it.
 
-Run:  .venv/bin/python benchmarks/bench_batch.py [--tasks 16] [--delay 1.0] [--workers 1,2,4,8] [--ray]
+Run:  .venv/bin/python benchmarks/bench_batch.py [--tasks 32] [--delay 1.0] [--workers 1,2,4,8] [--ray]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,45 +56,110 @@ def make_tasks(folder: Path, n: int) -> Path:
     return path
 
 
-def measure(tasks: Path, out: Path, workers: int, backend: str, api_base: str, delay: float) -> dict:
+def times_in(run_dir: str | None) -> tuple[int, float, float]:
+    """Model calls, the model client's time (litellm's latency) and the checks' time of one run."""
+    calls, client, checks = 0, 0.0, 0.0
+    if run_dir:
+        for line in Path(run_dir, "trajectory.jsonl").read_text().splitlines():
+            event = json.loads(line)
+            if event["type"] == "model_call":
+                calls += 1
+                client += float(event["reply"].get("latency_s") or 0.0)
+            elif event["type"] == "check":
+                checks += float(event.get("duration_s") or 0.0)
+    return calls, client, checks
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(q * len(values)) - 1))]
+
+
+def measure(tasks: Path, out: Path, workers: int, backend: str, api_base: str, delay: float,
+            ray_cpus: float = 1.0) -> dict:
     settings = Settings(model="openai/fake", api_base=api_base, sandbox="off", workers=workers)
     started = time.monotonic()
-    run_batch(tasks, out, settings, backend=backend, say=lambda line: None)
+    run_batch(tasks, out, settings, backend=backend, say=lambda line: None, ray_cpus=ray_cpus)
     wall = time.monotonic() - started
     results = read_results(out / "results.jsonl")
-    seconds = sorted(r["seconds"] for r in results)
+    seconds = [r["seconds"] for r in results]
     steps = sum(r["turns"] for r in results)
-    framework = [r["seconds"] - delay * r["turns"] for r in results]
+    framework, client = [], []
+    for r in results:
+        calls, client_s, checks = times_in(r["run_dir"])
+        framework.append(r["seconds"] - delay * calls - checks)
+        client.append(client_s - delay * calls)
+    overhead = [r["ray_overhead_s"] for r in results if "ray_overhead_s" in r]
     return {"n": len(results), "passed": sum(r["status"] == "passed" for r in results), "wall": wall,
             "per_hour": len(results) / wall * 3600, "steps_per_s": steps / wall,
-            "p50": statistics.median(seconds), "p95": seconds[max(0, int(len(seconds) * 0.95) - 1)],
-            "framework": statistics.mean(framework)}
+            "steady_per_hour": workers / statistics.mean(seconds) * 3600,
+            "p50": statistics.median(seconds), "p95": percentile(seconds, 0.95),
+            "workspace": statistics.mean(r.get("workspace_seconds", 0.0) for r in results),
+            "framework_step": sum(framework) / max(1, steps), "share": sum(framework) / sum(seconds),
+            "client_step": sum(client) / max(1, steps),
+            "ray_overhead_ms": 1000 * statistics.median(overhead) if overhead else None,
+            "ray_overhead_p95_ms": 1000 * percentile(overhead, 0.95) if overhead else None}
+
+
+def server_start_s() -> float:
+    """Seconds until a warm fork server has imported everything (paid once per batch, per Ray worker)."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "agentloop.batch.worker", "--serve"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    proc.stdout.readline()
+    elapsed = time.monotonic() - started
+    proc.stdin.close()
+    proc.wait()
+    return elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument("--tasks", type=int, default=32)
     parser.add_argument("--delay", type=float, default=1.0)
     parser.add_argument("--workers", default="1,2,4,8")
     parser.add_argument("--ray", action="store_true", help="also the Ray backend (needs agentloop[ray])")
     args = parser.parse_args()
     backends = ["local"] + (["ray"] if args.ray else [])
+    cores = os.cpu_count() or 1
+    workers_list = [int(w) for w in args.workers.split(",")]
+    print(f"{args.tasks} one-turn rollouts, model delay {args.delay}s, sandbox off, {cores} cores, "
+          f"load average {os.getloadavg()[0]:.1f}; fork server start-up {server_start_s():.1f}s")
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp, \
             FakeLLM([{"content": FIX, "delay": args.delay}]) as server:
         tasks = make_tasks(Path(tmp), args.tasks)
-        print(f"{args.tasks} one-turn rollouts, model delay {args.delay}s, sandbox off")
-        print(f"{'backend':8} {'workers':>7} {'passed':>7} {'wall s':>7} {'rollouts/h':>10} {'steps/s':>7} "
-              f"{'p50 s':>6} {'p95 s':>6} {'framework s':>11} {'scaling':>7}")
+        print(f"{'backend':8} {'workers':>7} {'passed':>7} {'wall s':>7} {'rollouts/h':>10} {'steady/h':>8} "
+              f"{'steps/s':>7} "
+              f"{'p50 s':>6} {'p95 s':>6} {'setup ms':>8} {'fw ms/step':>10} {'fw share':>8} {'litellm ms':>10} "
+              f"{'scaling':>7} {'ray ms p50/p95':>14}")
         for backend in backends:
+            if backend == "ray":
+                import ray
+
+                started = time.monotonic()
+                ray.init(num_cpus=max(cores, *workers_list), include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
+                print(f"ray start-up {time.monotonic() - started:.1f}s")
             base_rate = None
-            for workers in [int(w) for w in args.workers.split(",")]:
+            for workers in workers_list:
+                if backend == "ray":  # Ray's start-up: its worker processes and their warm workers
+                    warm = measure(tasks, Path(tmp) / f"warm-{workers}", workers, backend, server.api_base,
+                                   args.delay)
+                    print(f"ray start-up pass, {workers} workers: {warm['wall']:.1f}s", flush=True)
                 m = measure(tasks, Path(tmp) / f"out-{backend}-{workers}", workers, backend, server.api_base,
                             args.delay)
-                base_rate = base_rate or m["per_hour"]
-                scaling = m["per_hour"] / (base_rate * workers)
+                base_rate = base_rate or m["steady_per_hour"]
+                scaling = m["steady_per_hour"] / (base_rate * workers)
+                ray_ms = (f"{m['ray_overhead_ms']:.1f}/{m['ray_overhead_p95_ms']:.0f}"
+                          if m["ray_overhead_ms"] is not None else "")
                 print(f"{backend:8} {workers:>7} {m['passed']:>3}/{m['n']:<3} {m['wall']:>7.1f} {m['per_hour']:>10.0f} "
-                      f"{m['steps_per_s']:>7.2f} {m['p50']:>6.2f} {m['p95']:>6.2f} {m['framework']:>11.2f} "
-                      f"{scaling:>7.0%}")
+                      f"{m['steady_per_hour']:>8.0f} "
+                      f"{m['steps_per_s']:>7.2f} {m['p50']:>6.2f} {m['p95']:>6.2f} {1000 * m['workspace']:>8.0f} "
+                      f"{1000 * m['framework_step']:>10.0f} {m['share']:>8.0%} {1000 * m['client_step']:>10.0f} "
+                      f"{scaling:>7.0%} {ray_ms:>14}", flush=True)
+            if backend == "ray":
+                ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ def test_batch_statuses_results_and_resume(world, tmp_path):
     with FakeLLM([{"content": FIX_ADD}]) as server:
         first = batch(tasks, out, server.api_base, "-w", "2")
         assert first.exit_code == 0, first.output
+        assert "[3/3] " in first.output and "\x1b[" not in first.output  # not a terminal: plain lines
         results = read_results(out / "results.jsonl")
         assert sorted((r["id"], r["sample"], r["status"]) for r in results) == [
             ("calc-1", 0, "passed"), ("calc-1", 1, "passed"), ("never", 0, "failed")]
@@ -251,3 +252,22 @@ def test_ctrl_c_kills_running_rollouts_and_leaves_nothing_half_written(world, tm
     assert not _processes_running(f"sleep {marker}")
     assert not (out / "rollouts" / "slow" / "0").exists()
     assert read_results(out / "results.jsonl") == []
+
+
+def test_what_a_rollout_leaves_running_is_killed_when_it_ends(world, tmp_path):
+    """Rollouts are forked from one warm worker; each leads its own process group, swept when it ends."""
+    repo, held = world
+    marker = "62.5432"
+    tasks = write_tasks(tmp_path, [fixable(repo, held, task_id="leaves", setup=[f"sleep {marker} &"]),
+                                   fixable(repo, held, task_id="other")])
+    out = tmp_path / "out"
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        result = batch(tasks, out, server.api_base, "-w", "2")
+    assert result.exit_code == 0, result.output
+    assert {r["id"]: r["status"] for r in read_results(out / "results.jsonl")} == {"leaves": "passed",
+                                                                                   "other": "passed"}
+    deadline = time.monotonic() + 5
+    while _processes_running(f"sleep {marker}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_running(f"sleep {marker}")
+    assert not list((out / ".work").iterdir())  # job, result and log files moved or removed

@@ -2,8 +2,9 @@
 
 The driver alone writes `OUT/results.jsonl` (one flushed line per finished rollout) and
 `OUT/manifest.json`; a rerun skips what results.jsonl holds and clears half-written rollout folders.
-The local backend runs each rollout in its own process group (`agentloop.batch.worker`): a rollout
-past its hard deadline is killed with its whole group while the others go on; Ctrl-C kills every
+The local backend runs each rollout as a child of a warm fork server (`agentloop.batch.worker
+--serve`, litellm imported once), in its own process group: a rollout past its hard deadline is
+killed with its whole group while the others go on; Ctrl-C kills every
 running group and removes their half-written folders. `infra_error` is retried (at most twice).
 """
 
@@ -13,9 +14,8 @@ import hashlib
 import json
 import os
 import re
+import select as io_select
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentloop.batch.display import Display
 from agentloop.batch.jobs import Job, Settings, settings_for_job, should_retry
-from agentloop.batch.rollout import INFRA_ERROR, PASSED, TIMEOUT, group_id, hard_deadline, rollout_dir
+from agentloop.batch.pool import ForkServer, WorkerDied
+from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, group_id, hard_deadline, rollout_dir
 from agentloop.batch.tasks import TaskRow
 from agentloop.errors import UsageError
 
@@ -109,30 +111,20 @@ def check_manifest(out: Path, tasks: Path, settings: Settings, redo: bool) -> No
     atomic_write(old_path, json.dumps(manifest, indent=2) + "\n")
 
 
-class Progress:
-    """Plain progress lines: done/total, pass rate, cost, ETA."""
-
-    def __init__(self, total: int, say: Callable[[str], None]):
-        self.total, self.say, self.started = total, say, time.monotonic()
-        self.done = self.passed = 0
-        self.cost = 0.0
-
-    def finished(self, result: dict[str, Any]) -> None:
-        self.done += 1
-        self.passed += result["status"] == PASSED
-        self.cost += float(result.get("cost") or 0.0)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done)
-        self.say(f"[{self.done}/{self.total}] {result['id']}#{result['sample']} {result['status']} "
-                 f"({result['seconds']:.1f}s) | passed {self.passed}/{self.done} "
-                 f"({100 * self.passed / self.done:.0f}%) | ${self.cost:.4f} | ETA {eta:.0f}s")
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False, backend: str = "local",
-              say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
-              ray_address: str | None = None, ray_cpus: float = 1.0) -> dict[str, int]:
-    """Run the batch; return counts by status of the rollouts finished in this invocation."""
+              say: Callable[[str], None] | None = None, ray_address: str | None = None,
+              ray_cpus: float = 1.0) -> dict[str, int]:
+    """Run the batch; return counts by status of the rollouts finished in this invocation. Progress
+    goes to `say` as plain lines, or, when `say` is not given and the terminal allows, live on stderr."""
+    from agentloop.batch.display import Display, choose_live
     from agentloop.batch.tasks import load_tasks
+
+    live = say is None and choose_live()
+    say = say or _to_stderr
 
     rows = select(load_tasks(tasks), settings.filter, settings.slice)
     if settings.sandbox != "off":
@@ -158,7 +150,7 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
         folder = rollout_dir(out, *job.key)
         if folder.exists():
             shutil.rmtree(folder)
-    progress = Progress(len(jobs), say)
+    display = Display(len(jobs), live=live, say=say)
     counts: dict[str, int] = {}
     drop_torn_tail(out / RESULTS)
     with open(out / RESULTS, "a", encoding="utf-8") as results:
@@ -167,14 +159,17 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
             results.flush()
             os.fsync(results.fileno())
             counts[result["status"]] = counts.get(result["status"], 0) + 1
-            progress.finished(result)
+            display.finished(result)
 
-        if backend == "ray":
-            from agentloop.batch.ray_backend import run_ray
+        try:
+            if backend == "ray":
+                from agentloop.batch.ray_backend import run_ray
 
-            run_ray(jobs, out, settings, record, address=ray_address, num_cpus=ray_cpus)
-        else:
-            LocalBackend(out, settings).run(jobs, record)
+                run_ray(jobs, out, settings, record, display, address=ray_address, num_cpus=ray_cpus)
+            else:
+                LocalBackend(out, settings).run(jobs, record, display)
+        finally:
+            display.close()
     say("batch: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if counts else "batch: nothing to run")
     return counts
 
@@ -182,88 +177,111 @@ def run_batch(tasks: Path, out: Path, settings: Settings, *, redo: bool = False,
 @dataclass
 class _Running:
     job: Job
-    proc: subprocess.Popen
+    name: str
     deadline: float
-    job_file: Path
-    result_file: Path
     started: float
 
 
 class LocalBackend:
-    """Rollouts as subprocesses, each the leader of its own process group."""
+    """Rollouts as children of one warm fork server (agentloop.batch.pool), at most `workers` at once,
+    each the leader of its own process group; one past its deadline is killed with its whole group."""
 
     def __init__(self, out: Path, settings: Settings):
         self.out, self.settings = out, settings
         self.work = out / ".work"
+        self._servers = 0
 
-    def run(self, jobs: list[Job], record: Callable[[dict[str, Any]], None]) -> None:
+    def _server(self) -> ForkServer:
+        self._servers += 1
+        return ForkServer(self.work / f"server-{os.getpid()}-{self._servers}.log")
+
+    def run(self, jobs: list[Job], record: Callable[[dict[str, Any]], None], display: Display) -> None:
         self.work.mkdir(exist_ok=True)
         queue = list(jobs)
-        running: list[_Running] = []
+        running: dict[str, _Running] = {}
+        server = self._server() if queue else None
         try:
             while queue or running:
+                assert server is not None
                 while queue and len(running) < max(1, self.settings.workers):
-                    running.append(self.start(queue.pop(0)))
-                time.sleep(POLL_S)
-                for item in list(running):
-                    result = self.poll(item)
-                    if result is None:
-                        continue
-                    running.remove(item)
+                    item = self.start(server, queue.pop(0))
+                    running[item.name] = item
+                    display.started(item.job.key, item.job.attempts)
+                io_select.select([server], [], [], POLL_S)
+                display.tick()
+                finished: list[tuple[_Running, dict[str, Any]]] = []
+                try:
+                    ended = server.pump()
+                except WorkerDied as exc:  # every rollout it ran is lost: infra errors, a new server
+                    server.kill()
+                    self._drop_log(server)
+                    finished = [(item, self._base(item, INFRA_ERROR, f"worker died without a result: {exc}"))
+                                for item in running.values()]
+                    server = self._server()
+                    ended = {}
+                for name, code in ended.items():
+                    if name in running:
+                        finished.append((running[name], self.result(running[name], code)))
+                now = time.monotonic()
+                for item in running.values():
+                    if now >= item.deadline and item.name not in ended and all(f[0] is not item for f in finished):
+                        server.kill_rollout(item.name)
+                        finished.append((item, self._base(item, TIMEOUT, f"killed after {now - item.started:.0f}s: "
+                                                                          "past the rollout's time limit")))
+                for item, result in finished:
+                    del running[item.name]
                     self._cleanup(item)
                     if should_retry(item.job, result):
                         queue.insert(0, item.job)
+                        display.retrying(item.job.key)
                         continue
                     result["attempts"] = item.job.attempts
                     record(result)
         except BaseException:
-            for item in running:  # Ctrl-C / SIGTERM: every rollout group killed, its folder removed
-                _kill_group(item.proc)
+            if server is not None:  # Ctrl-C / SIGTERM: every rollout group killed, its folder removed
+                server.kill()
+            for item in running.values():
                 self._cleanup(item)
                 shutil.rmtree(rollout_dir(self.out, *item.job.key), ignore_errors=True)
             raise
+        finally:
+            if server is not None:
+                server.close()
+                self._drop_log(server)
 
-    def start(self, job: Job) -> _Running:
+    def start(self, server: ForkServer, job: Job) -> _Running:
         from agentloop.batch.worker import job_for
-        from agentloop.files import atomic_write
 
         job.attempts += 1
-        name = f"{job.row.id}.{job.sample}.{os.getpid()}"
-        job_file, result_file = self.work / f"{name}.job.json", self.work / f"{name}.result.json"
+        name = f"{job.row.id}.{job.sample}.{job.attempts}.{os.getpid()}"
+        result_file, log = self.work / f"{name}.result.json", self.work / f"{name}.log"
         result_file.unlink(missing_ok=True)
-        atomic_write(job_file, json.dumps(job_for(job.row, job.sample, self.out,
-                                                       settings_for_job(self.settings), job.group, result_file)))
-        log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - the child holds it; closed below
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "agentloop.batch.worker", str(job_file)],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        finally:
-            log.close()
+        log.unlink(missing_ok=True)
         now = time.monotonic()
-        return _Running(job, proc, now + hard_deadline(job.row, self.settings.defaults, self.settings.grace),
-                        job_file, result_file, now)
-
-    def poll(self, item: _Running) -> dict[str, Any] | None:
-        """The rollout's result when it has ended (or was killed at its deadline), else None."""
-        code = item.proc.poll()
-        if code is None:
-            if time.monotonic() < item.deadline:
-                return None
-            _kill_group(item.proc)
-            return self._base(item, TIMEOUT, f"killed after {time.monotonic() - item.started:.0f}s: past the "
-                                             "rollout's time limit")
-        _kill_group(item.proc)  # whatever the rollout left running in its group
+        item = _Running(job, name, now + hard_deadline(job.row, self.settings.defaults, self.settings.grace), now)
         try:
-            return json.loads(item.result_file.read_text(encoding="utf-8"))
+            server.send(name, job_for(job.row, job.sample, self.out, settings_for_job(self.settings), job.group,
+                                      result_file, log))
+        except WorkerDied:
+            pass  # the next pump() sees the closed pipe and reports the infra error
+        return item
+
+    def result(self, item: _Running, code: int) -> dict[str, Any]:
+        """The result file the rollout wrote, or an infra error when it exited without one."""
+        try:
+            return json.loads((self.work / f"{item.name}.result.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             tail = ""
             try:
-                tail = (self.work / f"{item.job_file.name.removesuffix('.job.json')}.log").read_text(
-                    errors="replace").strip().splitlines()[-1]
+                tail = (self.work / f"{item.name}.log").read_text(errors="replace").strip().splitlines()[-1]
             except (OSError, IndexError):
                 pass
-            return self._base(item, INFRA_ERROR, f"worker exited {code} without a result: {tail}")
+            return self._base(item, INFRA_ERROR, f"rollout exited {code} without a result: {tail}")
+
+    @staticmethod
+    def _drop_log(server: ForkServer) -> None:
+        if server.log is not None:
+            server.log.unlink(missing_ok=True)
 
     def _base(self, item: _Running, status: str, reason: str) -> dict[str, Any]:
         folder = rollout_dir(self.out, *item.job.key)
@@ -274,21 +292,9 @@ class LocalBackend:
                 "run_dir": str(runs[-1].parent) if runs else None, "outcome": None, "reason": reason, "flags": []}
 
     def _cleanup(self, item: _Running) -> None:
-        for path in (item.job_file, item.result_file):
-            path.unlink(missing_ok=True)
-        log = self.work / f"{item.job_file.name.removesuffix('.job.json')}.log"
+        (self.work / f"{item.name}.result.json").unlink(missing_ok=True)
+        log = self.work / f"{item.name}.log"
         folder = rollout_dir(self.out, *item.job.key)
         if folder.is_dir() and log.exists():
-            os.replace(log, folder / "worker.log")  # the rollout's own stderr, kept with its record
+            os.replace(log, folder / "worker.log")  # the rollout's own output, kept with its record
         log.unlink(missing_ok=True)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass

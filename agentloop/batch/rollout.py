@@ -64,10 +64,8 @@ def materialise(row: TaskRow, repo: Path) -> None:
         tree = directory_tree(source.path, git_dir=repo / ".git")
         commit = _git(["commit-tree", tree, "-m", f"task {row.id}: snapshot of {source.path}"], repo)
         _git(["checkout", "-q", "-B", "agentloop-task", commit], repo)
-    for key, value in _GIT_ID.items():  # commits made in the rollout need an identity
-        name = "user.name" if key.endswith("_NAME") else "user.email"
-        if key.startswith("GIT_AUTHOR"):
-            _git(["config", name, value], repo)
+    with open(repo / ".git" / "config", "a", encoding="utf-8") as config:  # commits in the rollout need an author
+        config.write(f"[user]\n\tname = {_GIT_ID['GIT_AUTHOR_NAME']}\n\temail = {_GIT_ID['GIT_AUTHOR_EMAIL']}\n")
 
 
 def run_setup(row: TaskRow, repo: Path, log: Path) -> None:
@@ -154,6 +152,7 @@ def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_
                 raise InfraError(f"sandbox could not start: {why}")
         repo = base / "repo"
         materialise(row, repo)
+        result["workspace_seconds"] = round(time.monotonic() - started, 3)
         run_setup(row, repo, base / "setup.log")
         session = _session(row, sample, base, repo, model=model, api_base=api_base, sandbox=sandbox,
                            defaults=defaults, group=result["group_id"], model_obj=model_obj, tools=tools)

@@ -19,7 +19,8 @@ import click
 @click.option("--filter", "pattern", metavar="REGEX", help="Only tasks whose id matches REGEX (re.search).")
 @click.option("--slice", "slice_text", metavar="A:B", help="Only rows A to B-1 (after --filter), e.g. 0:100.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: one subprocess per rollout; ray: one Ray task per rollout (pip install 'agentloop[ray]').")
+              help="local: rollouts forked from one warm worker process; ray: one Ray task per rollout "
+                   "(pip install 'agentloop[ray]').")
 @click.option("--ray-address", metavar="ADDR",
               help="Ray cluster to join (`auto` for the local one); default: start one.")
 @click.option("--ray-cpus", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
