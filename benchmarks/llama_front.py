@@ -107,6 +107,12 @@ def make_handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
             finally:
                 upstream.turn.release()
 
+        def abandon(self, conn: http.client.HTTPConnection, why: str) -> None:
+            """The client left: a completion still running upstream is stopped by a restart."""
+            conn.close()
+            if self.command == "POST" and self.path.rstrip("/").endswith("completions"):
+                upstream.restart(why)
+
         def relay(self, body: bytes) -> None:
             pieces: queue.Queue[object] = queue.Queue()
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}}
@@ -130,8 +136,7 @@ def make_handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
                     item = pieces.get(timeout=0.5)
                 except queue.Empty:
                     if client_gone(self.connection):
-                        conn.close()
-                        upstream.restart(f"client left {self.path} after {time.monotonic() - started:.0f}s")
+                        self.abandon(conn, f"client left {self.path} after {time.monotonic() - started:.0f}s")
                         return
                     continue
                 if item is None:
@@ -155,8 +160,7 @@ def make_handler(upstream: Upstream) -> type[BaseHTTPRequestHandler]:
                         self.wfile.write(item)  # type: ignore[arg-type]
                         self.wfile.flush()
                 except OSError:
-                    conn.close()
-                    upstream.restart(f"client left {self.path} mid-answer")
+                    self.abandon(conn, f"client left {self.path} mid-answer")
                     return
 
     return Handler

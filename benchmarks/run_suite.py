@@ -233,7 +233,8 @@ def run_aider(task: Task, repo: Path, args: argparse.Namespace, log: Path | None
         message += f"\n\n`{task.check}` fails:\n```\n{output.strip()[-3000:]}\n```"
     cmd = [*shlex.split(args.aider), "--model", args.model, "--openai-api-base", args.api_base,
            "--openai-api-key", "no-key-needed", "--test-cmd", task.check, "--auto-test", "--yes-always",
-           "--no-auto-commits", "--no-dirty-commits", "--no-gitignore", "--no-analytics", "--no-check-update",
+           "--no-auto-commits", "--no-dirty-commits", "--no-gitignore", "--no-analytics", "--analytics-disable",
+           "--no-check-update",
            "--no-show-model-warnings", "--no-pretty", "--no-stream", "--no-fancy-input",
            "--timeout", str(args.task_timeout), "--message", message]
     if args.aider_edit_format:
@@ -243,7 +244,8 @@ def run_aider(task: Task, repo: Path, args: argparse.Namespace, log: Path | None
             cmd += ["--read", rel]
         cmd += task.files
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | {
-        "PYTHONDONTWRITEBYTECODE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # offline: no price-map fetch
+        "PYTHONDONTWRITEBYTECODE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # offline: no price-map fetch
+        "HF_HUB_OFFLINE": "1", "AIDER_CHECK_UPDATE": "false", "AIDER_ANALYTICS": "false"}
     code, out, secs = run_limited(cmd, repo, args.task_timeout, env, log)
     rec.exit_code, rec.seconds, rec.timed_out = code, secs, code is None
     m = aider_metrics(out)
