@@ -15,7 +15,7 @@ from typing import Any
 from agentloop.errors import ConfigError
 
 CONFIG_FILE = ".agentloop.yaml"
-EDIT_FORMATS = ("auto", "search_replace", "udiff", "whole", "apply_patch")
+EDIT_FORMATS = ("auto", "search_replace", "udiff", "whole", "apply_patch", "function")
 TOOLS_MODES = ("auto", "on", "off")
 SANDBOX_MODES = ("off", "auto", "bwrap")  # see agentloop/workspace/sandbox.py
 CHECK_KINDS = ("auto", "pytest", "command")  # see agentloop/workspace/grading.py

@@ -1,7 +1,9 @@
 """Measure the edit applier on real code: correct, refused, wrong; beside `git apply` and GNU `patch`.
 
 Corpus: Python standard-library sources. Each case is a real change to a real file, rendered in a
-format (SEARCH/REPLACE, unified diff, apply_patch, whole file) with one mistake models make.
+format (SEARCH/REPLACE, unified diff, apply_patch, whole file, whole definition `path::name`) with
+one mistake models make. The function format is tried on the changes that fall inside one top-level
+function or method (a method written at column 0 is its `indent_shift`).
 "wrong" means the tool reported success but the file differs from the intended result.
 
 Must-refuse cases aim the edit outside the repository (`../x.py`, an absolute path outside, a
@@ -14,6 +16,7 @@ Run:  /work/venv/bin/python benchmarks/bench_edits.py [--files 40] [--changes 3]
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import os
 import random
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import textwrap
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -33,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agentloop.edits import apply_reply  # noqa: E402
 
 FORMATS = ["search_replace", "udiff", "apply_patch", "whole"]
+BY_NAME = ["function"]  # the definition named: a path with no `.py` cannot take it
 MISTAKES = {
-    "none": FORMATS,
-    "indent_shift": ["search_replace", "udiff", "apply_patch"],
+    "none": FORMATS + BY_NAME,
+    "indent_shift": ["search_replace", "udiff", "apply_patch"] + BY_NAME,
     "trailing_spaces": ["search_replace", "udiff", "apply_patch"],
     "curly_quotes": ["search_replace", "udiff", "apply_patch"],
     "collapsed_blanks": ["search_replace", "udiff", "apply_patch"],
@@ -44,8 +49,8 @@ MISTAKES = {
     "wrong_counts": ["udiff"],
     "no_context": ["search_replace", "udiff", "apply_patch"],
     "extra_context": ["search_replace", "udiff", "apply_patch"],
-    "wrong_path_prefix": FORMATS,
-    "basename_path": FORMATS,
+    "wrong_path_prefix": FORMATS + BY_NAME,
+    "basename_path": FORMATS + BY_NAME,
     "placeholder_path": ["search_replace", "whole"],
     # SEARCH leaves out a blank line the file has, REPLACE keeps it (only cases that have one).
     "blank_kept": ["search_replace", "udiff", "apply_patch"],
@@ -55,10 +60,10 @@ MISTAKES = {
 }
 # Edits aimed outside the repository: refused, never redirected onto the in-repository file.
 MUST_REFUSE = {
-    "escaping_path": FORMATS,
-    "absolute_outside": FORMATS,
-    "symlink_escape": FORMATS,
-    "git_dir_path": ["search_replace", "udiff", "apply_patch"],
+    "escaping_path": FORMATS + BY_NAME,
+    "absolute_outside": FORMATS + BY_NAME,
+    "symlink_escape": FORMATS + BY_NAME,
+    "git_dir_path": ["search_replace", "udiff", "apply_patch"] + BY_NAME,
 }
 MISTAKES.update(MUST_REFUSE)
 MISTAKES_AGENTLOOP_ONLY = set(MUST_REFUSE) | {"no_extension"}
@@ -198,6 +203,16 @@ def render(change: Change, fmt: str, mistake: str, rng: random.Random, outside: 
             "git_dir_path": f".git/{Path(rel).name}"}.get(mistake, rel)  # fmt: skip
     if fmt == "whole":
         return f"Here is the updated file.\n\n{path}\n```python\n{change.new}```\n"
+    if fmt == "function":
+        found = changed_definition(change)
+        if found is None:
+            return None  # the change is not inside one function or method
+        name, code = found
+        if mistake == "indent_shift":
+            if "." not in name:
+                return None  # a top-level function has no indentation to get wrong
+            code = textwrap.dedent(code)
+        return f"Here is the changed definition.\n\n{path}::{name}\n```python\n{code}```\n"
     n = {"no_context": 0, "extra_context": 8, "elided_lines": 8}.get(mistake, 3)
     n = max(n, unique_context(change, n)) if mistake != "no_context" else 0
     hs = [(start, mutate(hl, mistake)) for start, hl in hunks(change.old, change.new, n)]
@@ -226,6 +241,30 @@ def render(change: Change, fmt: str, mistake: str, rng: random.Random, outside: 
             oc, nc = oc + rng.randint(1, 4), max(0, nc - rng.randint(1, 3))
         out.append(f"@@ -{start},{oc} +{start},{nc} @@\n" + "".join(f"{tag}{t}\n" for tag, t in hl))
     return "```diff\n" + "".join(out) + "```\n"
+
+
+def changed_definition(change: Change) -> tuple[str, str] | None:
+    """(`name` or `Class.method`, its new source) when the change lies inside that one definition."""
+    from agentloop.edits.definitions import _qualified, _start
+
+    old, new = change.old.splitlines(keepends=True), change.new.splitlines(keepends=True)
+    try:
+        old_defs, new_defs = _qualified(ast.parse(change.old)), _qualified(ast.parse(change.new))
+    except SyntaxError:
+        return None
+    ops = [op for op in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if not ops:
+        return None
+    lo, hi = min(op[1] for op in ops) + 1, max(max(op[2], op[1] + 1) for op in ops)
+    best = None
+    for name, nodes in old_defs.items():
+        if len(nodes) == 1 and _start(nodes[0]) <= lo and hi <= (nodes[0].end_lineno or 0):
+            if best is None or _start(nodes[0]) > _start(old_defs[best][0]):
+                best = name
+    if best is None or len(new_defs.get(best, [])) != 1:
+        return None
+    node = new_defs[best][0]
+    return best, "".join(new[_start(node) - 1: node.end_lineno])
 
 
 # -- running ---------------------------------------------------------------------------------------

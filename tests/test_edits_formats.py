@@ -114,9 +114,18 @@ def test_whole_file_with_path(repo: Path) -> None:
 
 def test_whole_file_fragment_refused(repo: Path) -> None:
     res = apply_reply(
-        repo, "src/calc.py\n```python\ndef sub(a, b):\n    return b - a\n# ... rest of the code ...\n```\n"
+        repo, "src/calc.py\n```python\ndef sub(a, b):\n    # ... existing code ...\n    return b - a\n```\n"
     )
     assert not res.applied and res.failures[0].reason == "malformed"
+    assert read(repo) == CALC
+
+
+def test_whole_file_block_of_one_definition_replaces_it(repo: Path) -> None:
+    """Only `def sub` and "rest of the code": the definition is meant, the rest stays (edits.definitions)."""
+    res = apply_reply(
+        repo, "src/calc.py\n```python\ndef sub(a, b):\n    return b - a\n# ... rest of the code ...\n```\n"
+    )
+    assert res.applied and read(repo) == CALC.replace("a - b", "b - a")
 
 
 def test_pathless_whole_file_with_one_known_file(repo: Path) -> None:

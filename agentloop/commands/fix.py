@@ -12,8 +12,9 @@ from agentloop.outcome import Outcome
 
 
 def outcome_line(s: dict) -> str:
-    """`accepted: all acceptance checks pass; after 2 turns, 1874 tokens, $0.0012, 4.0s`: the outcome,
-    its reason said once, and what the run spent."""
+    """`accepted: all acceptance checks pass; after 2 turns, 1874 tokens (first prompt 803), $0.0012, 4.0s`:
+    the outcome, its reason said once, and what the run spent (the first prompt is what a slow local
+    model keeps the user waiting on)."""
     from agentloop.words import plural
 
     outcome = Outcome.of(s["outcome"])
@@ -27,7 +28,9 @@ def outcome_line(s: dict) -> str:
         when = f"after {plural(turns, 'turn')}"
     else:
         when = f"during turn {turns}"
-    return f"{headline}; {when}, {s['tokens']} tokens, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s"
+    first = s.get("first_prompt_tokens") or s.get("first_prompt_estimate")
+    first_note = f" (first prompt {first})" if first else ""
+    return f"{headline}; {when}, {s['tokens']} tokens{first_note}, ${s['cost_usd']:.4f}, {s['duration_s']:.1f}s"
 
 
 def closing_summary(s: dict) -> list[str]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentloop.edits.definitions import DefinitionRefused, replacement, single_definitions, split_definitions
 from agentloop.edits.match import Found, locate
 from agentloop.edits.parse import parse_raw, resolve_paths
 from agentloop.edits.paths import PathRefused, file_test, is_placeholder, is_protected, safe_path
@@ -48,9 +49,10 @@ class _Slot:
 class _Plan:
     """The repository as the reply would leave it, built edit by edit without touching disk."""
 
-    def __init__(self, root: Path, protect: Sequence[str]):
+    def __init__(self, root: Path, protect: Sequence[str], partial: Mapping[str, str] | None = None):
         self.root = root
         self.protect = protect
+        self.partial = partial or {}  # files the model was shown only in part -> which part
         self.slots: dict[str, _Slot] = {}
         self.order: list[str] = []
 
@@ -106,6 +108,7 @@ class _Plan:
             "create": self.create,
             "delete": self.delete,
             "rename": self.rename,
+            "function": self.function,
         }[e.kind]
         return handler(e)
 
@@ -176,11 +179,44 @@ class _Plan:
         if s.file is None:
             return self.create(e)
         old = s.file.lines
+        names = single_definitions(e.path, old, e.replace)
+        if names:  # only definitions the file has, and the file has more: they are meant, not the whole file
+            notes: list[str] = []
+            for name, code in split_definitions(e.replace).items():
+                notes += self.function(Edit(kind="function", path=e.path, search=name, replace=code,
+                                            format="function", index=e.index))
+            return [f"a block holding only {', '.join(names)} taken as the replacement of "
+                    f"{'that definition' if len(names) == 1 else 'those definitions'} in {e.path}", *notes]
+        if e.path in self.partial:
+            raise _Refuse("malformed", f"you were shown only part of {e.path} ({self.partial[e.path]}), so a "
+                          "whole-file block would have to invent the rest; change only the lines you were shown "
+                          "(replace the function, or use a SEARCH/REPLACE block)")
         if [x.rstrip() for x in old] == [x.rstrip() for x in new]:
             raise _Refuse("already_applied", f"the content sent for {e.path} is the file exactly as it is now, "
                           "so it changes nothing; change the lines that cause the failure")
         _check_whole(e, old, new)
         s.file.splice(0, len(old), new)
+        self.touch(e.path)
+        return []
+
+    def function(self, e: Edit) -> list[str]:
+        s = self.slot(e.path)
+        if s.file is None:
+            raise self._missing(e)
+        try:
+            found = replacement(e.path, s.file.lines, e.search, e.replace)
+        except DefinitionRefused as exc:
+            raise _Refuse(exc.reason, exc.message) from None  # type: ignore[arg-type]
+        old = {x.strip() for x in s.file.lines[found.start:found.end]}
+        lazy = [x for x in found.lines if _LAZY.match(x) and x.strip() not in old]
+        if lazy:
+            raise _Refuse("malformed", f"the block for {e.path}::{e.search} leaves code out ({lazy[0].strip()!r}); "
+                          "it replaces the whole definition, so send every line of it")
+        if [x.rstrip() for x in s.file.lines[found.start:found.end]] == [x.rstrip() for x in found.lines]:
+            raise _Refuse("already_applied", f"the code sent for {e.path}::{e.search} is the definition exactly "
+                          "as it is now, so it changes nothing; change the lines that cause the failure")
+        s.shifts.append((found.start + 1, len(found.lines) - (found.end - found.start)))
+        s.file.splice(found.start, found.end, found.lines)
         self.touch(e.path)
         return []
 
@@ -302,8 +338,12 @@ def apply_reply(
     protect: Sequence[str] = (),
     known_files: Sequence[str] = (),
     dry_run: bool = False,
+    partial: Mapping[str, str] | None = None,
 ) -> ApplyResult:
-    """Parse (if given text), validate every edit, then apply all of them or none."""
+    """Parse (if given text), validate every edit, then apply all of them or none.
+
+    `partial`: files the model was shown only in part (-> which part): a whole-file block for one
+    of them is refused, since it would have to invent the lines the model never saw."""
     root = Path(root)
     result = ApplyResult(dry_run=dry_run)
     if isinstance(reply, str):
@@ -316,7 +356,7 @@ def apply_reply(
     result.edits = edits
     if not edits:
         return result
-    plan = _Plan(root, protect)
+    plan = _Plan(root, protect, partial)
     unchanged: list[EditFailure] = []  # whole files sent back as they are: no-ops, unless nothing else applies
     for e in edits:
         try:

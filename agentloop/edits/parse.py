@@ -116,6 +116,23 @@ def _info_path(info: str, is_file: _IsFile = None) -> str | None:
     return None
 
 
+_DEFINITION_HEADER = re.compile(r"^(?:#+|\*+|>|-|\d+\.)?\s*(?:(?:file|path|definition|replace)\s*[:=]?\s*)?[*`'\"]*"
+                                r"([\w./\\-]+\.\w+)::([A-Za-z_][\w.]*)(?:\(\))?[*`'\":]*\s*$", re.I)
+
+
+def _definition_header(lines: list[str], i: int, info: str) -> tuple[str, str] | None:
+    """(path, name) of a `path::name` header on the line before fence i (or in its info string)."""
+    for tok in info.split():
+        m = _DEFINITION_HEADER.match(tok)
+        if m:
+            return clean_rel(m.group(1)), m.group(2)
+    j = i - 1
+    while j >= 0 and i - j <= 2 and not lines[j].strip():
+        j -= 1
+    m = _DEFINITION_HEADER.match(lines[j].strip()) if j >= 0 else None
+    return (clean_rel(m.group(1)), m.group(2)) if m else None
+
+
 def _look_back_path(lines: list[str], i: int, fences: dict[int, _Fence], is_file: _IsFile = None) -> str | None:
     """The path named just before line i (skipping a fence opener and blank lines)."""
     j = i - 1
@@ -181,6 +198,16 @@ class _Scanner:
                     continue
                 path = _info_path(f.info, self.is_file) or _look_back_path(lines, i, self.fences, self.is_file)
                 lang = f.info.split()[0].lower() if f.info.split() else ""
+                named = _definition_header(lines, i, f.info)
+                if named and lang not in _NOT_FILE_LANGS:  # `path::name`: the function format
+                    if f.close is None:
+                        self.malformed(named[0], i, "the code block for this definition is never closed (reply "
+                                       "cut short?); nothing was applied", "function")
+                    else:
+                        self.add(Edit(kind="function", path=named[0], search=named[1], replace=_join(body),
+                                      format="function", reply_line=i + 1))
+                    i = end + 1
+                    continue
                 if path and lang not in _NOT_FILE_LANGS:
                     if f.close is None:
                         self.malformed(

@@ -18,6 +18,7 @@ _FORMATS = {
     "udiff": "diff hunk",
     "whole": "whole-file block",
     "apply_patch": "apply_patch section",
+    "function": "definition block",
 }
 _MAX_CHARS = 6000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-EditKind = Literal["replace", "write", "create", "delete", "rename"]
-EditFormat = Literal["search_replace", "udiff", "whole", "apply_patch"]
+EditKind = Literal["replace", "write", "create", "delete", "rename", "function"]
+EditFormat = Literal["search_replace", "udiff", "whole", "apply_patch", "function"]
 FailureReason = Literal[
     "not_found", "ambiguous", "already_applied", "path_refused", "protected", "binary", "malformed"
 ]
@@ -20,6 +20,7 @@ class Edit:
     write:   set the whole content of `path` to `replace` (whole-file block).
     create / delete: the file appears (content in `replace`) or goes.
     rename:  `path` becomes `new_path` (optionally with replace hunks as separate edits).
+    function: replace the Python definition named `search` (`name` or `Class.method`) with `replace`.
     """
 
     kind: EditKind

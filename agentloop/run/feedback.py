@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,12 +16,9 @@ from agentloop.data import data_dir
 from agentloop.files import looks_binary
 from agentloop.workspace.checks import CommandResult
 
-MAX_FILE_LINES = 400
-MAX_POINTED_FILES = 6
 _LANGS = {".py": "python", ".js": "javascript", ".ts": "typescript", ".go": "go", ".rs": "rust",
           ".java": "java", ".c": "c", ".h": "c", ".cpp": "cpp", ".rb": "ruby", ".sh": "bash",
           ".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml", ".md": "markdown"}
-_PATHISH = re.compile(r"[\w./\\-]*[\w-]\.[A-Za-z0-9]{1,8}")
 
 
 @cache
@@ -76,63 +72,24 @@ class ShownFile:
     content: str
     lang: str = ""
     note: str = ""
+    title: str = ""  # shown in place of the path when only part of the file is shown ("x.py lines 3-9 of 900")
+
+
+def language(rel: str) -> str:
+    """The fence language of a file, from its suffix ("" when unknown)."""
+    return _LANGS.get(Path(rel).suffix, "")
 
 
 def show_file(root: Path, rel: str) -> ShownFile | None:
-    """A file's text for the prompt; long files are cut with a note on how to read the rest."""
+    """A text file's content (None for a binary or unreadable one). What of a long file the model is
+    shown is for agentloop.run.context to decide: never its first N lines."""
     try:
         data = (root / rel).read_bytes()
     except OSError:
         return None
     if looks_binary(data):
         return None
-    lines = data.decode("utf-8", "replace").splitlines()
-    note = ""
-    if len(lines) > MAX_FILE_LINES:
-        note = f"[{rel} has {len(lines)} lines; only the first {MAX_FILE_LINES} are shown. Use read_file for more.]"
-        lines = lines[:MAX_FILE_LINES]
-    return ShownFile(rel, "\n".join(lines), _LANGS.get(Path(rel).suffix, ""), note)
-
-
-def pointed_files(outputs: Iterable[str], repo_files: Sequence[str], root: Path) -> list[str]:
-    """Repository files that check output mentions (tracebacks, `path:line:` errors), in order."""
-    known = set(repo_files)
-    root_prefix = str(root).rstrip("/") + "/"
-    found: list[str] = []
-    for output in outputs:
-        for token in _PATHISH.findall(output):
-            token = token.replace("\\", "/")
-            if token.startswith(root_prefix):
-                token = token[len(root_prefix):]
-            token = token.removeprefix("./")
-            if token in known and token not in found:
-                found.append(token)
-                if len(found) >= MAX_POINTED_FILES:
-                    return found
-    return found
-
-
-_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))", re.M)
-
-
-def imported_files(root: Path, rel: str, repo_files: Sequence[str]) -> list[str]:
-    """Repository modules a Python file imports: a failing test points at the code it tests."""
-    if not rel.endswith(".py"):
-        return []
-    shown = show_file(root, rel)
-    if not shown:
-        return []
-    known = set(repo_files)
-    base = str(Path(rel).parent).replace("\\", "/")
-    found = []
-    for match in _IMPORT.finditer(shown.content):
-        module = (match.group(1) or match.group(2)).lstrip(".").replace(".", "/")
-        for candidate in (f"{module}.py", f"{module}/__init__.py", f"{base}/{module}.py", f"src/{module}.py"):
-            candidate = candidate.removeprefix("./")
-            if candidate in known and candidate != rel and candidate not in found:
-                found.append(candidate)
-                break
-    return found
+    return ShownFile(rel, data.decode("utf-8", "replace"), language(rel))
 
 
 def check_view(result: CommandResult) -> dict[str, Any]:
@@ -149,8 +106,16 @@ def example_values(path: str, root: Path | None = None) -> dict[str, Any]:
         if numbered:
             number, line = numbered[0]
     changed = line.rstrip() + ("  # changed" if "#" not in line else " (changed)")
+    definition = ("greet", "def greet(name):")  # the function format names a real definition when it can
+    if shown and path.endswith(".py"):
+        found = _DEFINITION.search(shown.content)
+        if found:
+            definition = (found.group(2) or found.group(3), found.group(1).strip())
     return {"example_path": path or "src/app.py", "example_search": line, "example_replace": changed,
-            "example_line": number}
+            "example_line": number, "example_function": definition[0], "example_def": definition[1]}
+
+
+_DEFINITION = re.compile(r"^((?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(.*|class\s+([A-Za-z_]\w*).*)$", re.M)
 
 
 def format_example(edit_format: str, path: str, root: Path | None) -> str:

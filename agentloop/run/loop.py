@@ -20,7 +20,7 @@ from agentloop.errors import AgentloopError, UsageError
 from agentloop.interrupts import SignalGuard
 from agentloop.outcome import Outcome
 from agentloop.record.trajectory import Trajectory
-from agentloop.run import feedback, rules
+from agentloop.run import feedback, opening, rules
 from agentloop.run.model import Model, ModelCallFailed, ModelReply
 from agentloop.run.toolbox import GIVE_UP, Toolbox, load_tool_specs, text_tool_calls
 from agentloop.words import plural
@@ -64,6 +64,8 @@ class Totals:
     replies_applied: int = 0
     unusable_turns: int = 0
     turns_finished: int = 0  # turns in which the model answered (the last turn may have failed before that)
+    first_prompt_tokens: int = 0  # the provider's count of the first call's prompt (0: no reply, or not counted)
+    first_prompt_estimate: int = 0  # characters / 3.5 of the opening messages (agentloop.run.budget)
     cost_notes: set[str] = field(default_factory=set)
 
 
@@ -125,6 +127,8 @@ class Loop:
         self.private_files = private_files  # not tracked, not staged: never shown to the model
         self.toolbox = Toolbox(workspace.root, self.shared_files, private=private_files)
         self.in_play: list[str] = list(config.files)  # files shown to the model so far
+        self.partial: dict[str, str] = {}  # files shown only in part -> which part (no whole-file reply to them)
+        self.applied_diff = ""  # the diff of the last applied reply (the feedback shows the code it changed)
         self.unusable_in_a_row = 0
         self.examples: set[str] = set()  # format examples shown to the model, verbatim
         self.replies_seen: set[str] = set()
@@ -272,6 +276,8 @@ class Loop:
                 path = answer.call.parsed_arguments().get("path")
                 if answer.call.name == "read_file" and answer.ok and isinstance(path, str) and path not in self.in_play:
                     self.in_play.append(path)
+                if answer.call.name == "read_file" and answer.ok and isinstance(path, str):
+                    opening.read_whole(self.partial, path, answer.output)
             if reply.tool_calls:
                 messages.extend(a.message() for a in answers)
             else:  # text-form calls have no ids to answer: reply in plain text
@@ -317,6 +323,8 @@ class Loop:
         self.turn_model_s += reply.latency_s
         if self.show_reply and reply.content:
             self.show_reply(reply.content)
+        if t.model_calls == 1:
+            t.first_prompt_tokens = reply.prompt_tokens
         t.prompt_tokens += reply.prompt_tokens
         t.completion_tokens += reply.completion_tokens
         t.cost_usd += reply.cost_usd
@@ -343,7 +351,8 @@ class Loop:
             content = content.replace(example, "")
         self.status("applying edits")
         self.expect_edit(content)
-        result = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play)
+        result = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play,
+                             partial=self.partial)
         self.status("")
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
@@ -353,6 +362,7 @@ class Loop:
             if result.applied:
                 before = self.edited.record(result.changed_files)
                 applied_diff = self.workspace.diff(before, self.edited.tree)
+                self.applied_diff = applied_diff
                 suspicious = scan_diff(text_diff(self.workspace.root, before, self.edited.tree), self.harness,
                                        self.literals)
             self.edited.pending = []
@@ -402,7 +412,7 @@ class Loop:
         if self.edited is None:
             return
         dry = apply_reply(self.workspace.root, content, protect=self.protect, known_files=self.in_play,
-                          dry_run=True)
+                          dry_run=True, partial=self.partial)
         unseen = self.edited.expect(dry.changed_files) if dry.applied else []
         if unseen:  # their prior content belongs to every tree recorded so far (a kept turn restores it)
             for turn in self.turn_trees:
@@ -588,30 +598,27 @@ class Loop:
         return [f for f in self.workspace.list_files() if f not in self.private_files]
 
     def opening_messages(self, results: list[CommandResult]) -> list[dict[str, Any]]:
-        repo_files = self.shared_files()
-        visible = self.visible(results)
-        pointed = feedback.pointed_files((r.output for r in visible if not r.passed), repo_files,
-                                         self.workspace.root)
-        for path in pointed + [m for p in pointed for m in feedback.imported_files(self.workspace.root, p, repo_files)]:
-            if path not in self.in_play and len(self.in_play) < feedback.MAX_POINTED_FILES + len(self.config.files):
-                self.in_play.append(path)
-        files = [f for f in (feedback.show_file(self.workspace.root, p) for p in self.in_play) if f]
-        # The format example uses a real file, preferably code rather than a test.
-        example_path = next((p for p in self.in_play if "test" not in p.lower()), next(iter(self.in_play), ""))
-        system = feedback.render("system.j2", tools=self.tools_enabled, edit_format=self.edit_format,
-                                 give_up=self.give_up_offered,
-                                 **feedback.example_values(example_path, self.workspace.root))
-        self.examples.add(feedback.format_example(self.edit_format, example_path, self.workspace.root))
-        user = feedback.render("task.j2", task=self.task, checks=[feedback.check_view(r) for r in visible],
-                               files=files, file_list="\n".join(repo_files[:300]))
-        self.trajectory.event("prompt", system=system, user=user, edit_format=self.edit_format,
-                              files_in_play=list(self.in_play))
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        root = self.workspace.root
+
+        def system(example_path: str) -> str:  # the format example quotes a real file of the code under test
+            return feedback.render("system.j2", tools=self.tools_enabled, edit_format=self.edit_format,
+                                   give_up=self.give_up_offered, **feedback.example_values(example_path, root))
+
+        first = opening.build(root, self.task, self.visible(results), self.shared_files(), self.config.files,
+                              system, rules.first_prompt_tokens(self.model.name))
+        self.examples.add(feedback.format_example(self.edit_format, first.example_path, root))
+        self.in_play += [p for p in first.files if p not in self.in_play]
+        self.partial = dict(first.partial)
+        self.totals.first_prompt_estimate = first.estimated_tokens
+        self.trajectory.event("prompt", system=first.system, user=first.user, edit_format=self.edit_format,
+                              files_in_play=list(self.in_play), estimated_tokens=first.estimated_tokens,
+                              shown=first.shown, left_out=first.left_out, partial=first.partial)
+        return [{"role": "system", "content": first.system}, {"role": "user", "content": first.user}]
 
     def feedback_message(self, applied: ApplyResult, results: list[CommandResult]) -> str:
         visible = self.visible(results)
         hidden_failed = all(r.passed for r in visible) and not self.accepted(results)
-        files = [f for f in (feedback.show_file(self.workspace.root, p) for p in applied.changed_files) if f]
+        files = opening.changed_files(self.workspace.root, applied.changed_files, self.applied_diff, self.partial)
         text = feedback.render("feedback.j2", applied=True, changed_files=applied.changed_files, failures="",
                                checks=[feedback.check_view(r) for r in visible], files=files,
                                hidden_failed=hidden_failed and not self.tampered,

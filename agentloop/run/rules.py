@@ -25,6 +25,7 @@ class ModelRule:
     give_up: bool = True  # offer the GIVE UP line in the prompt
     params: dict[str, Any] = field(default_factory=dict)  # request parameters (a copy is handed out)
     repeat_temperature: float = DEFAULT_REPEAT_TEMPERATURE
+    first_prompt_tokens: int | None = None  # cap on the first prompt (estimated tokens); None: no cap
 
 
 @functools.cache
@@ -40,14 +41,17 @@ def rule_for(model: str) -> ModelRule:
     edit_format = table.get("default", "search_replace")
     params = dict(table.get("params") or {})
     flags: dict[str, bool] = {}
+    cap = table.get("first_prompt_tokens")
     for rule in table.get("rules", []):
         if re.search(rule["match"], model or ""):
             edit_format = rule.get("format", edit_format)
             params.update(rule.get("params") or {})
             flags = {key: bool(rule[key]) for key in ("tools", "give_up") if key in rule}
+            cap = rule.get("first_prompt_tokens", cap)
             break
     return ModelRule(edit_format, params=params,
-                     repeat_temperature=float(table.get("repeat_temperature", DEFAULT_REPEAT_TEMPERATURE)), **flags)
+                     repeat_temperature=float(table.get("repeat_temperature", DEFAULT_REPEAT_TEMPERATURE)),
+                     first_prompt_tokens=int(cap) if cap else None, **flags)
 
 
 def edit_format(model: str, requested: str) -> str:
@@ -69,6 +73,11 @@ def params(model: str | None, user_params: dict[str, Any] | None = None) -> dict
     """Request parameters: models.yaml's for this model (e.g. a reply length limit that stops a small
     model rambling), under the user's `model_params`, which always win."""
     return dict(rule_for(model or "").params) | dict(user_params or {})
+
+
+def first_prompt_tokens(model: str) -> int | None:
+    """The cap on the first prompt's (estimated) tokens for this model, if models.yaml sets one."""
+    return rule_for(model).first_prompt_tokens
 
 
 def repeat_temperature(model: str) -> float:

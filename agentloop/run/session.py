@@ -133,6 +133,8 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "tokens": t.prompt_tokens + t.completion_tokens,
+        "first_prompt_tokens": t.first_prompt_tokens,  # the provider's count (0: no reply)
+        "first_prompt_estimate": t.first_prompt_estimate,  # characters / 3.5 (agentloop.run.budget)
         "cost_usd": round(t.cost_usd, 6),
         "cost_notes": sorted(t.cost_notes),
         "duration_s": result.duration_s,

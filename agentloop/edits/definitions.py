@@ -1,0 +1,141 @@
+"""Replace a Python definition by name: the `function` edit format.
+
+The model writes the whole changed function, class or method under a `path::name` header; the
+definition of that name is found with `ast` (a top-level function or class, `Class.method`, or a
+method named alone when only one class has it) and its lines are replaced, re-indented to where the
+definition stands. Decorators the new text leaves out are kept; decorators it writes replace the
+old ones. A reply of some 60 tokens instead of a whole file, and nothing the model was not shown is
+rewritten. An unknown or ambiguous name, a block that does not parse or defines another name, and
+files that are not Python are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import textwrap
+from dataclasses import dataclass
+
+PYTHON_SUFFIXES = (".py", ".pyi")
+_Def = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+
+
+class DefinitionRefused(Exception):
+    """Why a definition cannot be replaced; `reason` is an `EditFailure` reason."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+@dataclass
+class Replacement:
+    start: int  # 0-based first line replaced
+    end: int  # 0-based line after the last one replaced
+    lines: list[str]
+    name: str  # the qualified name replaced
+
+
+def _qualified(tree: ast.Module) -> dict[str, list[_Def]]:
+    """Every definition the format can name: top level, and methods (`Class.method`), by name."""
+    found: dict[str, list[_Def]] = {}
+    for node in tree.body:
+        if isinstance(node, _Def):
+            found.setdefault(node.name, []).append(node)
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, _Def):
+                        found.setdefault(f"{node.name}.{item.name}", []).append(item)
+    return found
+
+
+def _start(node: _Def) -> int:
+    return min([node.lineno] + [d.lineno for d in node.decorator_list])
+
+
+def locate(path: str, lines: list[str], name: str) -> _Def:
+    """The one definition `name` names in a Python file's lines."""
+    if not path.endswith(PYTHON_SUFFIXES):
+        raise DefinitionRefused("malformed", f"{path} is not a Python file: a definition can only be replaced by "
+                                "name in Python; for this file use a SEARCH/REPLACE block (quote the lines to "
+                                "change)")
+    try:
+        tree = ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError) as exc:
+        why = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        raise DefinitionRefused("malformed", f"{path} does not parse as Python ({why}), so its definitions cannot "
+                                "be found; use a SEARCH/REPLACE block") from None
+    table = _qualified(tree)
+    name = name.strip().removesuffix("()")
+    hits = table.get(name, [])
+    if not hits and "." not in name:  # a method named alone: fine when only one class has it
+        hits = [n for qual, nodes in table.items() if qual.endswith("." + name) for n in nodes]
+        if len(hits) > 1:
+            where = ", ".join(q for q in table if q.endswith("." + name))
+            raise DefinitionRefused("ambiguous", f"{path} has more than one method {name!r} ({where}); write the "
+                                    "header as path::Class.method")
+    if not hits:
+        close = difflib.get_close_matches(name, list(table), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else \
+            f"; its definitions are: {', '.join(list(table)[:15])}" if table else ""
+        raise DefinitionRefused("not_found", f"{path} has no function, class or method {name!r}{hint}")
+    if len(hits) > 1:
+        lines_at = ", ".join(str(n.lineno) for n in hits)
+        raise DefinitionRefused("ambiguous", f"{path} defines {name!r} more than once (lines {lines_at}), so which "
+                                "one to replace is a guess; use a SEARCH/REPLACE block")
+    return hits[0]
+
+
+def replacement(path: str, lines: list[str], name: str, code: str) -> Replacement:
+    """The lines that replace definition `name` of a file with `code` (see the module docstring)."""
+    node = locate(path, lines, name)
+    new = textwrap.dedent(code.replace("\t", "    ") if "\t" in code and not any("\t" in ln for ln in lines)
+                          else code).strip("\n").split("\n")
+    try:
+        tree = ast.parse("\n".join(new))
+    except SyntaxError as exc:
+        raise DefinitionRefused("malformed", f"the new code for {name} does not parse as Python (line {exc.lineno}: "
+                                f"{exc.msg}); send the complete definition") from None
+    defined = [n for n in tree.body if isinstance(n, _Def)]
+    if not defined:
+        raise DefinitionRefused("malformed", f"the block for {path}::{name} defines no function or class; send "
+                                "the whole changed definition, from its `def` or `class` line")
+    if node.name not in {n.name for n in defined}:
+        raise DefinitionRefused("malformed", f"the block for {path}::{name} defines {defined[0].name!r}, not "
+                                f"{node.name!r}; the header must name the definition the block replaces")
+    own = next(n for n in defined if n.name == node.name)
+    start = _start(node) if own.decorator_list else node.lineno  # decorators left out are kept
+    first = lines[node.lineno - 1]
+    indent = first[: len(first) - len(first.lstrip())]
+    body = [indent + ln if ln.strip() else "" for ln in new]
+    return Replacement(start - 1, node.end_lineno or node.lineno, body, name)
+
+
+def single_definitions(path: str, lines: list[str], code: str) -> list[str] | None:
+    """The names, when a whole-file block for an existing Python file holds nothing but definitions
+    the file already has (and the file has more): then it is meant as their replacement, not as the
+    new file. None otherwise."""
+    if not path.endswith(PYTHON_SUFFIXES):
+        return None
+    try:
+        new = ast.parse(textwrap.dedent(code))
+        old = ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+    if not new.body or not all(isinstance(n, _Def) for n in new.body):
+        return None
+    table = _qualified(old)
+    names = [n.name for n in new.body]
+    if not all(len(table.get(name, [])) == 1 for name in names) or len(set(names)) != len(names):
+        return None
+    if len([n for n in old.body if not isinstance(n, ast.Expr)]) <= len(names):
+        return None  # the file is just these definitions: a whole-file block is a whole file
+    return names
+
+
+def split_definitions(code: str) -> dict[str, str]:
+    """A block of top-level definitions as name -> its source (decorators included)."""
+    text = textwrap.dedent(code)
+    lines = text.split("\n")
+    tree = ast.parse(text)
+    return {n.name: "\n".join(lines[_start(n) - 1: n.end_lineno]) for n in tree.body if isinstance(n, _Def)}

@@ -1,0 +1,121 @@
+"""The first user message: the task, the failing output, the code it is about, under a token budget.
+
+The loop's `opening_messages` calls `build`; the finding is `agentloop.run.context`'s, the choice
+under the cap `agentloop.run.budget`'s. What the model was shown of each file (whole or in part) is
+kept, so a whole-file reply to a file seen only in part can be refused (`agentloop.edits.apply`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentloop.run import budget, context, feedback
+from agentloop.workspace.checks import CommandResult
+from agentloop.workspace.guard import TEST_PATH
+
+
+@dataclass
+class Opening:
+    system: str
+    user: str
+    example_path: str  # the file the format example quotes
+    files: list[str]  # the files shown, in order
+    partial: dict[str, str] = field(default_factory=dict)  # file -> what of it was shown (e.g. "lines 40-61")
+    estimated_tokens: int = 0  # of the system message and this one (characters / 3.5)
+    shown: list[str] = field(default_factory=list)  # labels of the parts shown
+    left_out: list[str] = field(default_factory=list)  # labels of what the budget left out
+
+
+def shown_files(parts: Sequence[context.Part]) -> list[feedback.ShownFile]:
+    """The parts as the templates show files: each under a title saying which lines of how many."""
+    out = []
+    for part in parts:
+        lang = "" if part.kind == "outline" else feedback.language(part.path)
+        out.append(feedback.ShownFile(part.path, part.text, lang, title=part.label if part.kind != "whole" else ""))
+    return out
+
+
+def partial_of(parts: Sequence[context.Part]) -> dict[str, str]:
+    """File -> which of its lines were shown, for files shown only in part."""
+    whole = {p.path for p in parts if p.kind == "whole"}
+    out: dict[str, str] = {}
+    for part in parts:
+        if part.path in whole:
+            continue
+        ranges = [f"{p.start}-{p.end}" for p in parts if p.path == part.path and p.kind == "lines"]
+        out[part.path] = (f"lines {', '.join(ranges)} of {part.total:,}" if ranges
+                          else f"only an outline of its {part.total:,} lines")
+    return out
+
+
+def build(root: Path, task: str, visible: Sequence[CommandResult], repo_files: Sequence[str],
+          given: Sequence[str], render_system: Callable[[str], str], cap: int | None) -> Opening:
+    """The opening messages (see the module docstring). `render_system(path)`: the system message with
+    its format example drawn from `path` (a file of the code under test when one is found); it counts
+    against the cap."""
+    failing = [r for r in visible if not r.passed]
+    found = context.find_context(root, [r.output for r in failing], repo_files, given=given)
+    named = list(given) + [p.path for p in found.parts]
+    example = next((p for p in named if not TEST_PATH.search(p)), next(iter(named), ""))
+    system = render_system(example)
+    filled = budget.fill(found.parts, [r.output for r in failing], repo_files, fixed=system + task, cap=cap,
+                         wholes=found.wholes)
+    trimmed = dict(zip((id(r) for r in failing), filled.outputs, strict=True))
+    checks: list[dict[str, Any]] = []
+    for result in visible:
+        view = feedback.check_view(result)
+        if id(result) in trimmed:
+            view["output"] = trimmed[id(result)].rstrip()
+        checks.append(view)
+    user = feedback.render("task.j2", task=task, checks=checks, files=shown_files(filled.parts),
+                           file_list=filled.file_list)
+    return Opening(system, user, example, list(dict.fromkeys(p.path for p in filled.parts)),
+                   partial_of(filled.parts), budget.estimate_tokens(system + user),
+                   [p.label for p in filled.parts], filled.left_out)
+
+
+def read_whole(partial: dict[str, str], path: str, output: str) -> None:
+    """After a read_file answer that held every line of `path`, the model has seen it whole."""
+    first = output.split("\n", 1)[0]
+    match = re.search(r"\(lines 1-(\d+) of (\d+)\)$", first)
+    if match and match.group(1) == match.group(2):
+        partial.pop(path, None)
+
+
+def changed_files(root: Path, paths: Sequence[str], diff: str, partial: dict[str, str]) -> list[feedback.ShownFile]:
+    """How the feedback shows files an edit changed: whole when short, else the functions around the
+    changed lines and an outline. `partial` is kept up to date with what was shown."""
+    changed = _changed_lines(diff)
+    shown: list[feedback.ShownFile] = []
+    for rel in paths:
+        parts = context.changed_views(root, rel, changed.get(rel, []))
+        if not parts:
+            continue
+        shown += shown_files(parts)
+        seen = partial_of(parts)
+        if rel in seen:
+            partial[rel] = seen[rel]
+        else:
+            partial.pop(rel, None)
+    return shown
+
+
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@", re.M)
+
+
+def _changed_lines(diff: str) -> dict[str, list[int]]:
+    """File -> first lines (new numbering) of the hunks of a git diff."""
+    out: dict[str, list[int]] = {}
+    current = ""
+    for line in diff.splitlines():
+        if line.startswith("+++ "):
+            current = line[4:].removeprefix("b/")
+        match = _HUNK.match(line)
+        if match and current:
+            start, count = int(match.group(1)), int(match.group(2) or 1)
+            out.setdefault(current, []).append(start + max(0, count // 2))
+    return out
