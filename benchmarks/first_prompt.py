@@ -56,10 +56,10 @@ def first_request(task, args: argparse.Namespace) -> dict:
                 cmd += ["--file", f]
         if args.edit_format:
             cmd += ["--edit-format", args.edit_format]
-        subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300,
-                       env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
+        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300,
+                              env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
         if not server.requests:
-            raise SystemExit(f"{task.name}: agentloop sent no request")
+            raise SystemExit(f"{task.name}: agentloop sent no request:\n{(proc.stdout + proc.stderr)[-2000:]}")
         return server.requests[0]
 
 

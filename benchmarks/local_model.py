@@ -175,8 +175,19 @@ def probe_completion(port: int, timeout: float, log: Path) -> None:
     say(f"first completion answered in {secs:.1f}s: {text.strip()!r}")
 
 
+def raise_priority(pid: int, nice: int) -> None:
+    """Under Linux's autogroup scheduling each session shares the CPU equally whatever its processes'
+    nice values, so other jobs' `nice -n 10` does not leave the server the cores; the session's own
+    autogroup nice does."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
+        say(f"server session's autogroup nice set to {nice}")
+    except OSError as exc:
+        say(f"could not set the autogroup nice ({exc}); continuing")
+
+
 def start_server(venv: Path, gguf: Path, cache: Path, port: int, threads: int, ctx: int, wait: float,
-                 front: bool) -> None:
+                 front: bool, autogroup_nice: int | None = None) -> None:
     log = cache / f"server-{port}.log"
     models = server_answers(port)
     if models is not None:
@@ -197,6 +208,8 @@ def start_server(venv: Path, gguf: Path, cache: Path, port: int, threads: int, c
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     (cache / f"server-{port}.pid").write_text(f"{proc.pid}\n")
+    if autogroup_nice is not None:
+        raise_priority(proc.pid, autogroup_nice)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -252,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                     "'-DGGML_NATIVE=ON' for this machine's CPU only)")
     ap.add_argument("--no-front", dest="front", action="store_false",
                     help="run the server bare (a client that gives up leaves it busy until it finishes)")
+    ap.add_argument("--autogroup-nice", type=int, metavar="N",
+                    help="Linux: the server session's autogroup nice (e.g. -10 on a machine shared with "
+                    "niced jobs: with autogroup scheduling their nice does not yield to the server)")
     ap.add_argument("--speed", action="store_true", help="measure prompt and generation tokens/s once up")
     ap.add_argument("--no-start", action="store_true", help="only download and assemble the model")
     ap.add_argument("--stop", action="store_true", help="stop the server this script started")
@@ -267,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {gguf}")
         return 0
     ensure_server_package(venv, cache, args.cmake_args.strip())
-    start_server(venv, gguf, cache, args.port, args.threads, args.ctx, args.wait, args.front)
+    start_server(venv, gguf, cache, args.port, args.threads, args.ctx, args.wait, args.front,
+                 args.autogroup_nice)
     if args.speed:
         measure_speed(args.port)
     print(f"--model openai/{ALIAS} --api-base http://127.0.0.1:{args.port}/v1")
