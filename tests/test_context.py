@@ -371,3 +371,18 @@ def test_a_long_class_shows_its_head_and_the_methods_used(tmp_path):
     assert "def method_0" not in shown[0].text  # the head only: no first 80 lines of the class
     assert any(p.text.startswith("    def wanted(self):") for p in shown)  # as indented in the file
     assert any(p.kind == "outline" for p in found.parts if p.path == "big.py")
+
+
+def test_a_symlink_out_of_the_shared_files_is_never_shown(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_text("def leaked():\n    return 'TOKEN-123'\n")
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "private.py").write_text("def private():\n    return 'PRIVATE-456'\n")
+    (root / "link_out.py").symlink_to(outside / "secret.py")
+    (root / "link_private.py").symlink_to(root / "private.py")
+    output = "link_out.py:2: in leaked\nlink_private.py:2: in private\nE   boom\n"
+    found = context.find_context(root, [output], ["link_out.py", "link_private.py"], given=["link_out.py"])
+    text = "".join(p.text for p in found.parts) + "".join(p.text for p in found.wholes.values())
+    assert "TOKEN-123" not in text and "PRIVATE-456" not in text

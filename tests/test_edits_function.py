@@ -120,6 +120,9 @@ def test_header_variants_parse():
                    "shapes.py::area()", "File: shapes.py::area:"):
         edits = parse_edits(reply(header, "def area(w, h):\n    return 1\n"), known_files=["shapes.py"])
         assert [(e.kind, e.path, e.search) for e in edits] == [("function", "shapes.py", "area")], header
+    edits = parse_edits("```python\n# shapes.py::area\ndef area(w, h):\n    return 1\n```\n")
+    assert [(e.kind, e.path, e.search, e.replace) for e in edits] == [
+        ("function", "shapes.py", "area", "def area(w, h):\n    return 1\n")]
     edits = parse_edits("```python shapes.py::Box.volume\ndef volume(self, d):\n    return 1\n```\n")
     assert [(e.kind, e.path, e.search) for e in edits] == [("function", "shapes.py", "Box.volume")]
 

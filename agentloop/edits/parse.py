@@ -199,6 +199,10 @@ class _Scanner:
                 path = _info_path(f.info, self.is_file) or _look_back_path(lines, i, self.fences, self.is_file)
                 lang = f.info.split()[0].lower() if f.info.split() else ""
                 named = _definition_header(lines, i, f.info)
+                if named is None and body and body[0].lstrip().startswith("#"):  # `# path::name` inside the block
+                    m = _DEFINITION_HEADER.match(body[0].strip())
+                    if m:
+                        named, body = (clean_rel(m.group(1)), m.group(2)), body[1:]
                 if named and lang not in _NOT_FILE_LANGS:  # `path::name`: the function format
                     if f.close is None:
                         self.malformed(named[0], i, "the code block for this definition is never closed (reply "

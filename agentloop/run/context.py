@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentloop.files import looks_binary
+from agentloop.files import looks_binary, real_inside
 from agentloop.workspace.guard import TEST_PATH
 
 WHOLE_FILE_LINES = 150  # code files up to this long may be shown whole
@@ -104,9 +104,13 @@ class _Files:
         self._by_name: dict[str, list[str]] | None = None
 
     def lines(self, rel: str) -> list[str] | None:
+        """A file's lines; None for a binary file, or one that is (through a symlink) outside the files
+        the model may see: outside the repository, in .git, or private."""
         if rel not in self._lines:
+            inside = real_inside(self.root, self.root / rel)
             try:
-                data = (self.root / rel).read_bytes()
+                data = (self.root / rel).read_bytes() if inside is not None and inside.as_posix() in self.known \
+                    else None
             except OSError:
                 data = None
             self._lines[rel] = None if data is None or looks_binary(data) else \
@@ -173,8 +177,8 @@ def traceback_locations(outputs: Iterable[str], files: _Files) -> list[Location]
 
     def add(token: str, line: str, function: str | None) -> None:
         rel = files.resolve(token)
-        if rel is None or not line.isdigit() or int(line) < 1:
-            return
+        if rel is None or not line.isdigit() or not 1 <= int(line) <= len(files.lines(rel) or []):
+            return  # not a file the model may see, or no such line
         if (rel, int(line)) not in seen:
             seen.add((rel, int(line)))
             found.append(Location(rel, int(line), function))
