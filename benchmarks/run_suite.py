@@ -47,6 +47,8 @@ class Task:
     description: str
     check: str
     files: list[str]
+    give_files: bool = True  # False: the tools are not told which files to edit (real-package tasks)
+    source: str = ""         # the PyPI package==version a real task was cut from
 
     @property
     def repo(self) -> Path:
@@ -65,7 +67,8 @@ def load_tasks(names: list[str] | None = None, root: Path = TASKS_DIR) -> list[T
     for spec in sorted(root.glob("*/task.yaml")):
         data = yaml.safe_load(spec.read_text(encoding="utf-8"))
         tasks.append(Task(spec.parent.name, spec.parent, data["description"].strip(), data["check"],
-                          list(data.get("files", []))))
+                          list(data.get("files", [])), bool(data.get("give_files", True)),
+                          str(data.get("source", ""))))
     if names:
         by_name = {t.name: t for t in tasks}
         unknown = [n for n in names if n not in by_name]
@@ -129,6 +132,7 @@ class RunRecord:
     seconds: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    first_prompt_tokens: int = 0  # the first model call's prompt: what a slow local server must read first
     timed_out: bool = False
     exit_code: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -143,8 +147,9 @@ def run_agentloop(task: Task, repo: Path, args: argparse.Namespace, log: Path | 
     cmd = [*shlex.split(args.agentloop), "fix", task.description, "--check", task.check,
            "--max-turns", str(args.max_turns), "--time-limit", str(max(30, args.task_timeout - 20)),
            "--json", "--model", args.model, "--api-base", args.api_base]
-    for f in task.files:
-        cmd += ["--file", f]
+    if task.give_files:
+        for f in task.files:
+            cmd += ["--file", f]
     if args.edit_format:
         cmd += ["--edit-format", args.edit_format]
     env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1"}
@@ -168,7 +173,23 @@ def run_agentloop(task: Task, repo: Path, args: argparse.Namespace, log: Path | 
     rec.replies_with_edits = summary["replies_with_edits"]
     rec.prompt_tokens = summary["prompt_tokens"]
     rec.completion_tokens = summary["completion_tokens"]
+    rec.first_prompt_tokens = summary.get("first_prompt_tokens") or first_prompt_from_runs(repo)
     return rec
+
+
+def first_prompt_from_runs(repo: Path) -> int:
+    """The first model call's prompt tokens, read from the run's trajectory (for versions whose summary
+    lacks `first_prompt_tokens`)."""
+    for path in sorted((repo / ".agentloop" / "runs").glob("**/*.jsonl")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            reply = event.get("reply") if isinstance(event, dict) and event.get("type") == "model_call" else None
+            if isinstance(reply, dict) and reply.get("prompt_tokens"):
+                return int(reply["prompt_tokens"])
+    return 0
 
 
 _TOKENS = re.compile(r"^Tokens: ([\d.]+)(k?) sent(?:, [\d.]+k? cache \w+)*, ([\d.]+)(k?) received", re.M)
@@ -199,8 +220,9 @@ def aider_metrics(out: str) -> dict[str, int]:
         after = out[m.end(): marks[i + 1].start() if i + 1 < len(marks) else len(out)]
         if _APPLIED.search(after) and not _EDIT_ERROR.search(after):
             with_edits += 1
+    first = _num(marks[0].group(1), marks[0].group(2)) if marks else 0
     return {"replies": replies, "replies_with_edits": with_edits, "prompt_tokens": prompt,
-            "completion_tokens": completion}
+            "completion_tokens": completion, "first_prompt_tokens": first}
 
 
 def run_aider(task: Task, repo: Path, args: argparse.Namespace, log: Path | None) -> RunRecord:
@@ -211,21 +233,25 @@ def run_aider(task: Task, repo: Path, args: argparse.Namespace, log: Path | None
         message += f"\n\n`{task.check}` fails:\n```\n{output.strip()[-3000:]}\n```"
     cmd = [*shlex.split(args.aider), "--model", args.model, "--openai-api-base", args.api_base,
            "--openai-api-key", "no-key-needed", "--test-cmd", task.check, "--auto-test", "--yes-always",
-           "--no-auto-commits", "--no-dirty-commits", "--no-gitignore", "--no-analytics", "--no-check-update",
+           "--no-auto-commits", "--no-dirty-commits", "--no-gitignore", "--no-analytics", "--analytics-disable",
+           "--no-check-update",
            "--no-show-model-warnings", "--no-pretty", "--no-stream", "--no-fancy-input",
            "--timeout", str(args.task_timeout), "--message", message]
     if args.aider_edit_format:
         cmd += ["--edit-format", args.aider_edit_format]
-    for rel in task.test_files():
-        cmd += ["--read", rel]
-    cmd += task.files
+    if task.give_files:  # otherwise aider finds the files itself, from its repository map
+        for rel in task.test_files():
+            cmd += ["--read", rel]
+        cmd += task.files
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")} | {
-        "PYTHONDONTWRITEBYTECODE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # offline: no price-map fetch
+        "PYTHONDONTWRITEBYTECODE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # offline: no price-map fetch
+        "HF_HUB_OFFLINE": "1", "AIDER_CHECK_UPDATE": "false", "AIDER_ANALYTICS": "false"}
     code, out, secs = run_limited(cmd, repo, args.task_timeout, env, log)
     rec.exit_code, rec.seconds, rec.timed_out = code, secs, code is None
     m = aider_metrics(out)
     rec.replies, rec.replies_with_edits = m["replies"], m["replies_with_edits"]
     rec.prompt_tokens, rec.completion_tokens = m["prompt_tokens"], m["completion_tokens"]
+    rec.first_prompt_tokens = m["first_prompt_tokens"]
     rec.turns = rec.replies
     rec.outcome = "killed" if code is None else f"exit {code}"
     return rec
@@ -246,6 +272,8 @@ def summarize(records: list[dict]) -> dict:
         "median_seconds": statistics.median(r["seconds"] for r in records) if n else 0,
         "tokens": sum(r["prompt_tokens"] + r["completion_tokens"] for r in records),
         "timed_out": sum(r["timed_out"] for r in records),
+        "median_first_prompt": statistics.median(firsts) if (firsts := [r["first_prompt_tokens"] for r in records
+                                                                          if r.get("first_prompt_tokens")]) else 0,
     }
 
 
@@ -278,6 +306,20 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rows(results: dict) -> str:
+    """One row per run: tool, task, solved, turns, seconds, first-prompt tokens (0: no reply came back)."""
+    lines = ["| tool | task | solved | outcome | turns | s | first-prompt tokens |", "|---|---|---|---|---|---|---|"]
+    for r in results["runs"]:
+        mark = "yes" if r["solved"] else "no"
+        lines.append(f"| {r['tool']} | {r['task']} | {mark} | {r['outcome']} | {r['turns']} | {r['seconds']:.0f} | "
+                     f"{r.get('first_prompt_tokens') or '-'} |")
+    lines += ["", "| tool | solved | median first prompt | ended past the limit |", "|---|---|---|---|"]
+    for tool in dict.fromkeys(r["tool"] for r in results["runs"]):
+        s = summarize([r for r in results["runs"] if r["tool"] == tool])
+        lines.append(f"| {tool} | {s['solved']}/{s['tasks']} | {s['median_first_prompt']} | {s['timed_out']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tool", action="append", choices=sorted(RUNNERS), help="repeatable; default agentloop")
@@ -300,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.report:
             merged["runs"] += json.loads(path.read_text(encoding="utf-8"))["runs"]
         print(markdown(merged), end="")
+        print()
+        print(rows(merged), end="")
         return 0
     if not args.model or not args.api_base:
         ap.error("--model and --api-base are required (see benchmarks/local_model.py for a local server)")
@@ -330,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print()
     print(markdown(results), end="")
+    print()
+    print(rows(results), end="")
     return 0
 
 

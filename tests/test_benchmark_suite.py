@@ -23,7 +23,10 @@ def _load(name: str):
 
 
 suite = _load("run_suite")
-TASKS = suite.load_tasks()
+real = _load("real_tasks")
+ALL_TASKS = suite.load_tasks()
+TASKS = [t for t in ALL_TASKS if not t.source]  # the small hand-written tasks
+REAL = [t for t in ALL_TASKS if t.source]        # cut from PyPI sdists by benchmarks/real_tasks.py
 
 
 def test_the_suite_covers_the_bug_kinds():
@@ -67,6 +70,23 @@ def test_every_task_fails_as_shipped_and_passes_with_its_fix(tmp_path):
         assert after.get(task.name) and all(after[task.name]), f"{task.name} fails with its reference fix"
 
 
+def test_the_real_tasks_span_sizes_and_hide_the_buggy_file():
+    assert len(REAL) >= 10
+    sizes = [len((t.repo / t.files[0]).read_text().splitlines()) for t in REAL]
+    assert min(sizes) <= 100 and sum(n > 1000 for n in sizes) >= 3
+    for t in REAL:
+        assert not t.give_files and len(t.files) == 1
+        assert list(t.repo.glob("LICEN[CS]E*")), f"{t.name} lacks its package's licence"
+        assert sum(f.stat().st_size for f in t.dir.rglob("*") if f.is_file()) < 500_000, t.name
+    assert {t.name for t in REAL} == {t.name for t in real.TASKS}
+
+
+def test_every_real_task_fails_as_shipped_and_passes_with_its_fix():
+    """Each real task's own check, in its own process (their packages and test folders collide)."""
+    for task in real.TASKS:
+        assert real.verify(task), task.name
+
+
 def test_check_runs_in_a_fresh_repo(tmp_path):
     task = next(t for t in TASKS if t.name == "two_files")
     repo = suite.prepare_repo(task, tmp_path / "repo")
@@ -99,7 +119,8 @@ Applied edit to geometry.py
 
 def test_aider_metrics_split_its_output_per_reply():
     m = suite.aider_metrics(AIDER_OUTPUT)
-    assert m == {"replies": 3, "replies_with_edits": 2, "prompt_tokens": 4700, "completion_tokens": 1225}
+    assert m == {"replies": 3, "replies_with_edits": 2, "prompt_tokens": 4700, "completion_tokens": 1225,
+                 "first_prompt_tokens": 1200}
 
 
 def _reply_fixing(task) -> str:

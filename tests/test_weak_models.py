@@ -147,7 +147,7 @@ def test_the_user_s_model_params_win_over_the_per_model_ones(repo):
 
 
 def test_small_qwen_models_get_their_own_edit_format():
-    assert rules.edit_format("openai/qwen2.5-coder-1.5b", "auto") == "whole"
+    assert rules.edit_format("openai/qwen2.5-coder-1.5b", "auto") == "function"
     assert rules.edit_format("gpt-4o", "auto") == "search_replace"
     assert rules.edit_format("openai/qwen2.5-coder-1.5b", "udiff") == "udiff"
     small = rules.rule_for("openai/qwen2.5-coder-1.5b")
