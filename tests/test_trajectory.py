@@ -250,6 +250,7 @@ def test_unknown_run_is_one_line_and_exit_2(runs, monkeypatch):
 def test_replay_matches_the_record_and_cleans_up(runs, monkeypatch):
     repo, done = runs
     summary = done["tool_then_fix"][0]
+    worktrees_before = git(repo, "worktree", "list", "--porcelain")  # the runs' pooled worktrees stay
     result = invoke(repo, monkeypatch, "replay", summary["run_id"], "--json")
     report = json.loads(result.stdout)
     assert result.exit_code == 0 and report["matches"] is True
@@ -257,7 +258,7 @@ def test_replay_matches_the_record_and_cleans_up(runs, monkeypatch):
         (0, False, False), (1, False, False), (2, True, True)]
     replayed = Run.load(Path(summary["run_dir"]).parent / report["replay_run_id"])
     assert replayed.header["replay_of"] == summary["run_id"] and replayed.outcome == "accepted"
-    assert git(repo, "worktree", "list").count("\n") == 1  # the replay worktree is gone
+    assert git(repo, "worktree", "list", "--porcelain") == worktrees_before  # the replay worktree is gone
     assert git(repo, "status", "--porcelain") == ""  # and the user's tree untouched
 
 
