@@ -71,6 +71,7 @@ class Part:
     text: str
     value: int
     why: str = ""
+    focus: int | None = None  # the line the failing output names, if any: a shortened part keeps it
 
     @property
     def label(self) -> str:
@@ -487,12 +488,14 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     parts: list[Part] = []
     spans: dict[str, list[tuple[int, int]]] = {}
 
-    def add_span(rel: str, start: int, end: int, value: int, why: str) -> None:
+    def add_span(rel: str, start: int, end: int, value: int, why: str, focus: int | None = None) -> None:
         have = spans.setdefault(rel, [])
         if any(s <= start and end <= e for s, e in have):
             return
         have.append((start, end))
-        parts.append(_lines_part(files, rel, start, end, value, why))
+        part = _lines_part(files, rel, start, end, value, why)
+        part.focus = focus
+        parts.append(part)
 
     # 1. Every line the traceback names, in its enclosing function: the frames in the code under test
     # rank above those in tests (the test's own function comes with rank 3 below).
@@ -502,7 +505,7 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
         is_test = bool(TEST_PATH.search(loc.path))
         what = f"{name}, " if name else ""
         add_span(loc.path, start, end, TEST_FUNCTION if is_test else TRACEBACK,
-                 f"{what}around line {loc.line} named by the failing output")
+                 f"{what}around line {loc.line} named by the failing output", focus=loc.line)
     # 2. What the failing tests, and the traceback's lines, use: their definitions in the repository.
     sources: list[tuple[str, ast.AST]] = []
     for path, name in finding.failing_tests:
