@@ -132,7 +132,8 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
     # 2-4. Parts by value: code under test, then the failing test functions, then outlines.
     ordered = sorted(parts, key=lambda p: p.value)
     held = _held_outline(ordered)
-    reserve = 0 if held is None or cap is None else _cost(_shrink_outline(held, [], MIN_OUTLINE_ROWS))
+    # its rows near the shown lines may be longer than its first rows: half as much again
+    reserve = 0 if held is None or cap is None else _cost(_shrink_outline(held, [], MIN_OUTLINE_ROWS)) * 3 // 2
     chosen: list[Part] = []
     left_out: list[str] = []
     whole_done: set[str] = set()
@@ -154,14 +155,17 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
         room = None if cap is None else cap - used - reserve
         if room is not None and _cost(part) > room:
             shown = [(p.start, p.end) for p in chosen if p.path == part.path and p.kind == "lines"]
-            smaller = _shrink(part, room, shown)
-            if smaller is None:
+            pieces = _shrink(part, room, shown)
+            if not pieces:
                 left_out.append(part.label)
                 continue
-            left_out.append(f"{part.label}, shortened to {smaller.label.removeprefix(part.path).strip(': ')}")
-            part = smaller
-        chosen.append(part)
-        used += _cost(part)
+            if part.kind != "outline":
+                left_out.append(f"{part.label}, shortened to "
+                                + " and ".join(p.label.removeprefix(part.path).strip() for p in pieces))
+        else:
+            pieces = [part]
+        chosen += pieces
+        used += sum(_cost(p) for p in pieces)
     # 5. The file list last, as much of it as fits.
     listing: list[str] = []
     for rel in list(repo_files)[:FILE_LIST_MAX]:
@@ -183,37 +187,62 @@ def _held_outline(ordered: Sequence[Part]) -> Part | None:
     return None
 
 
-def _shrink(part: Part, room: int, shown: Sequence[tuple[int, int]]) -> Part | None:
-    """`part` cut to cost at most `room`, or None when not even a few lines fit."""
+def _shrink(part: Part, room: int, shown: Sequence[tuple[int, int]]) -> list[Part]:
+    """`part` cut to cost at most `room`: an outline to fewer rows; lines to a window around the line
+    the failing output names (growing below it twice as fast as above), with the definition's first
+    lines (its signature) kept as a part of their own when the window does not reach them, or to its
+    head. Empty when not even a few lines fit."""
     if part.kind == "outline":
-        for rows in range(part.text.count("\n") + 1, MIN_OUTLINE_ROWS - 1, -1):
+        for rows in range(part.text.count("\n") + 1, 0, -1):
             smaller = _shrink_outline(part, shown, rows)
             if _cost(smaller) <= room:
-                return smaller
-        return None
+                return [smaller]
+        return []
     lines = part.text.split("\n")
-    total = len(lines)
-    focus = part.focus if part.focus is not None and part.start <= part.focus <= part.end else part.start
-    lo = hi = focus - part.start  # 0-based indexes into `lines`, inclusive
+    focus = part.focus - part.start if part.focus is not None and part.start <= part.focus <= part.end else 0
+    window = _window(part, lines, focus, room)
+    if window is None:
+        return []
+    if window[0] > 0:
+        signature = _signature(lines)
+        if signature < focus:
+            head = _slice(part, lines, 0, signature - 1)
+            rest = _window(part, lines, focus, room - _cost(head))
+            if rest is not None:
+                return [head, _slice(part, lines, *rest)] if rest[0] > signature else \
+                    [_slice(part, lines, 0, rest[1])]
+    return [_slice(part, lines, *window)]
+
+
+def _window(part: Part, lines: list[str], focus: int, room: int) -> tuple[int, int] | None:
+    """The widest lines lo..hi (0-based, inclusive) around `focus` that cost at most `room`, if at least
+    `MIN_LINES`."""
+    lo = hi = focus
     best: tuple[int, int] | None = None
-    while True:
-        candidate = replace(part, start=part.start + lo, end=part.start + hi, text="\n".join(lines[lo:hi + 1]),
-                            kind="lines", why=f"{part.why} (shortened to fit)".strip())
-        if _cost(candidate) > room:
-            break
+    while _cost(_slice(part, lines, lo, hi)) <= room:
         best = (lo, hi)
-        if lo == 0 and hi == total - 1:
+        if lo == 0 and hi == len(lines) - 1:
             break
-        # grow below the named line twice as fast as above it (a head grows downwards only)
-        if hi < total - 1 and (lo == 0 or (hi - focus + part.start) <= 2 * (focus - part.start - lo)):
+        if hi < len(lines) - 1 and (lo == 0 or hi - focus <= 2 * (focus - lo)):
             hi += 1
         else:
             lo -= 1
-    if best is None or best[1] - best[0] + 1 < MIN_LINES:
+    if best is None or best[1] - best[0] + 1 < min(MIN_LINES, len(lines)):
         return None
-    lo, hi = best
-    return replace(part, start=part.start + lo, end=part.start + hi, text="\n".join(lines[lo:hi + 1]),
-                   kind="lines", why=f"{part.why} (shortened to fit)".strip())
+    return best
+
+
+def _signature(lines: list[str]) -> int:
+    """How many first lines a definition's signature takes (up to its `:` or `{`; at most 4)."""
+    for n, text in enumerate(lines[:4], 1):
+        if text.rstrip().endswith((":", "{")):
+            return n
+    return 1
+
+
+def _slice(part: Part, lines: list[str], lo: int, hi: int) -> Part:
+    return replace(part, kind="lines", start=part.start + lo, end=part.start + hi, text="\n".join(lines[lo:hi + 1]),
+                   why=f"{part.why} (shortened to fit)".strip())
 
 
 _ROW = re.compile(r"^\s*(\d+): ")

@@ -499,7 +499,9 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
 
     # 1. Every line the traceback names, in its enclosing function: the frames in the code under test
     # rank above those in tests (the test's own function comes with rank 3 below).
-    locations = finding.locations[-4 * MAX_FILES:][::-1]  # the innermost frame (named last) first
+    # the innermost frame (named last) first; before all, the lines pytest says an exception was raised at
+    raised = _raise_points(outputs, files)
+    locations = sorted(finding.locations[-4 * MAX_FILES:][::-1], key=lambda loc: (loc.path, loc.line) not in raised)
     for loc in locations:
         start, end, name = _span(files, loc.path, loc.line)
         is_test = bool(TEST_PATH.search(loc.path))
@@ -562,6 +564,17 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     # 3. Short files whole, in place of their parts; long ones get an outline for the rest.
     finding.parts = _complete(files, parts, spans, finding)
     return finding
+
+
+def _raise_points(outputs: Iterable[str], files: _Files) -> set[tuple[str, int]]:
+    """The lines pytest names as where an exception was raised (`pkg/mod.py:277: ValueError`)."""
+    points: set[tuple[str, int]] = set()
+    for output in outputs:
+        for m in _PYTEST_FRAME.finditer(output):
+            rel = files.resolve(m.group(1)) if m.group(4) else None
+            if rel is not None:
+                points.add((rel, int(m.group(2))))
+    return points
 
 
 def _statement_at(tree: ast.Module, line: int) -> ast.stmt | None:
