@@ -3,12 +3,14 @@
 A small local model reads a prompt at some 25 tokens a second on a laptop CPU, so the first prompt
 is what a run waits on. In order of value: the failing assertion and traceback lines, the code under
 test, the failing test function rather than its whole file, outlines, the repository's file list
-last; adding stops when the cap is reached. Without a cap everything found is shown.
+last. A part that does not fit is shortened rather than dropped (a window around the line the
+traceback names, with the definition's signature; an outline to its rows nearest the shown lines),
+so the parts of lower value after it give way; the outline of the code under test is always kept.
+Without a cap everything found is shown.
 
-Tokens are estimated as characters / 3.5 (code and English with a BPE tokenizer run at 3 to 4
-characters a token): exact counting needs litellm and, for local models, a tokenizer download,
-and this runs before any model call. The provider's own count of the first prompt is recorded
-too, once the first reply arrives.
+Tokens are estimated (`estimate_tokens`), deliberately high: exact counting needs litellm and, for
+local models, a tokenizer download, and this runs before any model call. The provider's own count
+of the first prompt is recorded too, once the first reply arrives.
 """
 
 from __future__ import annotations
