@@ -79,7 +79,7 @@ def measure(name: str, root: Path, pytest_args: list[str], buggy_line: str) -> N
 
 def main() -> int:
     print(f"{'case':<34} {'before':>7} {'bug?':>5} {'after':>7} {'bug?':>5} {'capped':>7} {'bug?':>5}")
-    print("(tokens estimated at 3.5 characters a token; capped: first_prompt_tokens 1500)")
+    print("(tokens estimated by agentloop.run.budget.estimate_tokens; capped: first_prompt_tokens 1500)")
     with tempfile.TemporaryDirectory() as tmp:
         root = _buggy(Path(tmp) / "keys")
         measure("assert in test, bug in 32-line mod", root, ["tests/test_keys.py"], "key = hashkey(*args, **kwargs)")

@@ -79,13 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     counter = subprocess.run([args.llama_python, "-c", COUNT, args.gguf], input="".join(
         json.dumps(r) + "\n" for r in requests), capture_output=True, text=True, check=True)
     counts = [int(n) for n in counter.stdout.split()]
+    from agentloop.run import budget, rules
+    cap = rules.first_prompt_tokens(args.model)
     result = {}
     for task, n, req in zip(tasks, counts, requests, strict=True):
         lines = len((task.repo / task.files[0]).read_text(encoding="utf-8").splitlines())
         chars = sum(len(m.get("content") or "") for m in req["messages"])
-        result[task.name] = {"first_prompt_tokens": n, "file_lines": lines, "characters": chars}
-        print(f"{task.name:26} {lines:5} lines  first prompt {n:6} tokens ({chars / n:.2f} characters a token)",
-              flush=True)
+        estimate = sum(budget.estimate_tokens(m.get("content") or "") for m in req["messages"])
+        result[task.name] = {"first_prompt_tokens": n, "estimate": estimate, "cap": cap, "file_lines": lines,
+                             "characters": chars}
+        print(f"{task.name:26} {lines:5} lines  first prompt {n:6} tokens, estimated {estimate:6} (cap {cap}; "
+              f"{chars / n:.2f} characters a token)", flush=True)
     big = [n for t, n in zip(tasks, counts, strict=True) if result[t.name]["file_lines"] > 500]
     print(f"median {statistics.median(counts):.0f} tokens over {len(counts)} tasks"
           + (f"; over files > 500 lines: {statistics.median(big):.0f}" if big else ""))

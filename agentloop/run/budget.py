@@ -3,12 +3,14 @@
 A small local model reads a prompt at some 25 tokens a second on a laptop CPU, so the first prompt
 is what a run waits on. In order of value: the failing assertion and traceback lines, the code under
 test, the failing test function rather than its whole file, outlines, the repository's file list
-last; adding stops when the cap is reached. Without a cap everything found is shown.
+last. A part that does not fit is shortened rather than dropped (a window around the line the
+traceback names, with the definition's signature; an outline to its rows nearest the shown lines),
+so the parts of lower value after it give way; the outline of the code under test is always kept.
+Without a cap everything found is shown.
 
-Tokens are estimated as characters / 3.5 (code and English with a BPE tokenizer run at 3 to 4
-characters a token): exact counting needs litellm and, for local models, a tokenizer download,
-and this runs before any model call. The provider's own count of the first prompt is recorded
-too, once the first reply arrives.
+Tokens are estimated (`estimate_tokens`), deliberately high: exact counting needs litellm and, for
+local models, a tokenizer download, and this runs before any model call. The provider's own count
+of the first prompt is recorded too, once the first reply arrives.
 """
 
 from __future__ import annotations
@@ -16,20 +18,45 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agentloop.run.context import Part
+from agentloop.workspace.guard import TEST_PATH
 
-CHARS_PER_TOKEN = 3.5
+WORD_TOKENS = 1.2  # tokens of a word of up to 6 letters (longer words: in proportion)
+NEWLINE_TOKENS = 0.7  # tokens of a line break with the indentation after it
 FILE_LIST_MAX = 300
+MIN_LINES = 3  # a part shortened to fewer lines than this is left out instead
+MIN_OUTLINE_ROWS = 6  # the outline of the code under test keeps at least this many definitions
 TEMPLATE_OVERHEAD = 40  # the templates' own headings and fences, kept free under the cap
 _NOISE = re.compile(r"^(=+ test session starts =+|platform |cachedir:|rootdir:|configfile:|plugins:|collect(ed|ing) "
                     r"|[\w/.-]+\.py [.sFEx]+\s*(\[\s*\d+%\])?$|\s*\[\s*\d+%\]$)")
 _KEY_LINE = re.compile(r"^(E\s|>\s|FAILED|ERROR|\S+:\d+:|Traceback|\s*File \"|.*(Error|Exception|assert))")
 
 
+_PIECE = re.compile(r"[A-Za-z_]+|\d|[^\sA-Za-z_\d]+|\s+")
+
+
 def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    """A deliberately high guess at a BPE tokenizer's count: every digit is a token of its own (Qwen's
+    and Llama 3's tokenizers split numbers into digits), a word about one token per 5 letters, a run
+    of punctuation about the square root of its length, a line break most of a token; non-ASCII
+    characters one each. Calibrated against Qwen2.5-Coder's tokenizer (benchmarks/first_prompt.py):
+    within some 15% above or below on code, digit-heavy tests included, where characters / 3.5 was
+    up to 30% low."""
+    count = 0.0
+    for match in _PIECE.finditer(text):
+        piece = match.group()
+        first = piece[0]
+        if first.isdigit():
+            count += 1
+        elif first.isalpha() or first == "_":
+            count += WORD_TOKENS * max(1.0, len(piece) / 6)
+        elif first.isspace():
+            count += NEWLINE_TOKENS if "\n" in piece else 0
+        else:
+            count += math.sqrt(len(piece))
+    return math.ceil(count + sum(ord(c) > 127 for c in text))
 
 
 def trim_output(output: str, max_tokens: int | None) -> str:
@@ -42,13 +69,13 @@ def trim_output(output: str, max_tokens: int | None) -> str:
     text = "\n".join(lines)
     if estimate_tokens(text) <= max_tokens:
         return text
-    budget = int(max_tokens * CHARS_PER_TOKEN)
+    budget = max_tokens
     keep: set[int] = set()
     used = 0
     ranked = [i for i in reversed(range(len(lines))) if _KEY_LINE.match(lines[i])] + \
              [i for i in reversed(range(len(lines))) if not _KEY_LINE.match(lines[i])]
     for i in ranked:
-        cost = len(lines[i]) + 1
+        cost = estimate_tokens(lines[i]) + 1
         if used + cost > budget:
             continue
         keep.add(i)
@@ -90,8 +117,10 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
     """Choose what the first prompt shows. `fixed`: the text that is there anyway (system prompt, task);
     `wholes`: short files that may be shown whole in place of their parts, when that fits.
 
-    A part that does not fit is left out and the next one tried, so a long function does not keep
-    out a short one.
+    Parts are taken in order of value; one that does not fit whole is shortened to what is left (a
+    window around the line the failing output names, or the head of a definition; an outline to the
+    rows nearest the shown lines), so the lower-value parts after it give way, not it. Room for a
+    short outline of the code under test is held back until its turn: it is always shown.
     """
     wholes = wholes or {}
     if cap is not None:
@@ -103,27 +132,42 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
     trimmed = [trim_output(o, share) for o in outputs]
     used += sum(estimate_tokens(o) + 12 for o in trimmed)
     # 2-4. Parts by value: code under test, then the failing test functions, then outlines.
+    ordered = sorted(parts, key=lambda p: p.value)
+    held = _held_outline(ordered)
+    # its rows near the shown lines may be longer than its first rows: half as much again
+    reserve = 0 if held is None or cap is None else _cost(_shrink_outline(held, [], MIN_OUTLINE_ROWS)) * 3 // 2
     chosen: list[Part] = []
     left_out: list[str] = []
     whole_done: set[str] = set()
-    for part in sorted(parts, key=lambda p: p.value):
+    for part in ordered:
         if part.path in whole_done:
             continue
+        if part is held:
+            reserve = 0
         whole = wholes.get(part.path) if part.kind != "whole" else None
         if whole is not None:
             cost = _cost(whole) - sum(_cost(p) for p in chosen if p.path == part.path)
-            if cap is None or used + cost <= cap:
+            if cap is None or used + reserve + cost <= cap:
                 chosen = [p for p in chosen if p.path != part.path] + [whole]
                 whole_done.add(part.path)
                 used += cost
                 continue
         if part.kind == "whole":
             whole_done.add(part.path)
-        if cap is not None and used + _cost(part) > cap:
-            left_out.append(part.label)
-            continue
-        chosen.append(part)
-        used += _cost(part)
+        room = None if cap is None else cap - used - reserve
+        if room is not None and _cost(part) > room:
+            shown = [(p.start, p.end) for p in chosen if p.path == part.path and p.kind == "lines"]
+            pieces = _shrink(part, room, shown)
+            if not pieces:
+                left_out.append(part.label)
+                continue
+            if part.kind != "outline":
+                left_out.append(f"{part.label}, shortened to "
+                                + " and ".join(p.label.removeprefix(part.path).strip() for p in pieces))
+        else:
+            pieces = [part]
+        chosen += pieces
+        used += sum(_cost(p) for p in pieces)
     # 5. The file list last, as much of it as fits.
     listing: list[str] = []
     for rel in list(repo_files)[:FILE_LIST_MAX]:
@@ -135,6 +179,116 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
         used += cost
     return Filled(trimmed, _grouped(chosen), "\n".join(listing), used + (TEMPLATE_OVERHEAD if cap is not None else 0),
                   left_out)
+
+
+def _held_outline(ordered: Sequence[Part]) -> Part | None:
+    """The outline of the code under test (the best non-test file that has one), whose room is held back."""
+    for part in ordered:
+        if not TEST_PATH.search(part.path):
+            return next((p for p in ordered if p.path == part.path and p.kind == "outline"), None)
+    return None
+
+
+def _shrink(part: Part, room: int, shown: Sequence[tuple[int, int]]) -> list[Part]:
+    """`part` cut to cost at most `room`: an outline to fewer rows; lines to a window around the line
+    the failing output names (growing below it twice as fast as above), with the definition's first
+    lines (its signature) kept as a part of their own when the window does not reach them, or to its
+    head. Empty when not even a few lines fit."""
+    if part.kind == "outline":
+        for rows in range(part.text.count("\n") + 1, 0, -1):
+            smaller = _shrink_outline(part, shown, rows)
+            if _cost(smaller) <= room:
+                return [smaller]
+        return []
+    lines = part.text.split("\n")
+    focus = part.focus - part.start if part.focus is not None and part.start <= part.focus <= part.end else 0
+    window = _window(part, lines, focus, room)
+    if window is None:
+        return []
+    if window[0] > 0:
+        signature = _signature(lines)
+        if signature < focus:
+            head = _slice(part, lines, 0, signature - 1)
+            rest = _window(part, lines, focus, room - _cost(head))
+            if rest is not None:
+                return [head, _slice(part, lines, *rest)] if rest[0] > signature else \
+                    [_slice(part, lines, 0, rest[1])]
+    return [_slice(part, lines, *window)]
+
+
+def _window(part: Part, lines: list[str], focus: int, room: int) -> tuple[int, int] | None:
+    """The widest lines lo..hi (0-based, inclusive) around `focus` that cost at most `room`, if at least
+    `MIN_LINES`."""
+    lo = hi = focus
+    best: tuple[int, int] | None = None
+    while _cost(_slice(part, lines, lo, hi)) <= room:
+        best = (lo, hi)
+        if lo == 0 and hi == len(lines) - 1:
+            break
+        if hi < len(lines) - 1 and (lo == 0 or hi - focus <= 2 * (focus - lo)):
+            hi += 1
+        else:
+            lo -= 1
+    if best is None or best[1] - best[0] + 1 < min(MIN_LINES, len(lines)):
+        return None
+    return best
+
+
+def _signature(lines: list[str]) -> int:
+    """How many first lines a definition's signature takes (up to its `:` or `{`; at most 4)."""
+    for n, text in enumerate(lines[:4], 1):
+        if text.rstrip().endswith((":", "{")):
+            return n
+    return 1
+
+
+def _slice(part: Part, lines: list[str], lo: int, hi: int) -> Part:
+    return replace(part, kind="lines", start=part.start + lo, end=part.start + hi, text="\n".join(lines[lo:hi + 1]),
+                   why=f"{part.why} (shortened to fit)".strip())
+
+
+_ROW = re.compile(r"^\s*(\d+): ")
+_SKIPPED = re.compile(r"^\s*\[(\d+) more definitions?, lines (\d+)-(\d+)\]$")
+
+
+def _shrink_outline(part: Part, shown: Sequence[tuple[int, int]], rows: int) -> Part:
+    """An outline cut to the `rows` definitions nearest the `shown` line ranges (the file's head when
+    none); each run of the others becomes one `[N more definitions, lines A-B]` line."""
+    entries: list[tuple[int, int, int, str]] = []  # (first line, last line, definitions, text)
+    for row in part.text.split("\n"):
+        if (m := _SKIPPED.match(row)):
+            entries.append((int(m.group(2)), int(m.group(3)), int(m.group(1)), row))
+        elif (m := _ROW.match(row)):
+            entries.append((int(m.group(1)), int(m.group(1)), 1, row))
+    defs = [i for i, e in enumerate(entries) if e[3] and not _SKIPPED.match(e[3])]
+
+    # the definition each shown range starts in comes first, then the rows nearest the shown lines
+    heads = {max((i for i in defs if entries[i][0] <= s), default=-1) for s, _ in shown}
+
+    def distance(i: int) -> int:
+        line = entries[i][0]
+        if i in heads:
+            return -1
+        return min((0 if s <= line <= e else min(abs(line - s), abs(line - e)) for s, e in shown), default=line)
+
+    keep = set(sorted(defs, key=distance)[:rows])
+    out: list[str] = []
+    run: list[tuple[int, int, int, str]] = []
+
+    def flush() -> None:
+        if run:
+            n = sum(e[2] for e in run)
+            out.append(f"      [{n} more definition{'s' if n > 1 else ''}, lines {run[0][0]}-{run[-1][1]}]")
+            run.clear()
+
+    for i, entry in enumerate(entries):
+        if i in keep:
+            flush()
+            out.append(entry[3])
+        else:
+            run.append(entry)
+    flush()
+    return replace(part, text="\n".join(out))
 
 
 def _cost(part: Part) -> int:

@@ -71,6 +71,7 @@ class Part:
     text: str
     value: int
     why: str = ""
+    focus: int | None = None  # the line the failing output names, if any: a shortened part keeps it
 
     @property
     def label(self) -> str:
@@ -487,22 +488,26 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     parts: list[Part] = []
     spans: dict[str, list[tuple[int, int]]] = {}
 
-    def add_span(rel: str, start: int, end: int, value: int, why: str) -> None:
+    def add_span(rel: str, start: int, end: int, value: int, why: str, focus: int | None = None) -> None:
         have = spans.setdefault(rel, [])
         if any(s <= start and end <= e for s, e in have):
             return
         have.append((start, end))
-        parts.append(_lines_part(files, rel, start, end, value, why))
+        part = _lines_part(files, rel, start, end, value, why)
+        part.focus = focus
+        parts.append(part)
 
     # 1. Every line the traceback names, in its enclosing function: the frames in the code under test
     # rank above those in tests (the test's own function comes with rank 3 below).
-    locations = finding.locations[-4 * MAX_FILES:][::-1]  # the innermost frame (named last) first
+    # the innermost frame (named last) first; before all, the lines pytest says an exception was raised at
+    raised = _raise_points(outputs, files)
+    locations = sorted(finding.locations[-4 * MAX_FILES:][::-1], key=lambda loc: (loc.path, loc.line) not in raised)
     for loc in locations:
         start, end, name = _span(files, loc.path, loc.line)
         is_test = bool(TEST_PATH.search(loc.path))
         what = f"{name}, " if name else ""
         add_span(loc.path, start, end, TEST_FUNCTION if is_test else TRACEBACK,
-                 f"{what}around line {loc.line} named by the failing output")
+                 f"{what}around line {loc.line} named by the failing output", focus=loc.line)
     # 2. What the failing tests, and the traceback's lines, use: their definitions in the repository.
     sources: list[tuple[str, ast.AST]] = []
     for path, name in finding.failing_tests:
@@ -559,6 +564,17 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     # 3. Short files whole, in place of their parts; long ones get an outline for the rest.
     finding.parts = _complete(files, parts, spans, finding)
     return finding
+
+
+def _raise_points(outputs: Iterable[str], files: _Files) -> set[tuple[str, int]]:
+    """The lines pytest names as where an exception was raised (`pkg/mod.py:277: ValueError`)."""
+    points: set[tuple[str, int]] = set()
+    for output in outputs:
+        for m in _PYTEST_FRAME.finditer(output):
+            rel = files.resolve(m.group(1)) if m.group(4) else None
+            if rel is not None:
+                points.add((rel, int(m.group(2))))
+    return points
 
 
 def _statement_at(tree: ast.Module, line: int) -> ast.stmt | None:

@@ -25,9 +25,9 @@ class Opening:
     example_path: str  # the file the format example quotes
     files: list[str]  # the files shown, in order
     partial: dict[str, str] = field(default_factory=dict)  # file -> what of it was shown (e.g. "lines 40-61")
-    estimated_tokens: int = 0  # of the system message and this one (characters / 3.5)
+    estimated_tokens: int = 0  # of the system message and this one (budget.estimate_tokens)
     shown: list[str] = field(default_factory=list)  # labels of the parts shown
-    left_out: list[str] = field(default_factory=list)  # labels of what the budget left out
+    left_out: list[str] = field(default_factory=list)  # labels of what the budget left out or shortened
 
 
 def shown_files(parts: Sequence[context.Part]) -> list[feedback.ShownFile]:

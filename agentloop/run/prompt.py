@@ -28,7 +28,7 @@ class Prompt:
         self.in_play: list[str] = list(config.files)  # files shown to the model so far
         self.examples: set[str] = set()  # format examples shown to the model, verbatim
         self.partial: dict[str, str] = {}  # files shown only in part -> which part (no whole-file reply to them)
-        self.first_prompt_estimate = 0  # characters / 3.5 of the opening messages (agentloop.run.budget)
+        self.first_prompt_estimate = 0  # estimated tokens of the opening messages (agentloop.run.budget)
 
     def shared_files(self) -> list[str]:
         """The repository's files the model may know of: all but the private ones."""

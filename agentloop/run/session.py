@@ -135,7 +135,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         "completion_tokens": t.completion_tokens,
         "tokens": t.prompt_tokens + t.completion_tokens,
         "first_prompt_tokens": t.first_prompt_tokens,  # the provider's count (0: no reply)
-        "first_prompt_estimate": t.first_prompt_estimate,  # characters / 3.5 (agentloop.run.budget)
+        "first_prompt_estimate": t.first_prompt_estimate,  # estimated tokens (agentloop.run.budget)
         "cost_usd": round(t.cost_usd, 6),
         "cost_notes": sorted(t.cost_notes),
         "duration_s": result.duration_s,

@@ -35,7 +35,7 @@ class Totals:
     unusable_turns: int = 0
     turns_finished: int = 0  # turns in which the model answered (the last turn may have failed before that)
     first_prompt_tokens: int = 0  # the provider's count of the first call's prompt (0: no reply, or not counted)
-    first_prompt_estimate: int = 0  # characters / 3.5 of the opening messages (agentloop.run.budget)
+    first_prompt_estimate: int = 0  # estimated tokens of the opening messages (agentloop.run.budget)
     cost_notes: set[str] = field(default_factory=set)
 
     def add(self, reply: ModelReply) -> None:
