@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 from fake_llm import FakeLLM  # noqa: E402
-from run_suite import load_tasks, prepare_repo  # noqa: E402
+from run_suite import fix_command, load_tasks, prepare_repo  # noqa: E402
 
 COUNT = """
 import json, sys
@@ -49,13 +49,7 @@ def first_request(task, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"fp-{task.name}-") as tmp, \
             FakeLLM([{"content": "I cannot tell."}], models=[args.model.split("/", 1)[1]]) as server:
         repo = prepare_repo(task, Path(tmp) / "repo")
-        cmd = [*shlex.split(args.agentloop), "fix", task.description, "--check", task.check, "--max-turns", "1",
-               "--json", "--model", args.model, "--api-base", server.api_base]
-        if task.give_files:
-            for f in task.files:
-                cmd += ["--file", f]
-        if args.edit_format:
-            cmd += ["--edit-format", args.edit_format]
+        cmd = fix_command(task, args, server.api_base, "--max-turns", "1")
         proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300,
                               env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
         if not server.requests:

@@ -142,16 +142,22 @@ class RunRecord:
         return self.prompt_tokens + self.completion_tokens
 
 
-def run_agentloop(task: Task, repo: Path, args: argparse.Namespace, log: Path | None) -> RunRecord:
-    rec = RunRecord(task.name, "agentloop")
-    cmd = [*shlex.split(args.agentloop), "fix", task.description, "--check", task.check,
-           "--max-turns", str(args.max_turns), "--time-limit", str(max(30, args.task_timeout - 20)),
-           "--json", "--model", args.model, "--api-base", args.api_base]
+def fix_command(task: Task, args: argparse.Namespace, api_base: str, *limits: str) -> list[str]:
+    """The `agentloop fix` command line for `task` (files named only where the task gives them)."""
+    cmd = [*shlex.split(args.agentloop), "fix", task.description, "--check", task.check, *limits,
+           "--json", "--model", args.model, "--api-base", api_base]
     if task.give_files:
         for f in task.files:
             cmd += ["--file", f]
     if args.edit_format:
         cmd += ["--edit-format", args.edit_format]
+    return cmd
+
+
+def run_agentloop(task: Task, repo: Path, args: argparse.Namespace, log: Path | None) -> RunRecord:
+    rec = RunRecord(task.name, "agentloop")
+    cmd = fix_command(task, args, args.api_base, "--max-turns", str(args.max_turns),
+                      "--time-limit", str(max(30, args.task_timeout - 20)))
     env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1"}
     code, out, secs = run_limited(cmd, repo, args.task_timeout, env, log)
     rec.exit_code, rec.seconds, rec.timed_out = code, secs, code is None
