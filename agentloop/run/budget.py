@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from agentloop.run.context import Part
+from agentloop.run.context import TEST_FUNCTION, Part
 from agentloop.workspace.guard import TEST_PATH
 
 WORD_TOKENS = 1.2  # tokens of a word of up to 6 letters (longer words: in proportion)
@@ -120,7 +120,8 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
     Parts are taken in order of value; one that does not fit whole is shortened to what is left (a
     window around the line the failing output names, or the head of a definition; an outline to the
     rows nearest the shown lines), so the lower-value parts after it give way, not it. Room for a
-    short outline of the code under test is held back until its turn: it is always shown.
+    short outline of the code under test is held back until its turn; only a piece of the code under
+    test that fits whole in it, or would not fit at all otherwise, may take it.
     """
     wholes = wholes or {}
     if cap is not None:
@@ -155,9 +156,13 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
         if part.kind == "whole":
             whole_done.add(part.path)
         room = None if cap is None else cap - used - reserve
+        if room is not None and part.value < TEST_FUNCTION and room < _cost(part) <= room + reserve:
+            room += reserve  # the code under test comes before the outline: whole, it may take the held room
         if room is not None and _cost(part) > room:
             shown = [(p.start, p.end) for p in chosen if p.path == part.path and p.kind == "lines"]
             pieces = _shrink(part, room, shown)
+            if not pieces and part.value < TEST_FUNCTION:  # nothing of it fits beside the outline: it goes first
+                pieces = _shrink(part, room + reserve, shown)
             if not pieces:
                 left_out.append(part.label)
                 continue
