@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentloop.record.trajectory import SUMMARY, TRAJECTORY
+from agentloop.workspace.gitsafe import git_argv, git_env
 from agentloop.workspace.isolation import BRANCH_PREFIX, WORKSPACE_FILE, alive, read_json, state_dir
 from agentloop.workspace.repo import git
 
@@ -70,7 +71,8 @@ def prune_runs(repo: Path, runs_dir: Path, keep: int, *, dry_run: bool = False) 
         has_branch = bool(git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False).strip())
         if not dry_run and has_branch:
             # `git branch -D` refuses a branch checked out in some worktree: someone is looking at it.
-            if subprocess.run(["git", "branch", "-D", "-q", branch], cwd=repo, capture_output=True).returncode:
+            if subprocess.run(git_argv("branch", "-D", "-q", branch), cwd=repo, env=git_env(),
+                              capture_output=True).returncode:
                 report.kept_checked_out.append(run_dir.name)
                 continue
         report.removed.append(run_dir.name)
