@@ -386,3 +386,23 @@ def test_a_symlink_out_of_the_shared_files_is_never_shown(tmp_path):
     found = context.find_context(root, [output], ["link_out.py", "link_private.py"], given=["link_out.py"])
     text = "".join(p.text for p in found.parts) + "".join(p.text for p in found.wholes.values())
     assert "TOKEN-123" not in text and "PRIVATE-456" not in text
+
+
+def test_the_rendered_first_prompt_never_passes_its_cap(tmp_path):
+    """The cap holds for the prompt as sent (templates, headings and all), whatever the cap: the fill's
+    part-by-part count is an estimate of its own, so the rendered text is what is measured."""
+    from agentloop.run import opening
+    from agentloop.workspace.checks import CommandResult
+
+    root = _buggy(tmp_path)
+    output = _pytest(root, "tests/test_keys.py", "tests/test_pricing.py")
+    # a long command line, digits and all, as a CI machine's virtualenv gives: it is shown too
+    command = "/check/work/main-296/.venv/bin/python -m pytest -q -p no:cacheprovider tests"
+    failing = CommandResult(command=command, exit_code=1, output=output, duration_s=0.1)
+    over = []
+    for cap in range(1100, 1700, 3):
+        built = opening.build(root, "Make the tests pass.", [failing], _files(root), [],
+                              lambda path: "You fix code. Reply with whole files. " * 20, cap)
+        if built.estimated_tokens > cap:
+            over.append((cap, built.estimated_tokens))
+    assert not over

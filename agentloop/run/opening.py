@@ -17,6 +17,8 @@ from agentloop.run import budget, context, feedback
 from agentloop.workspace.checks import CommandResult
 from agentloop.workspace.guard import TEST_PATH
 
+REFILLS = 4  # fills of the first prompt at most, each tighter, until the rendered prompt fits its cap
+
 
 @dataclass
 class Opening:
@@ -62,8 +64,24 @@ def build(root: Path, task: str, visible: Sequence[CommandResult], repo_files: S
     named = list(given) + [p.path for p in found.parts]
     example = next((p for p in named if not TEST_PATH.search(p)), next(iter(named), ""))
     system = render_system(example)
-    filled = budget.fill(found.parts, [r.output for r in failing], repo_files, fixed=system + task, cap=cap,
-                         wholes=found.wholes)
+    fixed = "\n".join([system, task, *(r.command for r in visible)])  # shown whatever else fits
+    limit = cap
+    for _ in range(REFILLS):
+        filled = budget.fill(found.parts, [r.output for r in failing], repo_files, fixed=fixed, cap=limit,
+                             wholes=found.wholes)
+        user = _render(task, visible, failing, filled)
+        tokens = budget.estimate_tokens(system + user)
+        if cap is None or limit is None or tokens <= cap:
+            break
+        # The fill counts part by part; the rendered whole can come out a little higher. Fill again,
+        # that much tighter, so the cap holds for the prompt as sent.
+        limit -= tokens - cap
+    return Opening(system, user, example, list(dict.fromkeys(p.path for p in filled.parts)),
+                   partial_of(filled.parts), tokens, [p.label for p in filled.parts], filled.left_out)
+
+
+def _render(task: str, visible: Sequence[CommandResult], failing: Sequence[CommandResult],
+            filled: budget.Filled) -> str:
     trimmed = dict(zip((id(r) for r in failing), filled.outputs, strict=True))
     checks: list[dict[str, Any]] = []
     for result in visible:
@@ -71,11 +89,8 @@ def build(root: Path, task: str, visible: Sequence[CommandResult], repo_files: S
         if id(result) in trimmed:
             view["output"] = trimmed[id(result)].rstrip()
         checks.append(view)
-    user = feedback.render("task.j2", task=task, checks=checks, files=shown_files(filled.parts),
+    return feedback.render("task.j2", task=task, checks=checks, files=shown_files(filled.parts),
                            file_list=filled.file_list)
-    return Opening(system, user, example, list(dict.fromkeys(p.path for p in filled.parts)),
-                   partial_of(filled.parts), budget.estimate_tokens(system + user),
-                   [p.label for p in filled.parts], filled.left_out)
 
 
 def read_whole(partial: dict[str, str], path: str, output: str) -> None:
