@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,27 @@ def test_new_protected_file_made_by_code_is_removed(tmp_path, monkeypatch):
     assert not (repo / "conftest.py").exists() and (repo / "test_calc.py").read_text() == TEST_CALC
     assert not (repo / "test_calc.py").stat().st_mode & 0o111
     assert guard.changed(ws.list_files()) == []
+
+
+def test_an_ignored_protected_file_of_the_user_is_kept(tmp_path, monkeypatch):
+    """A scratch test the user's .gitignore hides is theirs: it is not "new", so it is never removed;
+    if code rewrites it during a check it is put back as it was, not deleted."""
+    repo = make_repo(tmp_path / "repo", {"calc.py": CALC, "tests/test_calc.py": TEST_CALC,
+                                         ".gitignore": "tests/test_scratch.py\nconftest.py\n"})
+    (repo / "tests/test_scratch.py").write_text("# my scratch work\n")
+    (repo / "conftest.py").symlink_to("tests/test_scratch.py")
+    ws = Workspace(repo)
+    guard = ProtectedFiles(repo, ["conftest.py", "tests/**"], ws.snapshot())
+    assert guard.changed(ws.list_files()) == []
+    (repo / "tests/test_scratch.py").write_text("def test_add(): pass\n")
+    assert guard.changed(ws.list_files()) == ["tests/test_scratch.py"]
+    assert guard.restore(["tests/test_scratch.py"]) == []
+    assert (repo / "tests/test_scratch.py").read_text() == "# my scratch work\n"
+    assert os.readlink(repo / "conftest.py") == "tests/test_scratch.py"
+    # through `fix --in-place`, as the user runs it
+    with FakeLLM([{"content": "GIVE UP"}]) as server:
+        run_fix(repo, server, "--check", PYTEST, "--max-turns", "1", "--in-place", monkeypatch=monkeypatch)
+    assert (repo / "tests/test_scratch.py").read_text() == "# my scratch work\n"
 
 
 def test_restore_never_writes_through_a_symlink_out_of_the_repo(tmp_path):

@@ -106,6 +106,27 @@ class ProtectedFiles:
             mode, _, blob = meta.split()
             if is_protected(path, self.patterns):
                 self.start[path] = _Entry(mode, blob)
+        self._keep_ignored_at_start()
+
+    def _keep_ignored_at_start(self) -> None:
+        """Protected files git ignores (a scratch test, a local conftest.py) are the user's too: the
+        start tree lacks them, so their content is stored now, or they would count as new and be removed."""
+        ignored = [p for p in self._ignored() if p not in self.start and not CHECK_OUTPUT.search(p)
+                   and is_protected(p, self.patterns)]
+        links = [p for p in ignored if (self.root / p).is_symlink()]
+        regular = [p for p in ignored if p not in links and (self.root / p).is_file()]
+        if regular:
+            proc = subprocess.run(git_argv("hash-object", "-w", "--no-filters", "--stdin-paths"), cwd=self.root,
+                                  env=git_env(), input="\n".join(regular) + "\n", capture_output=True, text=True,
+                                  check=True)
+            for path, blob in zip(regular, proc.stdout.split(), strict=True):
+                mode = "100755" if os.stat(self.root / path).st_mode & 0o111 else "100644"
+                self.start[path] = _Entry(mode, blob)
+        for path in links:
+            blob = subprocess.run(git_argv("hash-object", "-w", "--stdin"), cwd=self.root, env=git_env(),
+                                  input=os.readlink(self.root / path), capture_output=True, text=True,
+                                  check=True).stdout.strip()
+            self.start[path] = _Entry(SYMLINK_MODE, blob)
 
     def changed(self, current_files: Sequence[str]) -> list[str]:
         """Protected paths whose content differs from the start (changed, deleted or new)."""
