@@ -1,7 +1,9 @@
 """Measure `agentloop batch` throughput: generated tasks, the scripted server with a fixed reply delay
 standing in for the model, several worker counts, the local backend (and Ray when asked).
 
-Each task is a tiny repository whose check fails until the one scripted reply fixes it (one turn).
+Each task is a tiny repository whose check fails until the scripted reply fixes it: at the first turn,
+or with `--turns N` at the N-th (the replies before it are real edits that leave the bug), so the
+per-step cost of a longer episode shows apart from the once-per-rollout set-up and end.
 Prints per backend and worker count: rollouts per hour and environment steps (turns) per second over
 the batch's whole wall time (start-up included), rollouts per hour in the steady state (workers /
 mean rollout latency, Little's law: what a long batch approaches once the one-time start-up, the
@@ -14,7 +16,7 @@ processes and their warm workers then exist; the pass's wall time is printed), a
 Ray adds per rollout, median and p95 (the driver's round trip minus the time inside the task). The
 load average is printed first: on a shared machine the figures move with it.
 
-Run:  .venv/bin/python benchmarks/bench_batch.py [--tasks 32] [--delay 1.0] [--workers 1,2,4,8] [--ray]
+Run:  .venv/bin/python benchmarks/bench_batch.py [--tasks 32] [--delay 1.0] [--workers 1,2,4,8] [--turns 1] [--ray]
 """
 
 from __future__ import annotations
@@ -36,11 +38,26 @@ from fake_llm import FakeLLM  # noqa: E402
 from agentloop.batch.driver import Settings, read_results, run_batch  # noqa: E402
 
 BUGGY = "def add(a, b):\n    return a - b\n"
-FIX = "calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n"
 CHECK = f"{sys.executable} -c \"import calc, sys; sys.exit(calc.add(2, 3) != 5)\""
 
 
-def make_tasks(folder: Path, n: int) -> Path:
+class TurnsLLM(FakeLLM):
+    """The scripted server, replying by the turn a request is for: an edit that keeps the bug (a new
+    comment) before turn `turns`, the fix at it. Requests are not kept (a long batch would pile them up)."""
+
+    def __init__(self, turns: int, delay: float):
+        super().__init__([])
+        self.turns, self.delay = turns, delay
+
+    def next_step(self, body: dict) -> dict:
+        turn = sum(m.get("role") == "assistant" for m in body.get("messages", []))
+        current = "    return a - b" + (f"  # try {turn}" if turn else "")
+        new = f"    return a - b  # try {turn + 1}" if turn + 1 < self.turns else "    return a + b"
+        return {"content": f"calc.py\n<<<<<<< SEARCH\n{current}\n=======\n{new}\n>>>>>>> REPLACE\n",
+                "delay": self.delay}
+
+
+def make_tasks(folder: Path, n: int, turns: int = 1) -> Path:
     rows = []
     for i in range(n):
         repo = folder / f"repo{i}"
@@ -50,7 +67,7 @@ def make_tasks(folder: Path, n: int) -> Path:
                      ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start"]):
             subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
         rows.append({"id": f"t{i}", "task": "add must add", "source": {"path": str(repo)}, "checks": [CHECK],
-                     "limits": {"max_turns": 2}})
+                     "limits": {"max_turns": turns + 1}})
     path = folder / "tasks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -119,16 +136,17 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=32)
     parser.add_argument("--delay", type=float, default=1.0)
     parser.add_argument("--workers", default="1,2,4,8")
+    parser.add_argument("--turns", type=int, default=1, help="the turn at which the scripted reply fixes the bug")
     parser.add_argument("--ray", action="store_true", help="also the Ray backend (needs agentloop[ray])")
     args = parser.parse_args()
     backends = ["local"] + (["ray"] if args.ray else [])
     cores = os.cpu_count() or 1
     workers_list = [int(w) for w in args.workers.split(",")]
-    print(f"{args.tasks} one-turn rollouts, model delay {args.delay}s, sandbox off, {cores} cores, "
+    print(f"{args.tasks} rollouts of {args.turns} turn(s), model delay {args.delay}s, sandbox off, {cores} cores, "
           f"load average {os.getloadavg()[0]:.1f}; fork server start-up {server_start_s():.1f}s")
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp, \
-            FakeLLM([{"content": FIX, "delay": args.delay}]) as server:
-        tasks = make_tasks(Path(tmp), args.tasks)
+            TurnsLLM(args.turns, args.delay) as server:
+        tasks = make_tasks(Path(tmp), args.tasks, args.turns)
         print(f"{'backend':8} {'workers':>7} {'passed':>7} {'wall s':>7} {'rollouts/h':>10} {'steady/h':>8} "
               f"{'steps/s':>7} "
               f"{'p50 s':>6} {'p95 s':>6} {'setup ms':>8} {'fw ms/step':>10} {'fw share':>8} {'litellm ms':>10} "

@@ -166,6 +166,7 @@ class Loop:
         self.expect_edit(content)
         result = apply_reply(self.workspace.root, content, protect=self.checks.protect, known_files=self.prompt.in_play,
                              partial=self.prompt.partial)
+        self.checks.touched()
         self.status("")
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")

@@ -197,7 +197,7 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
                 workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
             )
             private = frozenset() if config.include_untracked else private_files(workspace, config)
-            work = isolation.begin(start_tree)
+            work = isolation.begin(start_tree, base_commit)
             if model is None:
                 def retrying(attempt: int, error: str) -> None:
                     status(f"waiting for the model (retry {attempt}: {error})")

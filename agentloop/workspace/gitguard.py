@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentloop.files import atomic_write
-from agentloop.workspace.repo import git
+from agentloop.workspace.repo import Workspace, common_dir
 
 # Files under a git directory that change what git runs or how it reads files.
 GUARDED = ("config", "config.worktree", "info/attributes")
@@ -24,11 +24,8 @@ class GitConfigGuard:
     saved: dict[Path, bytes | None] = field(default_factory=dict)
 
     @classmethod
-    def for_workspace(cls, root: Path) -> GitConfigGuard:
-        dirs = []
-        for arg in ("--absolute-git-dir", "--git-common-dir"):
-            out = Path(git(["rev-parse", arg], root, check=False).strip() or ".git")
-            dirs.append((out if out.is_absolute() else root / out).resolve())
+    def for_workspace(cls, workspace: Workspace) -> GitConfigGuard:
+        dirs = [workspace.git_dir.resolve(), common_dir(workspace.root)]
         paths = [d / name for d in dict.fromkeys(dirs) for name in GUARDED]
         guard = cls(paths)
         guard.remember()

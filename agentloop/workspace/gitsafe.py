@@ -9,6 +9,7 @@ text decided by content (see `workspace.Workspace.diff`). Cheap to import (the p
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,11 +21,17 @@ SAFE_CONFIG = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "
 
 def git_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of agentloop's own git: no secret (provider keys, tokens), no system config."""
-    from agentloop.workspace.checks import SECRET_NAME
-
-    env = {k: v for k, v in (base if base is not None else os.environ).items() if not SECRET_NAME.search(k)}
+    env = {k: v for k, v in (base if base is not None else os.environ).items() if not _secret_name(k)}
     env.update(GIT_CONFIG_NOSYSTEM="1", GIT_ATTR_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
     return env
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    """Asked for every variable of every git call (some 50 a turn): the answer for a name never changes."""
+    from agentloop.workspace.checks import SECRET_NAME
+
+    return bool(SECRET_NAME.search(name))
 
 
 def git_argv(*args: str) -> list[str]:

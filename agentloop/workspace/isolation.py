@@ -229,15 +229,16 @@ class Isolation:
         recover(self.user.root, self.note)
         self.refuse_if_tree_busy()
 
-    def begin(self, start_tree: str) -> Workspace:
-        """Record this run, commit its starting state on its branch, and return the tree it works in."""
+    def begin(self, start_tree: str, head: str | None = None) -> Workspace:
+        """Record this run, commit its starting state on its branch, and return the tree it works in.
+        `head`: the user's HEAD commit, when the caller has just read it."""
         (self.state / "runs").mkdir(parents=True, exist_ok=True)
         record = {"run_id": self.run_id, "pid": os.getpid(), "ticks": process_ticks(os.getpid()),
                   "mode": self.mode, "root": str(self.user.root), "worktree": None, "pooled": not self.in_place,
                   "run_dir": str(self.run_dir)}
         write_json(self.record_path, record)  # before anything exists that would need cleaning up
         self.start_tree = start_tree
-        head = self.user.head()
+        head = head or self.user.head()
         self.start_commit = self.commit(self.start_tree, head, f"agentloop {self.run_id}: starting state")
         git(["update-ref", f"refs/heads/{self.branch}", self.start_commit, ""], self.user.root)
         self.tip = self.start_commit

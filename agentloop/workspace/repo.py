@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -162,6 +163,15 @@ class Workspace:
         Whether a file is text is decided by its content alone: a `.gitattributes` saying `-diff`,
         a textconv or an external diff driver cannot hide a change behind "Binary files differ"."""
         new_tree = new_tree or self.snapshot()
+        key = (str(self.root), old_tree, new_tree)
+        text = _DIFFS.get(key)
+        if text is None:
+            text = self._diff(old_tree, new_tree)
+            if len(text) <= _MEMO_TEXT:
+                _remember(_DIFFS, key, text)
+        return text
+
+    def _diff(self, old_tree: str, new_tree: str) -> str:
         changes = self.changes(old_tree, new_tree)
         if not changes:
             return ""
@@ -241,7 +251,34 @@ class Change:
         return self.new_sha == ZERO_SHA
 
 
+# Two object ids name the same content for good, so what differs between them never changes: a
+# turn asks for the same pair several times (the applied edit, the guard, the record, the end).
+_OBJECT_ID = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})$")
+_MEMO_SIZE = 256
+_MEMO_TEXT = 1 << 20  # a bigger patch is diffed again rather than held
+_DIFFS: dict[tuple[str, str, str], str] = {}
+_CHANGES: dict[tuple[str, str, str], tuple[Change, ...]] = {}
+
+
 def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
+    """The files that differ between two trees (see `Workspace.changes`)."""
+    key = (str(cwd), old_tree, new_tree)
+    if key in _CHANGES:
+        return list(_CHANGES[key])
+    changes = _tree_changes(cwd, old_tree, new_tree)
+    _remember(_CHANGES, key, tuple(changes))
+    return changes
+
+
+def _remember(memo: dict, key: tuple[str, str, str], value: object) -> None:
+    """Keep `value` when the key names two object ids (a ref or "HEAD" may move); a full memo starts over."""
+    if _OBJECT_ID.match(key[1]) and _OBJECT_ID.match(key[2]):
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = value
+
+
+def _tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
     out = git(["diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", "--no-textconv", old_tree,
                new_tree], cwd)
     fields = out.split("\0")

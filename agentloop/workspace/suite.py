@@ -46,7 +46,7 @@ class CheckSuite:
         self.progress, self.status, self.check_output = progress, status, check_output  # -v's check output
         self.turn = 0  # the turn the checks run for, as the trajectory records it
         self.env = check_env(config.pass_env)
-        self.git_config = GitConfigGuard.for_workspace(workspace.root)
+        self.git_config = GitConfigGuard.for_workspace(workspace)
         self.sandbox = sandbox.Sandbox("off")
         self.held_out = held_out.HeldOut()
         self.environment = workspace_env.Environment(self.user_root, workspace.root, [], workspace.root, False)
@@ -58,6 +58,9 @@ class CheckSuite:
         self.tampered: list[str] = []  # protected files changed while this round of checks ran
         self.flags: dict[str, int] = {}  # suspicious-edit and tampering flags of the run, by kind
         self.last_results: list[CommandResult] = []
+        # Protected files as at the start, as of the last look, and nothing has run or been written
+        # since (then the look before the next check, or at the end, is saved). See `touched`.
+        self.pristine = False
 
     def flag(self, kind: str) -> None:
         self.flags[kind] = self.flags.get(kind, 0) + 1
@@ -146,6 +149,7 @@ class CheckSuite:
         remaining = self.config.budget.time_limit - (time.monotonic() - self.started)
         timeout = max(1.0, min(check.timeout or self.config.check_timeout, remaining))
         self.keep_pristine(None)
+        self.pristine = False  # code runs now
         log = self.trajectory.check_log()
         hidden = not check.feedback  # an acceptance-only check: held-out files laid in, its traces swept after
         protected = list(self.protected.readonly_paths() if self.protected else ())
@@ -224,18 +228,25 @@ class CheckSuite:
             self.progress(f"git configuration changed by {check.label}: {', '.join(changed)}; restored")
         return changed
 
+    def touched(self) -> None:
+        """Files of the workspace were written (the model's edits): look at the protected ones again."""
+        self.pristine = False
+
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.
 
         Called before each check (None) and after it (the check: its run changed them, so its
-        verdict cannot count). See agentloop.workspace.guard for why this is done in place.
+        verdict cannot count). See agentloop.workspace.guard for why this is done in place. The look
+        before a check is skipped when nothing ran or was written since the last one.
         """
-        if self.protected is None or not self.protected.patterns:
+        if self.protected is None or not self.protected.patterns or (check is None and self.pristine):
             return []
         changed = self.protected.changed(self.workspace.list_files())
+        self.pristine = not changed
         if not changed:
             return []
         unrestored = self.protected.restore(changed)
+        self.pristine = not unrestored
         self.flag("protected_changed")
         self.trajectory.event("guard", turn=self.turn, kind="protected_changed", paths=changed,
                               unrestored=unrestored, check=check.label if check else None)
