@@ -12,7 +12,9 @@ that order. A big file is never shown as its first N lines.
 from __future__ import annotations
 
 import ast
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,10 @@ MAX_FILES = 8
 MAX_OUTLINE_ROWS = 40  # a longer outline keeps the definitions nearest the shown lines
 MAX_DEFINITIONS = 12
 MAX_SEARCHED_FILES = 3000  # a symbol search reads at most this many files
+MAX_FILE_BYTES = 1_000_000  # a larger file is not read (generated code, data): its lines are never a prompt's
+# What `ast.parse` raises on text it cannot take: bad syntax, NUL bytes (3.11), nesting too deep for its
+# recursion or its memory.
+UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
 
 # Value ranks, best first (see agentloop.run.budget).
 TRACEBACK, CODE_UNDER_TEST, TEST_FUNCTION, OUTLINE, OTHER = 1, 2, 3, 4, 5
@@ -93,6 +99,35 @@ class Finding:
 
 
 # -- reading files -------------------------------------------------------------------------------
+def _read_text_file(path: Path) -> bytes | None:
+    """The bytes of a regular file of at most MAX_FILE_BYTES; None for anything else (a FIFO a check
+    left would block a plain read forever, a device or a huge file would fill memory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(MAX_FILE_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _split_lines(data: bytes) -> list[str]:
+    """A file's lines as Python, git and tracebacks number them: broken at \\n (a \\r before it dropped),
+    not at the form feeds and other separators `str.splitlines` also breaks at."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 class _Files:
     """The repository's files, read once each."""
 
@@ -109,13 +144,9 @@ class _Files:
         the model may see: outside the repository, in .git, or private."""
         if rel not in self._lines:
             inside = real_inside(self.root, self.root / rel)
-            try:
-                data = (self.root / rel).read_bytes() if inside is not None and inside.as_posix() in self.known \
-                    else None
-            except OSError:
-                data = None
-            self._lines[rel] = None if data is None or looks_binary(data) else \
-                data.decode("utf-8", "replace").splitlines()
+            data = _read_text_file(self.root / rel) if inside is not None and inside.as_posix() in self.known \
+                else None
+            self._lines[rel] = None if data is None or looks_binary(data) else _split_lines(data)
         return self._lines[rel]
 
     def tree(self, rel: str) -> ast.Module | None:
@@ -123,7 +154,7 @@ class _Files:
             lines = self.lines(rel) if rel.endswith(".py") else None
             try:
                 self._trees[rel] = ast.parse("\n".join(lines)) if lines is not None else None
-            except (SyntaxError, ValueError):
+            except UNPARSABLE:
                 self._trees[rel] = None
         return self._trees[rel]
 
