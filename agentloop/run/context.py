@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentloop.edits.definitions import UNPARSABLE
 from agentloop.files import looks_binary, real_inside
 from agentloop.workspace.guard import TEST_PATH
 
@@ -31,9 +32,6 @@ MAX_OUTLINE_ROWS = 40  # a longer outline keeps the definitions nearest the show
 MAX_DEFINITIONS = 12
 MAX_SEARCHED_FILES = 3000  # a symbol search reads at most this many files
 MAX_FILE_BYTES = 1_000_000  # a larger file is not read (generated code, data): its lines are never a prompt's
-# What `ast.parse` raises on text it cannot take: bad syntax, NUL bytes (3.11), nesting too deep for its
-# recursion or its memory.
-UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
 
 # Value ranks, best first (see agentloop.run.budget).
 TRACEBACK, CODE_UNDER_TEST, TEST_FUNCTION, OUTLINE, OTHER = 1, 2, 3, 4, 5
