@@ -257,7 +257,9 @@ def test_the_first_prompt_stays_under_its_cap_in_order_of_value(tmp_path):
     assert left and all(p.value >= context.TEST_FUNCTION for p in left)  # tests and outlines go first
     assert "E       assert" in capped.outputs[0] or "AssertionError" in capped.outputs[0]
     assert "test session starts" not in capped.outputs[0]
-    assert "tests/test_keys.py" in capped.partial_files or "tests/test_keys.py" not in shown
+    from agentloop.run.opening import partial_of
+
+    assert "tests/test_keys.py" in partial_of(capped.parts) or "tests/test_keys.py" not in shown
 
 
 def test_a_tiny_cap_keeps_the_assertion_before_anything_else(tmp_path):

@@ -108,12 +108,6 @@ class Filled:
     tokens: int  # estimated, of everything counted (fixed text included)
     left_out: list[str] = field(default_factory=list)  # labels of parts that did not fit
 
-    @property
-    def partial_files(self) -> set[str]:
-        """Files shown only in part: a whole-file reply to them would have to invent the rest."""
-        whole = {p.path for p in self.parts if p.kind == "whole"}
-        return {p.path for p in self.parts if p.path not in whole}
-
 
 def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str], *, fixed: str = "",
          cap: int | None = None, wholes: Mapping[str, Part] | None = None) -> Filled:
