@@ -138,8 +138,8 @@ class _Files:
         self._by_name: dict[str, list[str]] | None = None
 
     def lines(self, rel: str) -> list[str] | None:
-        """A file's lines; None for a binary file, or one that is (through a symlink) outside the files
-        the model may see: outside the repository, in .git, or private."""
+        """A file's lines; None for a binary, huge or not regular file (`_read_text_file`), or one that is
+        (through a symlink) outside the files the model may see: outside the repository, in .git, or private."""
         if rel not in self._lines:
             inside = real_inside(self.root, self.root / rel)
             data = _read_text_file(self.root / rel) if inside is not None and inside.as_posix() in self.known \
@@ -650,7 +650,7 @@ def changed_views(root: Path, rel: str, changed_lines: Sequence[int]) -> list[Pa
     lines = files.lines(rel)
     if lines is None:
         return []
-    if small_enough(rel, len(lines)) or len(lines) <= WHOLE_FILE_LINES:
+    if len(lines) <= WHOLE_FILE_LINES:  # a changed test file too: the model has just written it
         part = whole_part(files, rel, CODE_UNDER_TEST, "changed")
         return [part] if part else []
     spans: list[tuple[int, int]] = []
