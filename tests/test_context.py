@@ -454,3 +454,20 @@ def test_line_numbers_count_newlines_as_python_does(tmp_path):
     whole = found.wholes["ff.py"]
     assert whole.total == 8 and whole.text.split("\n")[7] == "    raise ValueError('here')"
     assert any(p.kind == "lines" and p.text.startswith("def second") for p in found.parts)
+
+
+def test_the_format_example_never_quotes_a_file_through_a_symlink_out(tmp_path):
+    """A check may turn a file the model was shown into a symlink to a credentials file; the format
+    example, which quotes a file's first line, then falls back to its made-up line."""
+    from agentloop.run import feedback
+
+    (tmp_path / "netrc").write_text("machine api.example.com login me password TOKEN-789\n")
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "app.py").symlink_to(tmp_path / "netrc")
+    os.mkfifo(root / "pipe.py")
+    for name in ("app.py", "pipe.py"):
+        values = feedback.example_values(name, root)
+        assert "TOKEN-789" not in values["example_search"] and values["example_line"] == 1
+    (root / "real.py").write_text("\nimport os\n")
+    assert feedback.example_values("real.py", root)["example_search"] == "import os"

@@ -12,15 +12,13 @@ that order. A big file is never shown as its first N lines.
 from __future__ import annotations
 
 import ast
-import os
 import re
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentloop.edits.definitions import UNPARSABLE
-from agentloop.files import looks_binary, real_inside
+from agentloop.files import looks_binary, read_regular_file, real_inside
 from agentloop.workspace.guard import TEST_PATH
 
 WHOLE_FILE_LINES = 150  # code files up to this long may be shown whole
@@ -97,25 +95,6 @@ class Finding:
 
 
 # -- reading files -------------------------------------------------------------------------------
-def _read_text_file(path: Path) -> bytes | None:
-    """The bytes of a regular file of at most MAX_FILE_BYTES; None for anything else (a FIFO a check
-    left would block a plain read forever, a device or a huge file would fill memory)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            return fh.read(MAX_FILE_BYTES + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def _split_lines(data: bytes) -> list[str]:
     """A file's lines as Python, git and tracebacks number them: broken at \\n (a \\r before it dropped),
     not at the form feeds and other separators `str.splitlines` also breaks at."""
@@ -138,12 +117,12 @@ class _Files:
         self._by_name: dict[str, list[str]] | None = None
 
     def lines(self, rel: str) -> list[str] | None:
-        """A file's lines; None for a binary, huge or not regular file (`_read_text_file`), or one that is
+        """A file's lines; None for a binary, huge or not regular file (`read_regular_file`), or one that is
         (through a symlink) outside the files the model may see: outside the repository, in .git, or private."""
         if rel not in self._lines:
             inside = real_inside(self.root, self.root / rel)
-            data = _read_text_file(self.root / rel) if inside is not None and inside.as_posix() in self.known \
-                else None
+            data = read_regular_file(self.root / rel, MAX_FILE_BYTES) \
+                if inside is not None and inside.as_posix() in self.known else None
             self._lines[rel] = None if data is None or looks_binary(data) else _split_lines(data)
         return self._lines[rel]
 
