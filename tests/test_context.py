@@ -471,3 +471,19 @@ def test_the_format_example_never_quotes_a_file_through_a_symlink_out(tmp_path):
         assert "TOKEN-789" not in values["example_search"] and values["example_line"] == 1
     (root / "real.py").write_text("\nimport os\n")
     assert feedback.example_values("real.py", root)["example_search"] == "import os"
+
+
+def test_a_long_unbroken_line_in_the_output_is_read_in_one_pass(tmp_path):
+    """Check output is written by the model's code: a long run of path-like characters (a base64 blob,
+    minified code) must not make the `path:line` search try every start inside it (quadratic: minutes
+    for a few hundred kilobytes)."""
+    import threading
+
+    (tmp_path / "m.py").write_text("def f():\n    return 1\n")
+    output = "E   " + "a." * 150_000 + "\nm.py:2: in f\n"
+    result: list[list[context.Location]] = []
+    worker = threading.Thread(target=lambda: result.append(
+        context.traceback_locations([output], context._Files(tmp_path, ["m.py"]))), daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a hang guard, not a speed target: one pass takes milliseconds
+    assert result and result[0] == [context.Location("m.py", 2, "f")]

@@ -36,7 +36,8 @@ TRACEBACK, CODE_UNDER_TEST, TEST_FUNCTION, OUTLINE, OTHER = 1, 2, 3, 4, 5
 
 _PY_FRAME = re.compile(r'File "([^"]+)", line (\d+)(?:, in ([\w<>.]+))?')
 _PYTEST_FRAME = re.compile(r"^([\w./\\-]*[\w-]\.[A-Za-z0-9]{1,8}):(\d+): (?:in ([\w<>.]+)|(\w+))", re.M)
-_PATH_LINE = re.compile(r"((?:[A-Za-z]:)?[\w./\\-]*[\w-]\.[A-Za-z0-9]{1,8}):(\d+)(?::\d+)?")
+# starts only where a path can (not inside a run of path characters: every start in a long one is quadratic)
+_PATH_LINE = re.compile(r"(?<![\w./\\-])((?:[A-Za-z]:)?[\w./\\-]*[\w-]\.[A-Za-z0-9]{1,8}):(\d+)(?::\d+)?")
 _FAILED_ID = re.compile(r"^(?:FAILED|ERROR) ([\w./\\-]+\.py)::([\w:\[\]./-]+?)(?: - |\s*$)", re.M)
 _FAILED_ID2 = re.compile(r"^([\w./\\-]+\.py)::([\w:]+)(?:\[[^\]]*\])? (?:FAILED|ERROR)", re.M)
 _PYTEST_HEADER = re.compile(r"^_{3,} (?:ERROR collecting )?([\w.]+)(?:\[[^\]]*\])? _{3,}$", re.M)
