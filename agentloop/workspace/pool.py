@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.files import atomic_write, read_json
-from agentloop.workspace.repo import common_dir, git
+from agentloop.workspace.repo import git
 
 POOL_DIR = "pool"  # under <git dir>/agentloop
 SLOT_PREFIX = "slot-"
@@ -350,17 +350,17 @@ def discard_slot(root: Path, path: Path) -> None:
     git_dir = record.get("git_dir")
     if git_dir and Path(git_dir).parent.name == "worktrees" and Path(git_dir).name.startswith(SLOT_PREFIX):
         shutil.rmtree(git_dir, ignore_errors=True)
-    _unregister(root, path)
+    _unregister(path)
     for leftover in (_record_path(path), _stamp_path(path), _clean_mark(path)):
         leftover.unlink(missing_ok=True)
 
 
-def _unregister(root: Path, path: Path) -> None:
+def _unregister(path: Path) -> None:
     """Remove any git registration left that names the slot at `path`, and no other: `git worktree
     prune` would also drop the user's own worktrees whose folders are away for a while (an unmounted
     disk), their index and HEAD with them."""
     names = {str(path / ".git"), os.path.realpath(path) + "/.git"}
-    admin = common_dir(root) / "worktrees"
+    admin = path.parent.parent.parent / "worktrees"  # <git dir>/agentloop/pool/slot-<n>
     for entry in admin.glob(f"{path.name}*") if admin.is_dir() else ():
         with contextlib.suppress(OSError, UnicodeDecodeError):
             if (entry / "gitdir").read_text().strip() in names:
