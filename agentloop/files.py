@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
@@ -29,6 +30,26 @@ def real_inside(root: Path, path: Path) -> PurePath | None:
         return Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
     except ValueError:
         return None
+
+
+def read_regular_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of the regular file at `path` (symlinks followed) if it holds at most `limit` bytes;
+    None for anything else. Never blocks: a FIFO a check left where a file was would hang a plain read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes | str, *, mode: int | None = None, new_mode: int = 0o666,

@@ -257,7 +257,9 @@ def test_the_first_prompt_stays_under_its_cap_in_order_of_value(tmp_path):
     assert left and all(p.value >= context.TEST_FUNCTION for p in left)  # tests and outlines go first
     assert "E       assert" in capped.outputs[0] or "AssertionError" in capped.outputs[0]
     assert "test session starts" not in capped.outputs[0]
-    assert "tests/test_keys.py" in capped.partial_files or "tests/test_keys.py" not in shown
+    from agentloop.run.opening import partial_of
+
+    assert "tests/test_keys.py" in partial_of(capped.parts) or "tests/test_keys.py" not in shown
 
 
 def test_a_tiny_cap_keeps_the_assertion_before_anything_else(tmp_path):
@@ -406,3 +408,82 @@ def test_the_rendered_first_prompt_never_passes_its_cap(tmp_path):
         if built.estimated_tokens > cap:
             over.append((cap, built.estimated_tokens))
     assert not over
+
+
+def test_files_that_do_not_parse_or_read_as_text_never_raise(tmp_path):
+    """Odd files the failing output names (nesting too deep for `ast`, non-UTF-8 bytes, a NUL after
+    git's binary sniff) are shown as text or left out; the context finder never raises on them."""
+    (tmp_path / "deep.py").write_text("x = 1" + " + 1" * 100_000 + "\n")
+    (tmp_path / "latin.py").write_bytes(b"def f():\n    return '\xe9t\xe9'\n")
+    (tmp_path / "late_nul.py").write_bytes(b"def g():\n    return 1\n" + b"#" * 9000 + b"\0\n")
+    output = "deep.py:1: in <module>\nlatin.py:2: in f\nlate_nul.py:2: in g\nE   boom\n"
+    found = context.find_context(tmp_path, [output], ["deep.py", "latin.py", "late_nul.py"])
+    assert {p.path for p in found.parts} >= {"latin.py", "late_nul.py"}
+
+
+def test_a_fifo_or_a_huge_file_named_by_the_output_is_left_out(tmp_path):
+    """A check may leave a FIFO where a tracked file was (reading it would wait forever), or a file of
+    gigabytes: neither is read."""
+    import threading
+
+    os.mkfifo(tmp_path / "pipe.py")
+    with open(tmp_path / "huge.py", "w") as fh:
+        fh.write("def big():\n    return 1\n")
+        fh.write("# filler\n" * (context.MAX_FILE_BYTES // 9 + 10))
+    output = "pipe.py:1: in f\nhuge.py:2: in big\nE   boom\n"
+    result: list[context.Finding] = []
+    worker = threading.Thread(target=lambda: result.append(
+        context.find_context(tmp_path, [output], ["pipe.py", "huge.py"])), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    if worker.is_alive():  # unblock the reader so the test process can end
+        with open(tmp_path / "pipe.py", "w"):
+            pass
+    assert result, "find_context blocked on a FIFO"
+    assert not result[0].parts and not result[0].wholes
+
+
+def test_line_numbers_count_newlines_as_python_does(tmp_path):
+    """A form feed (or another character `str.splitlines` breaks at) is not a line break to Python: the
+    line a traceback names is the line shown."""
+    source = "import os\n\x0c\ndef first():\n    return 1\n\x0c\n\ndef second():\n    raise ValueError('here')\n"
+    (tmp_path / "ff.py").write_text(source)
+    output = 'Traceback (most recent call last):\n  File "ff.py", line 8, in second\nValueError: here\n'
+    found = context.find_context(tmp_path, [output], ["ff.py"])
+    assert found.locations == [context.Location("ff.py", 8, "second")]
+    whole = found.wholes["ff.py"]
+    assert whole.total == 8 and whole.text.split("\n")[7] == "    raise ValueError('here')"
+    assert any(p.kind == "lines" and p.text.startswith("def second") for p in found.parts)
+
+
+def test_the_format_example_never_quotes_a_file_through_a_symlink_out(tmp_path):
+    """A check may turn a file the model was shown into a symlink to a credentials file; the format
+    example, which quotes a file's first line, then falls back to its made-up line."""
+    from agentloop.run import feedback
+
+    (tmp_path / "netrc").write_text("machine api.example.com login me password TOKEN-789\n")
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "app.py").symlink_to(tmp_path / "netrc")
+    os.mkfifo(root / "pipe.py")
+    for name in ("app.py", "pipe.py"):
+        values = feedback.example_values(name, root)
+        assert "TOKEN-789" not in values["example_search"] and values["example_line"] == 1
+    (root / "real.py").write_text("\nimport os\n")
+    assert feedback.example_values("real.py", root)["example_search"] == "import os"
+
+
+def test_a_long_unbroken_line_in_the_output_is_read_in_one_pass(tmp_path):
+    """Check output is written by the model's code: a long run of path-like characters (a base64 blob,
+    minified code) must not make the `path:line` search try every start inside it (quadratic: minutes
+    for a few hundred kilobytes)."""
+    import threading
+
+    (tmp_path / "m.py").write_text("def f():\n    return 1\n")
+    output = "E   " + "a." * 150_000 + "\nm.py:2: in f\n"
+    result: list[list[context.Location]] = []
+    worker = threading.Thread(target=lambda: result.append(
+        context.traceback_locations([output], context._Files(tmp_path, ["m.py"]))), daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a hang guard, not a speed target: one pass takes milliseconds
+    assert result and result[0] == [context.Location("m.py", 2, "f")]

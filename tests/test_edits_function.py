@@ -233,3 +233,13 @@ def test_the_function_format_end_to_end(tmp_path, monkeypatch):
     system = server.requests[0]["messages"][0]["content"]
     assert "# Edit format: whole definitions" in system and "shop/pricing.py::" in system
     assert (repo / "shop/pricing.py").read_text() == big.replace("/ 0  # the bug: / 100", "/ 100")
+
+
+@pytest.mark.parametrize("code", [
+    "def area(w, h):\n    return 1" + " + 1" * 100_000 + "\n",  # nesting too deep for ast: RecursionError
+    "def area(w, h):\n    return 1  # \0\n",  # a NUL byte: ValueError on Python 3.11
+])
+def test_new_code_ast_cannot_take_is_refused_not_raised(repo, code):
+    result = apply_reply(repo, reply("shapes.py::area", code))
+    assert not result.applied and result.failures[0].reason == "malformed"
+    assert (repo / "shapes.py").read_text() == MODULE

@@ -374,3 +374,24 @@ def test_a_check_in_one_run_cannot_influence_the_next(calc_repo, monkeypatch, sa
     assert not any(e["type"] == "turn" for e in events)  # passed at once: no model call hid a failure
     assert [p.name for p in (state_dir(calc_repo) / "pool").iterdir() if p.is_dir()] == ["slot-0"]
     assert (calc_repo / "notes.txt").read_text() == "mine, untracked\n"
+
+
+def test_discarding_slots_leaves_the_users_own_worktrees_registered(repo, tmp_path):
+    """A worktree of the user's whose folder is away (an unmounted disk, a folder moved for a while) keeps
+    its registration, and with it its index and HEAD: `git worktree prune` would drop them."""
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    away = tmp_path / "usb" / "feature"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(away))
+    (away / "a.txt").write_text("staged work\n")
+    git(away, "add", "a.txt")
+    shutil.rmtree(tmp_path / "usb")  # the disk is unmounted
+    slot = take(repo, commit)
+    (slot.path / ".git").write_text("gitdir: /nowhere\n")  # unusable: the next take discards it
+    drop_without_cleaning(slot)
+    again = take(repo, commit)
+    assert not again.reused
+    again.release()
+    pool.remove_free_slots(repo, state_dir(repo))
+    listed = git(repo, "worktree", "list", "--porcelain")
+    assert str(away) in listed and "slot-" not in listed
+    assert len(list((repo / ".git" / "worktrees").iterdir())) == 1

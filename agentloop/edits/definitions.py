@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 PYTHON_SUFFIXES = (".py", ".pyi")
 _Def = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+# What `ast.parse` raises on text it cannot take: bad syntax, NUL bytes (3.11), nesting too deep for its
+# recursion or its memory.
+UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
 
 
 class DefinitionRefused(Exception):
@@ -61,8 +64,8 @@ def locate(path: str, lines: list[str], name: str) -> _Def:
                                 "change)")
     try:
         tree = ast.parse("\n".join(lines))
-    except (SyntaxError, ValueError) as exc:
-        why = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    except UNPARSABLE as exc:
+        why = exc.msg if isinstance(exc, SyntaxError) else str(exc) or "nested too deeply"
         raise DefinitionRefused("malformed", f"{path} does not parse as Python ({why}), so its definitions cannot "
                                 "be found; use a SEARCH/REPLACE block") from None
     table = _qualified(tree)
@@ -93,9 +96,10 @@ def replacement(path: str, lines: list[str], name: str, code: str) -> Replacemen
                           else code).strip("\n").split("\n")
     try:
         tree = ast.parse("\n".join(new))
-    except SyntaxError as exc:
-        raise DefinitionRefused("malformed", f"the new code for {name} does not parse as Python (line {exc.lineno}: "
-                                f"{exc.msg}); send the complete definition") from None
+    except UNPARSABLE as exc:
+        why = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, SyntaxError) else str(exc) or "nested too deeply"
+        raise DefinitionRefused("malformed", f"the new code for {name} does not parse as Python ({why}); send the "
+                                "complete definition") from None
     defined = [n for n in tree.body if isinstance(n, _Def)]
     if not defined:
         raise DefinitionRefused("malformed", f"the block for {path}::{name} defines no function or class; send "
@@ -120,7 +124,7 @@ def single_definitions(path: str, lines: list[str], code: str) -> list[str] | No
     try:
         new = ast.parse(textwrap.dedent(code))
         old = ast.parse("\n".join(lines))
-    except (SyntaxError, ValueError):
+    except UNPARSABLE:
         return None
     if not new.body or not all(isinstance(n, _Def) for n in new.body):
         return None

@@ -5,8 +5,11 @@ is what a run waits on. In order of value: the failing assertion and traceback l
 test, the failing test function rather than its whole file, outlines, the repository's file list
 last. A part that does not fit is shortened rather than dropped (a window around the line the
 traceback names, with the definition's signature; an outline to its rows nearest the shown lines),
-so the parts of lower value after it give way; the outline of the code under test is always kept.
-Without a cap everything found is shown.
+so the parts of lower value after it give way. Room for a short outline of the code under test is
+held back from everything ranked below it; the code under test itself, ranked above it, may take
+that room when it fits whole in it or nothing of it fits otherwise (then the outline is left out).
+The failing output keeps at least some 120 tokens even when that passes the cap. Without a cap
+everything found is shown.
 
 Tokens are estimated (`estimate_tokens`), deliberately high: exact counting needs litellm and, for
 local models, a tokenizer download, and this runs before any model call. The provider's own count
@@ -105,12 +108,6 @@ class Filled:
     tokens: int  # estimated, of everything counted (fixed text included)
     left_out: list[str] = field(default_factory=list)  # labels of parts that did not fit
 
-    @property
-    def partial_files(self) -> set[str]:
-        """Files shown only in part: a whole-file reply to them would have to invent the rest."""
-        whole = {p.path for p in self.parts if p.kind == "whole"}
-        return {p.path for p in self.parts if p.path not in whole}
-
 
 def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str], *, fixed: str = "",
          cap: int | None = None, wholes: Mapping[str, Part] | None = None) -> Filled:
@@ -187,7 +184,7 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
 
 
 def _held_outline(ordered: Sequence[Part]) -> Part | None:
-    """The outline of the code under test (the best non-test file that has one), whose room is held back."""
+    """The outline of the code under test (the best non-test file, if it has one), whose room is held back."""
     for part in ordered:
         if not TEST_PATH.search(part.path):
             return next((p for p in ordered if p.path == part.path and p.kind == "outline"), None)

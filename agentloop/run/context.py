@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentloop.files import looks_binary, real_inside
+from agentloop.edits.definitions import UNPARSABLE
+from agentloop.files import looks_binary, read_regular_file, real_inside
 from agentloop.workspace.guard import TEST_PATH
 
 WHOLE_FILE_LINES = 150  # code files up to this long may be shown whole
@@ -28,13 +29,15 @@ MAX_FILES = 8
 MAX_OUTLINE_ROWS = 40  # a longer outline keeps the definitions nearest the shown lines
 MAX_DEFINITIONS = 12
 MAX_SEARCHED_FILES = 3000  # a symbol search reads at most this many files
+MAX_FILE_BYTES = 1_000_000  # a larger file is not read (generated code, data): its lines are never a prompt's
 
 # Value ranks, best first (see agentloop.run.budget).
 TRACEBACK, CODE_UNDER_TEST, TEST_FUNCTION, OUTLINE, OTHER = 1, 2, 3, 4, 5
 
 _PY_FRAME = re.compile(r'File "([^"]+)", line (\d+)(?:, in ([\w<>.]+))?')
 _PYTEST_FRAME = re.compile(r"^([\w./\\-]*[\w-]\.[A-Za-z0-9]{1,8}):(\d+): (?:in ([\w<>.]+)|(\w+))", re.M)
-_PATH_LINE = re.compile(r"((?:[A-Za-z]:)?[\w./\\-]*[\w-]\.[A-Za-z0-9]{1,8}):(\d+)(?::\d+)?")
+# starts only where a path can (not inside a run of path characters: every start in a long one is quadratic)
+_PATH_LINE = re.compile(r"(?<![\w./\\-])((?:[A-Za-z]:)?[\w./\\-]*[\w-]\.[A-Za-z0-9]{1,8}):(\d+)(?::\d+)?")
 _FAILED_ID = re.compile(r"^(?:FAILED|ERROR) ([\w./\\-]+\.py)::([\w:\[\]./-]+?)(?: - |\s*$)", re.M)
 _FAILED_ID2 = re.compile(r"^([\w./\\-]+\.py)::([\w:]+)(?:\[[^\]]*\])? (?:FAILED|ERROR)", re.M)
 _PYTEST_HEADER = re.compile(r"^_{3,} (?:ERROR collecting )?([\w.]+)(?:\[[^\]]*\])? _{3,}$", re.M)
@@ -93,6 +96,16 @@ class Finding:
 
 
 # -- reading files -------------------------------------------------------------------------------
+def _split_lines(data: bytes) -> list[str]:
+    """A file's lines as Python, git and tracebacks number them: broken at \\n (a \\r before it dropped),
+    not at the form feeds and other separators `str.splitlines` also breaks at."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 class _Files:
     """The repository's files, read once each."""
 
@@ -105,17 +118,13 @@ class _Files:
         self._by_name: dict[str, list[str]] | None = None
 
     def lines(self, rel: str) -> list[str] | None:
-        """A file's lines; None for a binary file, or one that is (through a symlink) outside the files
-        the model may see: outside the repository, in .git, or private."""
+        """A file's lines; None for a binary, huge or not regular file (`read_regular_file`), or one that is
+        (through a symlink) outside the files the model may see: outside the repository, in .git, or private."""
         if rel not in self._lines:
             inside = real_inside(self.root, self.root / rel)
-            try:
-                data = (self.root / rel).read_bytes() if inside is not None and inside.as_posix() in self.known \
-                    else None
-            except OSError:
-                data = None
-            self._lines[rel] = None if data is None or looks_binary(data) else \
-                data.decode("utf-8", "replace").splitlines()
+            data = read_regular_file(self.root / rel, MAX_FILE_BYTES) \
+                if inside is not None and inside.as_posix() in self.known else None
+            self._lines[rel] = None if data is None or looks_binary(data) else _split_lines(data)
         return self._lines[rel]
 
     def tree(self, rel: str) -> ast.Module | None:
@@ -123,7 +132,7 @@ class _Files:
             lines = self.lines(rel) if rel.endswith(".py") else None
             try:
                 self._trees[rel] = ast.parse("\n".join(lines)) if lines is not None else None
-            except (SyntaxError, ValueError):
+            except UNPARSABLE:
                 self._trees[rel] = None
         return self._trees[rel]
 
@@ -621,7 +630,7 @@ def changed_views(root: Path, rel: str, changed_lines: Sequence[int]) -> list[Pa
     lines = files.lines(rel)
     if lines is None:
         return []
-    if small_enough(rel, len(lines)) or len(lines) <= WHOLE_FILE_LINES:
+    if len(lines) <= WHOLE_FILE_LINES:  # a changed test file too: the model has just written it
         part = whole_part(files, rel, CODE_UNDER_TEST, "changed")
         return [part] if part else []
     spans: list[tuple[int, int]] = []

@@ -9,11 +9,11 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from agentloop.data import data_dir
-from agentloop.files import looks_binary
+from agentloop.files import looks_binary, read_regular_file, real_inside
 from agentloop.workspace.checks import CommandResult
 
 _LANGS = {".py": "python", ".js": "javascript", ".ts": "typescript", ".go": "go", ".rs": "rust",
@@ -40,6 +40,7 @@ def render(template: str, **context: Any) -> str:
     return _tidy(text).strip() + "\n"
 
 
+SHOW_FILE_MAX_BYTES = 1_000_000
 _FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})")
 
 
@@ -81,13 +82,13 @@ def language(rel: str) -> str:
 
 
 def show_file(root: Path, rel: str) -> ShownFile | None:
-    """A text file's content (None for a binary or unreadable one). What of a long file the model is
-    shown is for agentloop.run.context to decide: never its first N lines."""
-    try:
-        data = (root / rel).read_bytes()
-    except OSError:
+    """A text file's content (None for a binary, unreadable or huge one, or a symlink: a check may plant
+    one to anywhere). What of a long file the model is shown is for agentloop.run.context to decide:
+    never its first N lines."""
+    if real_inside(root, root / rel) != PurePath(rel):
         return None
-    if looks_binary(data):
+    data = read_regular_file(root / rel, SHOW_FILE_MAX_BYTES)
+    if data is None or looks_binary(data):
         return None
     return ShownFile(rel, data.decode("utf-8", "replace"), language(rel))
 

@@ -350,9 +350,21 @@ def discard_slot(root: Path, path: Path) -> None:
     git_dir = record.get("git_dir")
     if git_dir and Path(git_dir).parent.name == "worktrees" and Path(git_dir).name.startswith(SLOT_PREFIX):
         shutil.rmtree(git_dir, ignore_errors=True)
+    _unregister(path)
     for leftover in (_record_path(path), _stamp_path(path), _clean_mark(path)):
         leftover.unlink(missing_ok=True)
-    git(["worktree", "prune"], root, check=False)
+
+
+def _unregister(path: Path) -> None:
+    """Remove any git registration left that names the slot at `path`, and no other: `git worktree
+    prune` would also drop the user's own worktrees whose folders are away for a while (an unmounted
+    disk), their index and HEAD with them."""
+    names = {str(path / ".git"), os.path.realpath(path) + "/.git"}
+    admin = path.parent.parent.parent / "worktrees"  # <git dir>/agentloop/pool/slot-<n>
+    for entry in admin.glob(f"{path.name}*") if admin.is_dir() else ():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if (entry / "gitdir").read_text().strip() in names:
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def remove_free_slots(root: Path, state: Path) -> list[Path]:
