@@ -262,6 +262,23 @@ def test_replay_matches_the_record_and_cleans_up(runs, monkeypatch):
     assert git(repo, "status", "--porcelain") == ""  # and the user's tree untouched
 
 
+def test_replay_leaves_the_users_away_worktree_registered(runs, tmp_path, monkeypatch):
+    """A worktree of the user's whose folder is away for a while (an unmounted disk) keeps its
+    registration, index and HEAD through a replay: `git worktree prune` would have dropped them."""
+    import shutil
+
+    repo, done = runs
+    away = tmp_path / "usb" / "feature"
+    git(repo, "worktree", "add", "-q", "--detach", str(away))
+    shutil.rmtree(tmp_path / "usb")
+    try:
+        result = invoke(repo, monkeypatch, "replay", done["tool_then_fix"][0]["run_id"], "--json")
+        assert result.exit_code == 0, result.stderr
+        assert str(away) in git(repo, "worktree", "list", "--porcelain")
+    finally:
+        git(repo, "worktree", "prune")
+
+
 def test_replay_reports_a_verdict_that_differs(runs, tmp_path, monkeypatch):
     repo, done = runs
     source = Path(done["direct"][0]["run_dir"])

@@ -65,14 +65,15 @@ def build(root: Path, task: str, visible: Sequence[CommandResult], repo_files: S
     example = next((p for p in named if not TEST_PATH.search(p)), next(iter(named), ""))
     system = render_system(example)
     fixed = "\n".join([system, task, *(r.command for r in visible)])  # shown whatever else fits
-    limit = cap
+    limit, tokens = cap, None
     for _ in range(REFILLS):
+        last = tokens
         filled = budget.fill(found.parts, [r.output for r in failing], repo_files, fixed=fixed, cap=limit,
                              wholes=found.wholes)
         user = _render(task, visible, failing, filled)
         tokens = budget.estimate_tokens(system + user)
-        if cap is None or limit is None or tokens <= cap:
-            break
+        if cap is None or limit is None or tokens <= cap or (last is not None and tokens >= last):
+            break  # fits, or nothing more gives way (the fixed text and the failure's floor are over the cap)
         # The fill counts part by part; the rendered whole can come out a little higher. Fill again,
         # that much tighter, so the cap holds for the prompt as sent.
         limit -= tokens - cap

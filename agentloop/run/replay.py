@@ -19,7 +19,7 @@ from agentloop.errors import AgentloopError, UsageError
 from agentloop.record.runlog import Run
 from agentloop.run.model import Attempt, Model, ModelCallFailed, ModelReply, ToolCall
 from agentloop.run.scripted import ScriptedModel
-from agentloop.workspace.repo import AGENTLOOP_DIR, Workspace, git
+from agentloop.workspace.repo import AGENTLOOP_DIR, Workspace, forget_worktrees, git
 
 REPLAY_DIR = "replay"
 
@@ -122,7 +122,7 @@ def fresh_worktree(repo: Path, commit: str, name: str) -> Iterator[Path]:
 
     path = repo / AGENTLOOP_DIR / REPLAY_DIR / f"{name}-{secrets.token_hex(3)}"  # unique: never reuse a leftover
     path.parent.mkdir(parents=True, exist_ok=True)
-    git(["worktree", "prune"], repo, check=False)  # forget worktrees of replays that were killed
+    forget_worktrees(repo, path.parent)  # worktrees of replays that were killed
     try:
         git(["worktree", "add", "--detach", "--quiet", str(path), commit], repo)
     except RuntimeError as exc:
@@ -131,7 +131,7 @@ def fresh_worktree(repo: Path, commit: str, name: str) -> Iterator[Path]:
         yield path
     finally:
         git(["worktree", "remove", "--force", str(path)], repo, check=False)
-        git(["worktree", "prune"], repo, check=False)
+        forget_worktrees(repo, path.parent)
 
 
 def apply_base_patch(run: Run, worktree: Path) -> None:

@@ -29,7 +29,17 @@ from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
 from agentloop.files import atomic_write, read_json
 from agentloop.outcome import Outcome
 from agentloop.workspace import pool
-from agentloop.workspace.repo import Change, Workspace, commit_entry, common_dir, git, inside, stage_entry, temp_name
+from agentloop.workspace.repo import (
+    Change,
+    Workspace,
+    commit_entry,
+    common_dir,
+    forget_worktrees,
+    git,
+    inside,
+    stage_entry,
+    temp_name,
+)
 
 STATE_DIR = "agentloop"  # in the git common dir: run records, journals, worktrees
 BRANCH_PREFIX = "agentloop/"
@@ -186,7 +196,7 @@ def recover(root: Path, note: Callable[[str], None] = lambda line: None) -> None
         for leftover in worktrees.iterdir():
             if leftover.name not in live_worktrees:
                 remove_worktree(root, leftover)
-        git(["worktree", "prune"], root, check=False)
+        forget_worktrees(root, worktrees)
 
 
 # -- one run's workspace ----------------------------------------------------------------------------

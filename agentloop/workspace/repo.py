@@ -62,6 +62,22 @@ def _common_dir(root: str) -> Path:
     return (common if common.is_absolute() else Path(root) / common).resolve()
 
 
+def forget_worktrees(root: Path, under: Path) -> None:
+    """Drop git's registration of every worktree whose folder was under `under` and is gone. Not
+    `git worktree prune`: that also drops the user's own worktrees whose folders are away for a while
+    (an unmounted disk), their index and HEAD with them."""
+    admin = common_dir(root) / "worktrees"
+    base = os.path.realpath(under)
+    for entry in admin.iterdir() if admin.is_dir() else ():
+        try:
+            gitdir = (entry / "gitdir").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        folder = os.path.dirname(gitdir)
+        if os.path.commonpath([base, os.path.realpath(folder)]) == base and not os.path.exists(gitdir):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 class Workspace:
     """A git working tree that agentloop edits and runs checks in."""
 
