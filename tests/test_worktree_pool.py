@@ -395,3 +395,13 @@ def test_discarding_slots_leaves_the_users_own_worktrees_registered(repo, tmp_pa
     listed = git(repo, "worktree", "list", "--porcelain")
     assert str(away) in listed and "slot-" not in listed
     assert len(list((repo / ".git" / "worktrees").iterdir())) == 1
+
+
+def test_a_worktree_that_cannot_be_made_is_one_line_not_a_traceback(calc_repo, monkeypatch):
+    state_dir(calc_repo).mkdir(parents=True, exist_ok=True)
+    (state_dir(calc_repo) / "pool").write_text("a file where the pool's folder goes\n")
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        code, _, err = run_fix(calc_repo, server, "--check", "false", monkeypatch=monkeypatch)
+    assert code == 3 and err.strip().splitlines()[-1].startswith("agentloop: cannot set up the run's worktree:"), err
+    assert "Traceback" not in err and not server.requests
+    assert git(calc_repo, "status", "--porcelain") == ""

@@ -258,7 +258,11 @@ class Isolation:
         if self.in_place:
             self.workspace = self.user
         else:  # a pooled worktree of this repository, reset to the start (see agentloop.workspace.pool)
-            self.slot = pool.take(self.user.root, self.state, self.start_commit)
+            try:
+                self.slot = pool.take(self.user.root, self.state, self.start_commit)
+            except (RuntimeError, OSError) as exc:  # git failing, a full disk, every slot busy
+                raise AgentloopError(f"cannot set up the run's worktree: {exc}; free some disk space or "
+                                     "end other runs (`agentloop runs`), or run with --in-place") from None
             self.worktree = self.slot.path
             self.workspace = Workspace(self.worktree)
         return self.workspace
