@@ -76,6 +76,7 @@ class CheckSuite:
         self.harness = default_protected(root, commands)
         self.literals = self.start_literals()
         self.protected = ProtectedFiles(root, self.protect, start_tree)
+        self.pristine = True  # taken from the tree as it is now: nothing has run or been written since
 
     def set_up_sandbox(self) -> None:
         """The sandbox, the user's ignored environment and the held-out files of this run."""
