@@ -1,8 +1,11 @@
 """Run the bug-fix suite in benchmarks/tasks/ through agentloop or aider and print the figures.
 
 Each task is copied into a fresh temporary git repository; the tool runs there with a time limit
-(its process group is killed past it); then the task's original test files are put back and the
-task's check is run by this script: that exit code alone says "solved", never the tool's claim.
+(its process group is killed past it). Then this script judges, never the tool's claim: "solved" is
+the task's hidden `accept` command (task.yaml; the check when it has none), never passed to the tool,
+run on a fresh copy of the tool's final tree whose test files are the task's pristine ones again
+(edited ones restored, added ones and any added pytest configuration removed, `hidden/` test modules
+laid over it); the visible check's verdict on the tool's tree, test files restored, is reported too.
 
     python benchmarks/run_suite.py --tool agentloop --tool aider --model openai/qwen2.5-coder-1.5b \
         --api-base http://127.0.0.1:8080/v1 --max-turns 4 --out results.json
@@ -49,6 +52,7 @@ class Task:
     files: list[str]
     give_files: bool = True  # False: the tools are not told which files to edit (real-package tasks)
     source: str = ""         # the PyPI package==version a real task was cut from
+    accept: str = ""         # hidden acceptance command: "solved" (default: the check)
 
     @property
     def repo(self) -> Path:
@@ -57,6 +61,11 @@ class Task:
     @property
     def solution(self) -> Path:
         return self.dir / "solution"
+
+    @property
+    def hidden(self) -> Path:
+        """Extra test modules only the accept command runs (never in the tool's tree)."""
+        return self.dir / "hidden"
 
     def test_files(self) -> list[str]:
         return sorted(str(p.relative_to(self.repo)) for p in self.repo.rglob("test_*.py"))
@@ -68,7 +77,7 @@ def load_tasks(names: list[str] | None = None, root: Path = TASKS_DIR) -> list[T
         data = yaml.safe_load(spec.read_text(encoding="utf-8"))
         tasks.append(Task(spec.parent.name, spec.parent, data["description"].strip(), data["check"],
                           list(data.get("files", [])), bool(data.get("give_files", True)),
-                          str(data.get("source", ""))))
+                          str(data.get("source", "")), str(data.get("accept", ""))))
     if names:
         by_name = {t.name: t for t in tasks}
         unknown = [n for n in names if n not in by_name]
@@ -100,6 +109,41 @@ def run_check(task: Task, repo: Path, timeout: float = 120) -> tuple[bool, str]:
     return proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
 
+PYTEST_CONFIG = {"conftest.py", "pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml"}
+
+
+def is_test_file(rel: Path) -> bool:
+    """Files that decide what a test run checks: test modules, anything in a test folder, pytest config."""
+    return (rel.name in PYTEST_CONFIG or rel.name.startswith("test_")
+            or any(part in ("test", "tests") for part in rel.parts[:-1]))
+
+
+def run_accept(task: Task, tree: Path, timeout: float = 300) -> tuple[bool, str]:
+    """The hidden accept command on a fresh copy of `tree` whose test files are the pristine ones."""
+    with tempfile.TemporaryDirectory(prefix=f"accept-{task.name}-") as tmp:
+        fresh = Path(tmp) / "repo"
+        shutil.copytree(tree, fresh, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", ".agentloop", "__pycache__", "*.pyc"))
+        for path in sorted(fresh.rglob("*"), reverse=True):
+            rel = path.relative_to(fresh)
+            if (path.is_file() or path.is_symlink()) and is_test_file(rel) and not (task.repo / rel).is_file():
+                path.unlink()  # a test module or conftest the tool added could patch the code under test
+        for path in task.repo.rglob("*"):
+            rel = path.relative_to(task.repo)
+            if path.is_file() and is_test_file(rel):
+                (fresh / rel).parent.mkdir(parents=True, exist_ok=True)
+                (fresh / rel).unlink(missing_ok=True)
+                shutil.copy2(path, fresh / rel)
+        if task.hidden.is_dir():
+            shutil.copytree(task.hidden, fresh, dirs_exist_ok=True)
+        try:
+            proc = subprocess.run(shlex.split(task.accept or task.check), cwd=fresh, capture_output=True,
+                                  text=True, timeout=timeout, env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
+        except subprocess.TimeoutExpired:
+            return False, "accept timed out"
+    return proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
 def run_limited(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None,
                 log: Path | None = None) -> tuple[int | None, str, float]:
     """Run cmd in its own session; past `timeout` the whole process group is killed."""
@@ -124,7 +168,8 @@ def run_limited(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] |
 class RunRecord:
     task: str
     tool: str
-    solved: bool = False
+    solved: bool = False           # the hidden accept command passed
+    check_passed: bool = False     # the visible check passed (test files restored)
     outcome: str = ""
     turns: int = 0
     replies: int = 0
@@ -314,10 +359,13 @@ def markdown(results: dict) -> str:
 
 def rows(results: dict) -> str:
     """One row per run: tool, task, solved, turns, seconds, first-prompt tokens (0: no reply came back)."""
-    lines = ["| tool | task | solved | outcome | turns | s | first-prompt tokens |", "|---|---|---|---|---|---|---|"]
+    lines = ["| tool | task | solved (accept) | visible check | outcome | turns | s | first-prompt tokens |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         mark = "yes" if r["solved"] else "no"
-        lines.append(f"| {r['tool']} | {r['task']} | {mark} | {r['outcome']} | {r['turns']} | {r['seconds']:.0f} | "
+        check = {True: "pass", False: "fail", None: "-"}[r.get("check_passed")]
+        lines.append(f"| {r['tool']} | {r['task']} | {mark} | {check} | {r['outcome']} | {r['turns']} | "
+                     f"{r['seconds']:.0f} | "
                      f"{r.get('first_prompt_tokens') or '-'} |")
     lines += ["", "| tool | solved | median first prompt | ended past the limit |", "|---|---|---|---|"]
     for tool in dict.fromkeys(r["tool"] for r in results["runs"]):
@@ -368,12 +416,14 @@ def main(argv: list[str] | None = None) -> int:
                 repo = prepare_repo(task, Path(tmp) / "repo")
                 log = args.logs / f"{task.name}.{tool}.log" if args.logs else None
                 rec = RUNNERS[tool](task, repo, args, log)
-                rec.solved, _ = run_check(task, repo)
+                rec.solved, _ = run_accept(task, repo)
+                rec.check_passed, _ = run_check(task, repo)
                 if args.logs and (repo / ".agentloop" / "runs").is_dir():
                     shutil.copytree(repo / ".agentloop" / "runs", args.logs / f"{task.name}.{tool}.runs",
                                     dirs_exist_ok=True)
             results["runs"].append(asdict(rec))
-            print(f"{task.name:20} {tool:9} solved={'yes' if rec.solved else 'no ':3} outcome={rec.outcome:16} "
+            print(f"{task.name:20} {tool:9} solved={'yes' if rec.solved else 'no ':3} "
+                  f"check={'pass' if rec.check_passed else 'fail'} outcome={rec.outcome:16} "
                   f"turns={rec.turns} edits={rec.replies_with_edits}/{rec.replies} {rec.seconds:.0f}s "
                   f"tokens={rec.tokens}", flush=True)
             if args.out:

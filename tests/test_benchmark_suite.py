@@ -3,6 +3,7 @@ and the suite runner judges by the check it runs itself (driven here against the
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import shutil
@@ -82,9 +83,57 @@ def test_the_real_tasks_span_sizes_and_hide_the_buggy_file():
 
 
 def test_every_real_task_fails_as_shipped_and_passes_with_its_fix():
-    """Each real task's own check, in its own process (their packages and test folders collide)."""
+    """Each real task's own check, in its own process (their packages and test folders collide). The hidden
+    accept commands take as long again: `python benchmarks/real_tasks.py --verify` checks both."""
     for task in real.TASKS:
-        assert real.verify(task), task.name
+        assert real.verify(task, ("check",)), task.name
+
+
+def test_every_real_task_has_an_accept_command_the_tool_never_sees():
+    """The whole test modules of the buggy code (the visible check when that is what it runs already),
+    never in the tool's tree or command line; hidden/ test modules are not in the tool's tree either."""
+    args = argparse.Namespace(agentloop="agentloop", model="m", edit_format=None)
+    stricter = 0
+    for task in REAL:
+        assert task.accept, task.name
+        if task.accept == task.check:
+            assert " -k " not in task.check, f"{task.name}: its check is filtered, its accept must not be"
+            continue
+        stricter += 1
+        assert task.accept not in suite.fix_command(task, args, "http://127.0.0.1:1/v1")
+        assert not any(task.accept in p.read_text(errors="replace") for p in task.repo.rglob("*") if p.is_file())
+        for hidden in task.hidden.rglob("*.py") if task.hidden.is_dir() else ():
+            assert not (task.repo / hidden.relative_to(task.hidden)).exists(), f"{task.name}: {hidden} is visible"
+    assert stricter >= 9
+
+
+def test_accept_judges_a_fresh_copy_with_the_pristine_tests(tmp_path):
+    task = next(t for t in REAL if t.name == "cachetools_typedkey")
+    repo = suite.prepare_repo(task, tmp_path / "repo")
+    assert not suite.run_accept(task, repo)[0]
+    # Tests rewritten to pass and a conftest that skips every test: the visible check in place would pass.
+    for rel in task.test_files():
+        (repo / rel).write_text("def test_nothing():\n    pass\n")
+    (repo / "tests" / "conftest.py").write_text(
+        "import pytest\n\n\ndef pytest_collection_modifyitems(items):\n"
+        "    for item in items:\n        item.add_marker(pytest.mark.skip)\n")
+    assert not suite.run_accept(task, repo)[0]
+    assert (repo / "tests" / "conftest.py").is_file(), "the tool's tree is left as it was"
+    shutil.copytree(task.solution, repo, dirs_exist_ok=True)
+    assert suite.run_accept(task, repo)[0]
+
+
+def test_accept_catches_a_fix_that_breaks_other_behaviour(tmp_path):
+    task = next(t for t in REAL if t.name == "more_itertools_totient")
+    repo = suite.prepare_repo(task, tmp_path / "repo")
+    shutil.copytree(task.solution, repo, dirs_exist_ok=True)
+    recipes = repo / "more_itertools" / "recipes.py"
+    text = recipes.read_text()
+    broken = "    return list(islice(iterable, n))\n"
+    assert text.count(broken) == 1
+    recipes.write_text(text.replace(broken, "    return list(islice(iterable, n + 1))\n"))
+    assert suite.run_check(task, repo)[0], "the visible check (-k Totient) does not see take()"
+    assert not suite.run_accept(task, repo)[0]
 
 
 def test_check_runs_in_a_fresh_repo(tmp_path):
@@ -152,6 +201,7 @@ def test_run_suite_drives_agentloop_and_judges_by_the_check(tmp_path, capsys):
     assert code == 0
     runs = {r["task"]: r for r in json.loads(out.read_text())["runs"]}
     assert runs["wrong_operator"]["solved"] and runs["wrong_operator"]["outcome"] == "accepted"
+    assert runs["wrong_operator"]["check_passed"] and not runs["missing_return"]["check_passed"]
     assert runs["wrong_operator"]["replies_with_edits"] == 1 and runs["wrong_operator"]["turns"] == 1
     # The same reply cannot apply to the other task: not solved, and the run ended cleanly.
     assert not runs["missing_return"]["solved"]

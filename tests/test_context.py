@@ -487,3 +487,25 @@ def test_a_long_unbroken_line_in_the_output_is_read_in_one_pass(tmp_path):
     worker.start()
     worker.join(timeout=60)  # a hang guard, not a speed target: one pass takes milliseconds
     assert result and result[0] == [context.Location("m.py", 2, "f")]
+
+
+def test_the_format_example_never_quotes_a_test_file(tmp_path):
+    """six's test looks the buggy function up with getattr: only the test file is found, and the format
+    example quoted it, so the model rewrote the (protected) test three times. A source file is quoted."""
+    from agentloop.run import opening
+    from agentloop.workspace.checks import CommandResult
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "six.py").write_text("def iteritems(d):\n    return iter(d.values())\n")
+    (root / "test_six.py").write_text(
+        "import six\n\n\ndef test_iterators():\n    meth = getattr(six, 'iter' + 'items')\n"
+        "    assert list(meth({1: 2})) == [(1, 2)]\n")
+    output = ("    def test_iterators():\n        meth = getattr(six, 'iter' + 'items')\n"
+              ">       assert list(meth({1: 2})) == [(1, 2)]\nE       assert [2] == [(1, 2)]\n\n"
+              "test_six.py:6: AssertionError\n")
+    failing = CommandResult(command="python -m pytest -q", exit_code=1, output=output, duration_s=0.1)
+    built = opening.build(root, "six.iteritems(d) must iterate over the pairs.", [failing],
+                          ["LICENSE", "six.py", "test_six.py"], [], lambda path: f"example from {path}", 1500)
+    assert built.files == ["test_six.py"]  # what the finding gives (the call is dynamic)
+    assert built.example_path == "six.py" and "example from six.py" in built.system

@@ -136,6 +136,16 @@ def test_several_definitions_in_one_reply_apply_together(repo):
     assert "return w * h" in new and "        return 'CRATE'\n" in new and "return \"box\"" in new
 
 
+def test_a_docstring_holding_a_fence_does_not_end_the_block(repo):
+    """humanize's naturalsize has a ```pycon example in its docstring: its indented closing fence is code,
+    not the end of the reply's block (the suite's model rewrote it three times, each cut there)."""
+    code = ('def area(w, h):\n    """Area.\n\n    ```pycon\n    >>> area(2, 3)\n    6\n    ```\n    """\n'
+            "    return w * h\n")
+    result = apply_reply(repo, reply("shapes.py::area", code))
+    assert result.applied, render_failures(result)
+    assert "    ```pycon\n" in (repo / "shapes.py").read_text() and "return w * h" in (repo / "shapes.py").read_text()
+
+
 def test_a_cut_short_block_is_malformed(repo):
     result = apply_reply(repo, "shapes.py::area\n```python\ndef area(w, h):\n    return w * h\n")
     assert result.failures and result.failures[0].reason == "malformed"

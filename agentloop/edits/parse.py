@@ -69,8 +69,15 @@ class _Fence:
     info: str
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
 def _fences(lines: list[str]) -> dict[int, _Fence]:
-    """Pair fence openers with closers; SEARCH/REPLACE bodies are skipped, they may hold fences."""
+    """Pair fence openers with closers; SEARCH/REPLACE bodies are skipped, they may hold fences.
+
+    As in CommonMark, a closer is indented at most 3 columns more than its opener: a fence inside the
+    code (a docstring's indented ``` example) does not end the block."""
     out: dict[int, _Fence] = {}
     cur: _Fence | None = None
     ticks = ""
@@ -88,7 +95,8 @@ def _fences(lines: list[str]) -> dict[int, _Fence]:
                 cur = _Fence(i, None, m.group(2))
                 ticks = m.group(1)
                 out[i] = cur
-            elif not m.group(2) and m.group(1)[0] == ticks[0] and len(m.group(1)) >= len(ticks):
+            elif (not m.group(2) and m.group(1)[0] == ticks[0] and len(m.group(1)) >= len(ticks)
+                  and _indent(lines[i]) <= _indent(lines[cur.open]) + 3):
                 cur.close = i
                 cur = None
         i += 1

@@ -62,7 +62,7 @@ def build(root: Path, task: str, visible: Sequence[CommandResult], repo_files: S
     failing = [r for r in visible if not r.passed]
     found = context.find_context(root, [r.output for r in failing], repo_files, given=given)
     named = list(given) + [p.path for p in found.parts]
-    example = next((p for p in named if not TEST_PATH.search(p)), next(iter(named), ""))
+    example = next((p for p in named if not TEST_PATH.search(p)), None) or _source_like(named, repo_files)
     system = render_system(example)
     fixed = "\n".join([system, task, *(r.command for r in visible)])  # shown whatever else fits
     limit, tokens = cap, None
@@ -79,6 +79,14 @@ def build(root: Path, task: str, visible: Sequence[CommandResult], repo_files: S
         limit -= tokens - cap
     return Opening(system, user, example, list(dict.fromkeys(p.path for p in filled.parts)),
                    partial_of(filled.parts), tokens, [p.label for p in filled.parts], filled.left_out)
+
+
+def _source_like(named: Sequence[str], repo_files: Sequence[str]) -> str:
+    """When only tests were found: a repository file in the first one's language that is not a test, so
+    the format example never quotes a file the model may not edit (it copied that path three times)."""
+    first = next(iter(named), "")
+    suffix = Path(first).suffix
+    return next((p for p in repo_files if suffix and p.endswith(suffix) and not TEST_PATH.search(p)), first)
 
 
 def _render(task: str, visible: Sequence[CommandResult], failing: Sequence[CommandResult],
