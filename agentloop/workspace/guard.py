@@ -115,13 +115,9 @@ class ProtectedFiles:
                    and is_protected(p, self.patterns)]
         links = [p for p in ignored if (self.root / p).is_symlink()]
         regular = [p for p in ignored if p not in links and (self.root / p).is_file()]
-        if regular:
-            proc = subprocess.run(git_argv("hash-object", "-w", "--no-filters", "--stdin-paths"), cwd=self.root,
-                                  env=git_env(), input="\n".join(regular) + "\n", capture_output=True, text=True,
-                                  check=True)
-            for path, blob in zip(regular, proc.stdout.split(), strict=True):
-                mode = "100755" if os.stat(self.root / path).st_mode & 0o111 else "100644"
-                self.start[path] = _Entry(mode, blob)
+        for path, blob in zip(regular, self._hash(regular, store=True), strict=True):
+            mode = "100755" if os.stat(self.root / path).st_mode & 0o111 else "100644"
+            self.start[path] = _Entry(mode, blob)
         for path in links:
             blob = subprocess.run(git_argv("hash-object", "-w", "--stdin"), cwd=self.root, env=git_env(),
                                   input=os.readlink(self.root / path), capture_output=True, text=True,
@@ -142,16 +138,21 @@ class ProtectedFiles:
                     differ.append(path)
             else:
                 regular.append(path)
-        if regular:
-            proc = subprocess.run(git_argv("hash-object", "--no-filters", "--stdin-paths"), cwd=self.root,
-                                  env=git_env(), input="\n".join(regular) + "\n", capture_output=True, text=True,
-                                  check=True)
-            for path, blob in zip(regular, proc.stdout.split(), strict=True):
-                if blob != self.start[path].blob or not _mode_matches(self.root / path, self.start[path].mode):
-                    differ.append(path)
+        for path, blob in zip(regular, self._hash(regular), strict=True):
+            if blob != self.start[path].blob or not _mode_matches(self.root / path, self.start[path].mode):
+                differ.append(path)
         differ += [p for p in (*current_files, *self._ignored()) if p not in self.start
                    and not CHECK_OUTPUT.search(p) and is_protected(p, self.patterns)]
         return sorted(set(differ))
+
+    def _hash(self, paths: Sequence[str], *, store: bool = False) -> list[str]:
+        """The blob ids of `paths` as they are on disk, unconverted; `store` also writes the blobs."""
+        if not paths:
+            return []
+        proc = subprocess.run(git_argv("hash-object", *(["-w"] if store else []), "--no-filters", "--stdin-paths"),
+                              cwd=self.root, env=git_env(), input="\n".join(paths) + "\n", capture_output=True,
+                              text=True, check=True)
+        return proc.stdout.split()
 
     def _ignored(self) -> list[str]:
         """Ignored files outside ignored folders: a `.gitignore` line must not hide a new conftest.py."""
