@@ -271,3 +271,20 @@ def test_what_a_rollout_leaves_running_is_killed_when_it_ends(world, tmp_path):
         time.sleep(0.1)
     assert not _processes_running(f"sleep {marker}")
     assert not list((out / ".work").iterdir())  # job, result and log files moved or removed
+
+
+def test_the_warm_worker_makes_litellms_first_call_against_its_own_local_server():
+    """The warm-up reaches no provider (a server of its own on 127.0.0.1, a dummy key) and leaves
+    litellm's lazily built response schemas built, for the forked rollouts to inherit."""
+    import subprocess
+    import sys
+
+    probe = ("import json\n"
+             "from agentloop.run.model import import_litellm\n"
+             "import_litellm()\n"
+             "from litellm.types.utils import ModelResponse\n"
+             "from agentloop.batch.warmup import warm_up_litellm\n"
+             "print(json.dumps([warm_up_litellm(), ModelResponse.__pydantic_complete__]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, True]

@@ -182,3 +182,35 @@ def test_suspicious_edit_is_recorded_and_shown(calc_repo, monkeypatch):
     assert events[-1]["flags"] == {"special_case": 1}
     shown = CliRunner().invoke(cli, ["show", summary["run_dir"]])
     assert "SUSPICIOUS special_case in calc.py" in shown.output
+
+
+def test_the_look_before_a_check_is_skipped_only_when_the_edit_wrote_no_protected_file(gaming_repo, monkeypatch):
+    """The model's edits cannot write a protected path (apply refuses it), so after an edit to calc.py
+    alone the protected files are not looked at again before the check (one git listing saved per
+    turn); the look after every check stays (test_a_test_rewritten_by_code_cannot_be_accepted)."""
+    looks: list[int] = []
+    real = ProtectedFiles.changed
+
+    def counted(self, current_files):
+        looks.append(1)
+        return real(self, current_files)
+
+    monkeypatch.setattr(ProtectedFiles, "changed", counted)
+    fixed = whole("calc.py", "def add(a, b):\n    return a + b\n")
+    with FakeLLM([{"content": fixed}]) as server:
+        code, summary, _ = run_fix(gaming_repo, server, "--check", PYTEST, "--max-turns", "2", "--sandbox", "off",
+                                   monkeypatch=monkeypatch)
+    assert summary["outcome"] == "accepted"
+    assert len(looks) == 2  # after the first check and after the check of the edit; none before it
+
+
+def test_touched_needs_a_look_unless_every_written_path_is_unprotected(gaming_repo):
+    from agentloop.workspace.suite import CheckSuite
+
+    suite = CheckSuite.__new__(CheckSuite)
+    suite.protected = ProtectedFiles(gaming_repo, ["test_*.py"], Workspace(gaming_repo).snapshot())
+    for paths, was, expected in [(["calc.py"], True, True), (["calc.py"], False, False),
+                                 (["test_new.py"], True, False), (["test_calc.py"], True, False), (None, True, False)]:
+        suite.pristine = not expected
+        suite.touched(paths, was_pristine=was)
+        assert suite.pristine is expected, (paths, was)

@@ -98,10 +98,12 @@ def test_staged_unstaged_and_untracked_changes_are_seen_and_survive(calc_repo, m
     assert git(calc_repo, "stash", "list") == ""
     assert git(calc_repo, "branch", "--show-current").strip() == "main"
     assert summary["workspace"]["applied"] and "applied to your tree" in err
-    # The branch: the user's starting state (on top of HEAD), one commit per turn, then the result.
+    # The branch: the user's starting state (on top of HEAD), one commit per turn; the tip is the result
+    # (the last turn's commit: nothing changed after it, so no commit repeats its tree).
     branch = f"agentloop/{summary['run_id']}"
     commits = git(calc_repo, "rev-list", f"main..{branch}").split()
-    assert len(commits) == 3
+    assert len(commits) == 2
+    assert git(calc_repo, "rev-parse", f"{branch}^{{tree}}").strip() == summary["workspace"]["final_tree"]
     start = commits[-1]
     started_from = git(calc_repo, "show", f"{start}:calc.py")
     assert "def sub" in started_from and "return a - b" in started_from

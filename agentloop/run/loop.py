@@ -164,9 +164,11 @@ class Loop:
         content, copied = self.prompt.strip_examples(reply.content)
         self.status("applying edits")
         self.expect_edit(content)
+        was_pristine = self.checks.pristine
+        self.checks.touched()  # until apply returns: an interrupted write leaves the look to the next check
         result = apply_reply(self.workspace.root, content, protect=self.checks.protect, known_files=self.prompt.in_play,
                              partial=self.prompt.partial)
-        self.checks.touched()
+        self.checks.touched(result.changed_files, was_pristine=was_pristine)
         self.status("")
         if copied:
             result.notes.append(f"{copied} copy(ies) of the format example ignored")
@@ -175,7 +177,7 @@ class Loop:
             before = self.edited.record(result.changed_files)
             applied_diff = self.applied_diff = self.workspace.diff(before, self.edited.tree)
             suspicious = suspicious_edits(self.workspace.root, before, self.edited.tree, result.changed_files,
-                                          self.checks.harness, self.checks.literals)
+                                          self.checks.harness, self.checks.literals, diff=applied_diff)
         self.edited.pending = []
         for flag in suspicious:
             self.checks.flag(flag["kind"])

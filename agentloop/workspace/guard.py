@@ -25,7 +25,7 @@ from pathlib import Path
 from agentloop.edits.paths import PathRefused, is_protected, safe_path
 from agentloop.files import atomic_write
 from agentloop.workspace.gitsafe import git_argv, git_env
-from agentloop.workspace.repo import git
+from agentloop.workspace.repo import git, tree_listing
 
 SYMLINK_MODE = "120000"
 # What checks write on their own (bytecode, pytest's cache): never counted as a protected file appearing.
@@ -98,8 +98,7 @@ class ProtectedFiles:
         self.start: dict[str, _Entry] = {}
         if not self.patterns:
             return
-        out = git(["ls-tree", "-r", "-z", "--full-tree", start_tree], root)
-        for item in out.split("\0"):
+        for item in tree_listing(root, start_tree).split("\0"):
             if not item:
                 continue
             meta, path = item.split("\t", 1)
@@ -327,10 +326,14 @@ def _files(diff: str) -> list[tuple[str, list[str], list[str]]]:
 
 
 def suspicious_edits(root: Path, before: str, after: str, changed: Sequence[str], harness: Sequence[str],
-                     literals: frozenset[str]) -> list[dict[str, str]]:
+                     literals: frozenset[str], diff: str | None = None) -> list[dict[str, str]]:
     """The flags an edit from tree `before` to `after` earns (see scan_diff), plus one for each harness
-    file in `changed` that git does not see (ignored): it is not in the diff, yet it was written."""
-    suspicious = scan_diff(text_diff(root, before, after), harness, literals)
+    file in `changed` that git does not see (ignored): it is not in the diff, yet it was written.
+    `diff`: the same change as Workspace.diff wrote it, used when it holds no binary part (it is then
+    text_diff's text; a file it shows as binary may still hide a test edit, so text_diff runs)."""
+    if diff is None or "GIT binary patch" in diff or "\nBinary files " in diff:
+        diff = text_diff(root, before, after)
+    suspicious = scan_diff(diff, harness, literals)
     seen = {f["path"] for f in suspicious}
     for path in changed:
         if path not in seen and harness_file(path, harness):

@@ -215,6 +215,7 @@ class Isolation:
     worktree: Path | None = None
     slot: pool.Slot | None = None
     tip: str | None = None  # the branch's newest commit: the start, then one per turn
+    tip_tree: str | None = None  # its tree
     base_tree: str | None = None  # the start, plus (in place) ignored files the model's edits touched
     finished: dict[str, Any] | None = None
 
@@ -251,7 +252,7 @@ class Isolation:
         head = head or self.user.head()
         self.start_commit = self.commit(self.start_tree, head, f"agentloop {self.run_id}: starting state")
         git(["update-ref", f"refs/heads/{self.branch}", self.start_commit, ""], self.user.root)
-        self.tip = self.start_commit
+        self.tip, self.tip_tree = self.start_commit, self.start_tree
         write_json(self.run_dir / WORKSPACE_FILE, {
             "run_id": self.run_id, "mode": self.mode, "root": str(self.user.root), "branch": self.branch,
             "start_tree": self.start_tree, "start_commit": self.start_commit, "head": head})
@@ -287,7 +288,7 @@ class Isolation:
         if self.tip is not None:
             commit = self.commit(tree, self.tip, f"agentloop {self.run_id}: turn {turn}")
             git(["update-ref", f"refs/heads/{self.branch}", commit, self.tip], self.user.root)
-            self.tip = commit
+            self.tip, self.tip_tree = commit, tree
 
     def commit(self, tree: str, parent: str | None, message: str) -> str:
         env = {**os.environ, **IDENTITY}
@@ -311,8 +312,9 @@ class Isolation:
             changes = self.user.changes(base, final_tree)
             info.update(start_tree=base, final_tree=final_tree)
             if changes or self.tip != self.start_commit:
-                result = self.commit(final_tree, self.tip, f"agentloop {self.run_id}: {outcome}")
-                git(["update-ref", f"refs/heads/{self.branch}", result], self.user.root)
+                if final_tree != self.tip_tree:  # else the last turn's commit, the branch's tip, is the result
+                    result = self.commit(final_tree, self.tip, f"agentloop {self.run_id}: {outcome}")
+                    git(["update-ref", f"refs/heads/{self.branch}", result], self.user.root)
                 info["branch"] = self.branch
             else:  # no turn, no change (checks already passing, or stopped at once): no branch to clutter the repo
                 git(["update-ref", "-d", f"refs/heads/{self.branch}", self.start_commit], self.user.root, check=False)

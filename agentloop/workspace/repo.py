@@ -6,7 +6,6 @@ branches and stash are never touched.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -49,17 +48,28 @@ def find_repo_root(start: Path) -> Path:
     return root
 
 
+_COMMON_DIRS: dict[str, Path] = {}
+
+
 def common_dir(root: Path) -> Path:
-    """The git directory shared by all worktrees of the repository at `root` (its .git for a plain checkout)."""
-    return _common_dir(str(Path(root).resolve()))
+    """The git directory shared by all worktrees of the repository at `root` (its .git for a plain checkout).
+
+    Asked several times per run set-up; one git process each time is worth saving (the answer is
+    fixed for as long as the repository exists, and a missing one raises, which is not kept)."""
+    key = str(Path(root).resolve())
+    found = _COMMON_DIRS.get(key)
+    if found is None:
+        found = _keep_common_dir(key, git(["rev-parse", "--git-common-dir"], Path(key)).strip())
+    return found
 
 
-@functools.lru_cache(maxsize=64)
-def _common_dir(root: str) -> Path:
-    """Asked several times per run set-up; one git process each time is worth saving (the answer is
-    fixed for as long as the repository exists, and a missing one raises, which is not cached)."""
-    common = Path(git(["rev-parse", "--git-common-dir"], Path(root)).strip())
-    return (common if common.is_absolute() else Path(root) / common).resolve()
+def _keep_common_dir(root: str, answer: str) -> Path:
+    common = Path(answer)
+    common = (common if common.is_absolute() else Path(root) / common).resolve()
+    if len(_COMMON_DIRS) >= _MEMO_SIZE:
+        _COMMON_DIRS.clear()
+    _COMMON_DIRS[root] = common
+    return common
 
 
 def forget_worktrees(root: Path, under: Path) -> None:
@@ -83,7 +93,10 @@ class Workspace:
 
     def __init__(self, root: Path):
         self.root = root.resolve()
-        self.git_dir = Path(git(["rev-parse", "--absolute-git-dir"], self.root).strip())
+        both = git(["rev-parse", "--absolute-git-dir", "--git-common-dir"], self.root).splitlines()
+        if len(both) == 2:  # (a path holding a newline is asked for alone)
+            _keep_common_dir(str(self.root), both[1])
+        self.git_dir = Path(both[0] if len(both) == 2 else git(["rev-parse", "--absolute-git-dir"], self.root)[:-1])
 
     def exclude_agentloop_dir(self) -> None:
         """Keep `.agentloop/` out of git through `.git/info/exclude`, not the user's .gitignore."""
@@ -284,6 +297,21 @@ def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
     changes = _tree_changes(cwd, old_tree, new_tree)
     _remember(_CHANGES, key, tuple(changes))
     return changes
+
+
+_LISTINGS: dict[tuple[str, str, str], str] = {}
+
+
+def tree_listing(cwd: Path, tree: str) -> str:
+    """`git ls-tree -r -z --full-tree` of `tree`: mode, type, blob and path of each file, NUL-separated.
+    Asked at set-up and again at the first edit; a tree named by its id never changes, so it is kept."""
+    key = (str(cwd), tree, tree)
+    out = _LISTINGS.get(key)
+    if out is None:
+        out = git(["ls-tree", "-r", "-z", "--full-tree", tree], cwd)
+        if len(out) <= _MEMO_TEXT:
+            _remember(_LISTINGS, key, out)
+    return out
 
 
 def _remember(memo: dict, key: tuple[str, str, str], value: object) -> None:

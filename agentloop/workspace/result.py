@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from agentloop.workspace.repo import Workspace, git
+from agentloop.workspace.repo import Workspace, tree_listing
 
 
 class EditedResult:
@@ -34,8 +34,8 @@ class EditedResult:
         if not self.in_place:
             return []
         if self._base_paths is None:
-            out = git(["ls-tree", "-r", "-z", "--name-only", "--full-tree", self.base], self.workspace.root)
-            self._base_paths = {p for p in out.split("\0") if p}
+            out = tree_listing(self.workspace.root, self.base)
+            self._base_paths = {item.split("\t", 1)[1] for item in out.split("\0") if item}
         edited = {c.path for c in self.workspace.changes(self.base, self.tree)}
         unseen = [p for p in self.pending if p not in self._base_paths and p not in edited
                   and os.path.lexists(self.workspace.root / p)]

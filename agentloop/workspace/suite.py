@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentloop.config import Check, Config
+from agentloop.edits.paths import is_protected
 from agentloop.workspace import environment as workspace_env
 from agentloop.workspace import grading, held_out, sandbox
 from agentloop.workspace.checks import CommandResult, check_env, run_command, run_suite
@@ -229,9 +230,18 @@ class CheckSuite:
             self.progress(f"git configuration changed by {check.label}: {', '.join(changed)}; restored")
         return changed
 
-    def touched(self) -> None:
-        """Files of the workspace were written (the model's edits): look at the protected ones again."""
-        self.pristine = False
+    def touched(self, paths: Iterable[str] | None = None, *, was_pristine: bool = False) -> None:
+        """Files of the workspace were written: look at the protected ones again before the next check.
+
+        With `paths` (what the model's edits wrote: apply refuses protected paths and links to them)
+        and `was_pristine` (the state before the write), the look is needed only if one of them is
+        protected. A write that went wrong some other way still meets the look after the check."""
+        if paths is None or not was_pristine or self.protected is None:
+            self.pristine = False
+        elif any(p in self.protected.start or is_protected(p, self.protected.patterns) for p in paths):
+            self.pristine = False
+        else:
+            self.pristine = True
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.

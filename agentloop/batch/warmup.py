@@ -1,0 +1,54 @@
+"""One throwaway model call in the warm worker, so that forked rollouts start with litellm warm.
+
+A fresh process's first `litellm.completion` takes some 100 ms more than the next ones: pydantic
+builds the response models' schemas on first use, and the OpenAI client's modules set themselves up.
+A rollout forked from the warm worker inherits whatever the worker did, so the worker makes that
+first call itself, once, against a server of its own on 127.0.0.1 that answers one canned
+completion. No key, no network, no model: nothing of it reaches a rollout but the warm state.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CANNED = {"id": "warm-up", "object": "chat.completion", "created": 0, "model": "warm-up",
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+          "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+class _Canned(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps(CANNED).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:  # not to the worker's stderr
+        pass
+
+
+def warm_up_litellm() -> bool:
+    """Make one completion through litellm against a canned local server; False if it failed (the
+    rollouts then only pay the first call themselves)."""
+    from agentloop.run.model import import_litellm
+
+    litellm = import_litellm()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        litellm.completion(model="openai/warm-up", api_base=f"http://127.0.0.1:{server.server_port}/v1",
+                           api_key="warm-up", messages=[{"role": "user", "content": "ok"}], timeout=10,
+                           max_retries=0)
+        return True
+    except Exception:  # noqa: BLE001 - an optimisation only
+        return False
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
