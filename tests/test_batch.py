@@ -288,3 +288,25 @@ def test_the_warm_worker_makes_litellms_first_call_against_its_own_local_server(
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, True]
+
+
+def test_making_a_rollouts_repository_runs_no_hook(world, tmp_path, monkeypatch):
+    """A hook installed by the user's git template (init.templateDir) would run at the rollout's
+    checkout, outside any sandbox: agentloop's git runs no hook."""
+    from agentloop.batch.rollout import materialise
+
+    repo, held = world
+    template = tmp_path / "template"
+    (template / "hooks").mkdir(parents=True)
+    marker = tmp_path / "hook-ran"
+    hook = template / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    hook.chmod(0o755)
+    config = tmp_path / "gitconfig"
+    config.write_text(f"[init]\n\ttemplateDir = {template}\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    row = load_tasks(write_tasks(tmp_path, [fixable(repo, held)]))[0]
+    materialise(row, tmp_path / "rollout" / "repo")
+    assert (tmp_path / "rollout" / "repo" / "calc.py").exists()
+    assert (tmp_path / "rollout" / "repo" / ".git" / "hooks" / "post-checkout").exists()  # installed, not run
+    assert not marker.exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.batch.tasks import TaskRow, directory_tree
+from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env
 
 PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR = "passed", "failed", "timeout", "agent_error", "infra_error"
 STATUSES = (PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR)
@@ -43,8 +44,9 @@ def group_id(row: TaskRow) -> str:
 
 
 def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **_GIT_ID, **(env or {})})
+    """git hardened as agentloop's own (agentloop.workspace.gitsafe): no hooks, no fsmonitor, no secret."""
+    proc = subprocess.run(["git", *SAFE_CONFIG, *args], cwd=cwd, capture_output=True, text=True,
+                          env=git_env({**os.environ, **_GIT_ID, **(env or {})}))
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise InfraError(f"git {args[0]} failed: {last}")
