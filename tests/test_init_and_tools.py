@@ -85,6 +85,20 @@ def test_list_and_search(tmp_path):
     assert not box.answer(call("rm_rf", path=".")).ok
 
 
+def test_read_and_search_number_lines_as_tracebacks_do_and_refuse_huge_files(tmp_path):
+    """A form feed or U+2028 inside a line does not shift the numbers (tracebacks count \\n only), and a
+    file of more than 4 MB is neither read whole into the prompt nor searched."""
+    repo = make_repo(tmp_path / "r", {"m.py": "import os\n\x0c\ns = 'a\u2028b'\ndef target():\n    return 1\n"})
+    (repo / "dump.log").write_text("needle\n" * 700_000)  # about 4.9 MB
+    box = Toolbox(repo, Workspace(repo).list_files)
+    read = box.answer(call("read_file", path="m.py")).output
+    assert "    4 def target():" in read and "of 5)" in read
+    assert "m.py:4: def target():" in box.answer(call("search", pattern="def target")).output
+    huge = box.answer(call("read_file", path="dump.log"))
+    assert not huge.ok and "not a regular file of at most 4 MB" in huge.output
+    assert box.answer(call("search", pattern="needle")).output == "(no matches)"
+
+
 def test_tool_specs_are_valid_function_definitions():
     names = {s["function"]["name"] for s in load_tool_specs()}
     assert names == {"read_file", "list_files", "search", "give_up"}

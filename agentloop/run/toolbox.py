@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.data import data_dir
-from agentloop.files import looks_binary, names_git_dir, real_inside
+from agentloop.files import looks_binary, names_git_dir, read_regular_file, real_inside
 from agentloop.run.model import ToolCall
 from agentloop.workspace.repo import AGENTLOOP_DIR
 
 MAX_READ_LINES = 400
 MAX_LIST = 500
 MAX_MATCHES = 100
+MAX_FILE_BYTES = 4 << 20  # a bigger file is not read whole (a log, a data dump): read_file says so, search skips it
 GIVE_UP = "give_up"
 
 
@@ -96,10 +97,12 @@ class Toolbox:
         target = self._resolve(path)
         if not target.is_file():
             raise ValueError(f"{path}: no such file")
-        data = target.read_bytes()
+        data = read_regular_file(target, MAX_FILE_BYTES)
+        if data is None:  # a FIFO or device would block the read; a huge file would fill the prompt
+            raise ValueError(f"{path}: not a regular file of at most {MAX_FILE_BYTES >> 20} MB; use search on it")
         if looks_binary(data):
             raise ValueError(f"{path}: binary file")
-        lines = data.decode("utf-8", "replace").splitlines()
+        lines = _lines(data)
         start = max(1, int(start_line or 1))
         end = min(len(lines), int(end_line or start + MAX_READ_LINES - 1), start + MAX_READ_LINES - 1)
         body = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
@@ -123,17 +126,26 @@ class Toolbox:
             if prefix and prefix != "." and rel != prefix and not rel.startswith(prefix + "/"):
                 continue
             try:
-                data = self._resolve(rel).read_bytes()  # a symlink out of the repo or into .git: skipped
-            except (OSError, ValueError):
+                data = read_regular_file(self._resolve(rel), MAX_FILE_BYTES)  # out of the repo, into .git: skipped
+            except ValueError:
                 continue
-            if looks_binary(data):
+            if data is None or looks_binary(data):
                 continue
-            for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            for n, line in enumerate(_lines(data), 1):
                 if regex.search(line):
                     hits.append(f"{rel}:{n}: {line.strip()[:200]}")
                     if len(hits) >= MAX_MATCHES:
                         return "\n".join(hits) + "\n[more matches not shown]"
         return "\n".join(hits) or "(no matches)"
+
+
+def _lines(data: bytes) -> list[str]:
+    """Lines as editors and tracebacks number them: split at \\n only (not at form feeds or U+2028)."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 _TEXT_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
