@@ -378,3 +378,25 @@ def test_restore_keeps_line_endings_that_git_converts(tmp_path):
     (repo / "b.txt").write_bytes(b"new\r\n")
     assert sorted(ws.restore(start)) == ["a.txt", "b.txt"]
     assert tree_bytes(repo) == before and (repo / "a.txt").read_bytes() == b"one\r\ntwo\r\n"
+
+
+def test_the_private_index_of_tree_with_is_kept_per_workspace_and_removed(calc_repo, tmp_path):
+    """tree_with keeps its index between turns (one `git read-tree` less each), removes it on close,
+    and a later workspace sweeps away the index of a process that was killed before it could."""
+    import tempfile
+
+    dead = Path(tempfile.gettempdir()) / "agentloop-index-999999999-x1"  # above any pid_max
+    dead.mkdir(exist_ok=True)
+    ws = Workspace(calc_repo)
+    start = ws.snapshot()
+    (calc_repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    first = ws.tree_with(start, ["calc.py"])
+    (calc_repo / "new.txt").write_text("new\n")
+    second = ws.tree_with(first, ["new.txt"])  # from the index as it was left
+    assert second == ws.snapshot()
+    assert ws.tree_with(start, ["calc.py"]) == first  # another base: read again
+    assert not dead.exists()
+    folder = ws._index[0].parent
+    assert folder.is_dir() and folder.name.startswith(f"agentloop-index-{os.getpid()}-")
+    ws.close()
+    assert not folder.exists()

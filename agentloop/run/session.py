@@ -114,6 +114,9 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
             guard.settle()
             isolation.finish(Outcome.INTERRUPTED, None)  # whatever was set up is cleaned away; the tree is untouched
             raise
+        finally:
+            for used in {id(w): w for w in (workspace, isolation.workspace) if w is not None}.values():
+                used.close()
     run_dir, trajectory_path = isolation.run_dir, isolation.run_dir / TRAJECTORY
     redactor = result.redactor
     result, started, base_commit = result.result, result.started, result.base_commit

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,25 @@ def find_repo_root(start: Path) -> Path:
 
 
 _COMMON_DIRS: dict[str, Path] = {}
+_INDEX_PREFIX = "agentloop-index-"
+
+
+def _remove_dead_indexes() -> None:
+    """Remove the private indexes (Workspace.tree_with) of processes that were killed before they could."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_INDEX_PREFIX}*-*"):
+        pid = folder.name[len(_INDEX_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def common_dir(root: Path) -> Path:
@@ -93,6 +113,7 @@ class Workspace:
 
     def __init__(self, root: Path):
         self.root = root.resolve()
+        self._index: tuple[Path, str | None] | None = None  # tree_with's private index, and the tree it holds
         both = git(["rev-parse", "--absolute-git-dir", "--git-common-dir"], self.root).splitlines()
         if len(both) == 2:  # (a path holding a newline is asked for alone)
             _keep_common_dir(str(self.root), both[1])
@@ -154,10 +175,27 @@ class Workspace:
 
     def tree_with(self, base: str | None, paths: Iterable[str]) -> str:
         """`base` (or an empty tree) with each of `paths` as it is on disk now, ignored or not: its exact
-        bytes (no filter, no line-ending conversion, whatever .gitattributes says), or removed if gone."""
-        with tempfile.TemporaryDirectory(prefix="agentloop-index-") as tmp:
-            env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            return self._write_tree(env, base or "--empty", paths)
+        bytes (no filter, no line-ending conversion, whatever .gitattributes says), or removed if gone.
+
+        A run asks this once per turn with the tree it got the turn before, so the private index that
+        builds it is kept (in a temporary folder, removed with this object) and not read again then."""
+        if self._index is None:
+            _remove_dead_indexes()
+            folder = tempfile.mkdtemp(prefix=f"{_INDEX_PREFIX}{os.getpid()}-")
+            self._index = (Path(folder) / "index", None)
+            self._remove_index = weakref.finalize(self, shutil.rmtree, folder, True)
+        index, holds = self._index
+        env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+        self._index = (index, None)  # until the new tree is written: a failure leaves it unknown
+        tree = self._write_tree(env, None if base and base == holds else base or "--empty", paths)
+        self._index = (index, tree)
+        return tree
+
+    def close(self) -> None:
+        """Remove tree_with's private index now (a forked rollout ends with os._exit: no finalizer runs)."""
+        if self._index is not None:
+            self._remove_index()
+            self._index = None
 
     def _write_tree(self, env: dict[str, str], read: str | None, paths: Iterable[str]) -> str:
         """Into the index named by `env` (first reset to tree `read`, if given), put `paths` as on disk."""
