@@ -60,6 +60,7 @@ def structurally_invalid(repo: Path, held: Path) -> list[tuple[dict, str]]:
         (base | {"source": {"path": str(repo), "comit": "HEAD"}},
          "source.comit: unknown field; did you mean 'commit'?"),
         (base | {"checks": "pytest"}, "checks: must be a list of shell commands"),
+        (base | {"accept": None}, "accept: must be a list of shell commands, e.g. [\"python -m pytest -q\"], got null"),
         (base | {"checks": [""]}, "checks[0]: must be a non-empty command string"),
         ({k: v for k, v in base.items() if k not in ("accept", "accept_files")} | {"checks": []},
          "checks: no checks and no accept commands"),

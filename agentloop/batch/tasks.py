@@ -230,7 +230,7 @@ def validate_row(raw: Any, where: str, base: Path) -> tuple[TaskRow | None, list
         bad("task", "must be a non-empty string: what the model is asked to do")
 
     source = _source(raw.get("source"), base, bad) if "source" in raw else None
-    lists = {name: _commands(raw.get(name), name, bad) for name in ("checks", "accept", "setup")}
+    lists = {name: _commands(raw.get(name, _ABSENT), name, bad) for name in ("checks", "accept", "setup")}
     if not _nonempty(raw.get("checks"), list) and not _nonempty(raw.get("accept"), list):
         bad("checks", "no checks and no accept commands: nothing would tell a pass from a fail")
     accept_files = _accept_files(raw.get("accept_files"), base, source, bad)
@@ -300,10 +300,13 @@ def _source(raw: Any, base: Path, bad: _Problems) -> TaskSource | None:
     return TaskSource(path, commit, revision) if len(bad.lines) == before else None
 
 
+_ABSENT = object()
+
+
 def _commands(raw: Any, name: str, bad: _Problems) -> tuple[str, ...]:
-    if raw is None:
+    if raw is _ABSENT:
         return ()
-    if not isinstance(raw, list):
+    if not isinstance(raw, list):  # null too (a YAML `accept:` left empty): the schema says a list
         bad(name, f'must be a list of shell commands, e.g. ["python -m pytest -q"], got {_kind_of(raw)}')
         return ()
     out = []
