@@ -12,7 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentloop.edits.definitions import DefinitionRefused, replacement, single_definitions, split_definitions
+from agentloop.edits.definitions import (
+    DefinitionRefused,
+    replacement,
+    single_definitions,
+    split_definitions,
+    unseen_lines,
+)
 from agentloop.edits.match import Found, locate
 from agentloop.edits.parse import parse_raw, resolve_paths
 from agentloop.edits.paths import PathRefused, file_test, is_placeholder, is_protected, safe_path
@@ -204,6 +210,9 @@ class _Plan:
         if s.file is None:
             raise self._missing(e)
         try:
+            if e.path in self.partial and (cut := unseen_lines(e.path, s.file.lines, e.search, self.partial[e.path],
+                                                              e.replace)):
+                raise DefinitionRefused("malformed", cut)
             found = replacement(e.path, s.file.lines, e.search, e.replace)
         except DefinitionRefused as exc:
             raise _Refuse(exc.reason, exc.message) from None  # type: ignore[arg-type]

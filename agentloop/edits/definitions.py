@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 PYTHON_SUFFIXES = (".py", ".pyi")
@@ -87,6 +89,52 @@ def locate(path: str, lines: list[str], name: str) -> _Def:
         raise DefinitionRefused("ambiguous", f"{path} defines {name!r} more than once (lines {lines_at}), so which "
                                 "one to replace is a guess; use a SEARCH/REPLACE block")
     return hits[0]
+
+
+def unseen_ranges(seen: Sequence[tuple[int, int]], first: int, last: int) -> list[tuple[int, int]]:
+    """The runs of lines first..last that no (start, end) range of `seen` covers."""
+    missing: list[tuple[int, int]] = []
+    at = first
+    for start, end in sorted(seen):
+        if end < at:
+            continue
+        if start > at:
+            missing.append((at, min(start - 1, last)))
+        at = max(at, end + 1)
+        if at > last:
+            break
+    if at <= last:
+        missing.append((at, last))
+    return [(a, b) for a, b in missing if a <= b]
+
+
+_RANGE = re.compile(r"(\d+)-(\d+)")
+
+
+def shown_ranges(partial: str) -> list[tuple[int, int]]:
+    """The line ranges of a file shown in part, from how the prompt described them ("lines 3-9, 40-61
+    of 900"; "only an outline of its 900 lines": none)."""
+    if not partial.startswith("lines "):
+        return []
+    return [(int(a), int(b)) for a, b in _RANGE.findall(partial.split(" of ", 1)[0])]
+
+
+def unseen_lines(path: str, lines: list[str], name: str, partial: str, code: str) -> str:
+    """When definition `name` was shown only in part (`partial`) and `code` lacks most of the lines
+    that were not shown, why a whole-definition reply for it is refused; "" otherwise."""
+    node = locate(path, lines, name)
+    first, last = _start(node), node.end_lineno or node.lineno
+    missing = unseen_ranges(shown_ranges(partial), first, last)
+    hidden = [lines[n - 1].strip() for a, b in missing for n in range(a, b + 1) if lines[n - 1].strip()]
+    if not hidden:
+        return ""
+    sent = {x.strip() for x in code.split("\n")}
+    if sum(x in sent for x in hidden) * 2 >= len(hidden):
+        return ""  # it has them (read with a tool, or recalled): a whole definition, not a cut one
+    where = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in missing)
+    return (f"you were shown only part of {name} (it runs from line {first} to line {last}; lines {where} were "
+            f"not shown), so the block for {path}::{name} would drop or invent them; change the lines you were "
+            "shown with a SEARCH/REPLACE block instead")
 
 
 def replacement(path: str, lines: list[str], name: str, code: str) -> Replacement:

@@ -24,6 +24,9 @@ from agentloop.workspace.guard import TEST_PATH
 WHOLE_FILE_LINES = 150  # code files up to this long may be shown whole
 WHOLE_TEST_LINES = 60  # test files up to this long may be shown whole; longer: the failing test only
 MAX_SNIPPET_LINES = 80  # an enclosing function longer than this is shown as a window around the line
+# ... except a function of the code under test that the failure points into: shown whole up to this long
+# (the function edit format asks for the whole definition; the budget may still shorten it, and says so)
+MAX_DEFINITION_LINES = 160
 WINDOW = 12  # lines either side of a named line when no enclosing function is known (or it is huge)
 MAX_FILES = 8
 MAX_OUTLINE_ROWS = 40  # a longer outline keeps the definitions nearest the shown lines
@@ -75,6 +78,13 @@ class Part:
     value: int
     why: str = ""
     focus: int | None = None  # the line the failing output names, if any: a shortened part keeps it
+    definition: str = ""  # the Python definition these lines are (part of), if any
+    span: tuple[int, int] | None = None  # that definition's first and last lines
+
+    @property
+    def whole_definition(self) -> bool:
+        return self.span is not None and self.kind == "lines" and self.start <= self.span[0] and \
+            self.end >= self.span[1]
 
     @property
     def label(self) -> str:
@@ -450,8 +460,9 @@ def outline(files: _Files, rel: str, focus: Sequence[int] = ()) -> str:
     return "\n".join(out)
 
 
-def _span(files: _Files, rel: str, line: int) -> tuple[int, int, str]:
-    """Lines of the function around `line` (or a window), and what they are."""
+def _span(files: _Files, rel: str, line: int, longest: int = MAX_SNIPPET_LINES) -> tuple[int, int, str]:
+    """Lines of the function around `line` (or a window), and what they are: the whole function when
+    it is at most `longest` lines."""
     lines = files.lines(rel) or []
     line = min(max(1, line), max(1, len(lines)))
     tree = files.tree(rel)
@@ -459,7 +470,7 @@ def _span(files: _Files, rel: str, line: int) -> tuple[int, int, str]:
         node = _enclosing(tree, line)
         if node is not None:
             start, end = _first_line(node), node.end_lineno or node.lineno
-            if end - start + 1 <= MAX_SNIPPET_LINES:
+            if end - start + 1 <= longest:
                 return start, end, node.name
             return max(start, line - WINDOW), min(end, line + WINDOW), f"part of {node.name}"
         return max(1, line - WINDOW), min(len(lines), line + WINDOW), ""
@@ -497,13 +508,17 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     parts: list[Part] = []
     spans: dict[str, list[tuple[int, int]]] = {}
 
-    def add_span(rel: str, start: int, end: int, value: int, why: str, focus: int | None = None) -> None:
+    def add_span(rel: str, start: int, end: int, value: int, why: str, focus: int | None = None,
+                 definition: _Def | None = None) -> None:
         have = spans.setdefault(rel, [])
         if any(s <= start and end <= e for s, e in have):
             return
         have.append((start, end))
         part = _lines_part(files, rel, start, end, value, why)
         part.focus = focus
+        if definition is not None:
+            part.definition = definition.name
+            part.span = (_first_line(definition), definition.end_lineno or definition.lineno)
         parts.append(part)
 
     # 1. Every line the traceback names, in its enclosing function: the frames in the code under test
@@ -512,11 +527,14 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     raised = _raise_points(outputs, files)
     locations = sorted(finding.locations[-4 * MAX_FILES:][::-1], key=lambda loc: (loc.path, loc.line) not in raised)
     for loc in locations:
-        start, end, name = _span(files, loc.path, loc.line)
         is_test = bool(TEST_PATH.search(loc.path))
+        start, end, name = _span(files, loc.path, loc.line, MAX_SNIPPET_LINES if is_test else MAX_DEFINITION_LINES)
         what = f"{name}, " if name else ""
+        tree = None if is_test else files.tree(loc.path)
+        node = _enclosing(tree, loc.line) if tree is not None else None
         add_span(loc.path, start, end, TEST_FUNCTION if is_test else TRACEBACK,
-                 f"{what}around line {loc.line} named by the failing output", focus=loc.line)
+                 f"{what}around line {loc.line} named by the failing output", focus=loc.line,
+                 definition=node if node is not None and not isinstance(node, ast.ClassDef) else None)
     # 2. What the failing tests, and the traceback's lines, use: their definitions in the repository.
     sources: list[tuple[str, ast.AST]] = []
     for path, name in finding.failing_tests:
@@ -538,13 +556,14 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
                 definitions.append(hit)
     for path, node in definitions[:MAX_DEFINITIONS]:
         start, end = _first_line(node), node.end_lineno or node.lineno
-        if end - start + 1 > MAX_SNIPPET_LINES:
+        is_class = isinstance(node, ast.ClassDef)
+        if end - start + 1 > (MAX_SNIPPET_LINES if is_class else MAX_DEFINITION_LINES):
             # A long class: its head (up to its first method); the methods used come as their own parts,
-            # the rest is in the outline. A long function: its head.
-            methods = [_first_line(n) for n in getattr(node, "body", []) if isinstance(n, _Def)] \
-                if isinstance(node, ast.ClassDef) else []
+            # the rest is in the outline. A very long function: its head.
+            methods = [_first_line(n) for n in node.body if isinstance(n, _Def)] if is_class else []
             end = min([start + MAX_SNIPPET_LINES - 1] + [m - 1 for m in methods if m > start])
-        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, used by the failing code")
+        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, used by the failing code",
+                 definition=None if is_class else node)
     # Other languages: the names called on the lines the output names, by a plain symbol search.
     for loc in locations:
         suffix = Path(loc.path).suffix
