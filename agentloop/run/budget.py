@@ -37,6 +37,8 @@ _NOISE = re.compile(r"^(=+ test session starts =+|=+ short test summary info =+|
                     r"[\d.]+s.*=+|\d+ (failed|passed|error).* in [\d.]+s"
                     r"|platform |cachedir:|rootdir:|configfile:|plugins:|collect(ed|ing) "
                     r"|[\w/.-]+\.py [.sFEx]+\s*(\[\s*\d+%\])?$|\s*\[\s*\d+%\]$)")
+_SUMMARY_LINE = re.compile(r"^(FAILED|ERROR) ")
+_DETAIL_LINE = re.compile(r"^E(\s{8,}|\s*$)")  # pytest's explanation under an assertion (`E        +  where`)
 _KEY_LINE = re.compile(r"^(E\s|>\s|FAILED|ERROR|\S+:\d+:|Traceback|\s*File \"|.*(Error|Exception|assert))")
 
 
@@ -86,14 +88,33 @@ def trim_output(output: str, max_tokens: int | None) -> str:
     return out_text
 
 
+def _ranked(lines: list[str]) -> list[int]:
+    """Line indexes in the order they are kept, each group from the end: the assertion and traceback
+    lines (a repeat of one already ranked, as 40 tests failing alike give, counts as any other line),
+    the assertion's explanation lines, pytest's FAILED/ERROR summary lines, then the rest."""
+    first: list[int] = []
+    details: list[int] = []
+    summary: list[int] = []
+    rest: list[int] = []
+    seen: set[str] = set()
+    for i in reversed(range(len(lines))):
+        line = lines[i]
+        if _SUMMARY_LINE.match(line):
+            summary.append(i)
+        elif _KEY_LINE.match(line) and line.strip() not in seen:
+            seen.add(line.strip())
+            (details if _DETAIL_LINE.match(line) else first).append(i)
+        else:
+            rest.append(i)
+    return first + details + summary + rest
+
+
 def _keep_lines(lines: list[str], budget: int) -> str:
     """The lines ranked by `_KEY_LINE` (from the end) that cost at most `budget`, runs of the others
     each replaced by one `left out` marker."""
     keep: set[int] = set()
     used = 0
-    ranked = [i for i in reversed(range(len(lines))) if _KEY_LINE.match(lines[i])] + \
-             [i for i in reversed(range(len(lines))) if not _KEY_LINE.match(lines[i])]
-    for i in ranked:
+    for i in _ranked(lines):
         cost = estimate_tokens(lines[i]) + 1
         if used + cost > budget:
             continue

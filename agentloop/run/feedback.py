@@ -74,6 +74,7 @@ class ShownFile:
     lang: str = ""
     note: str = ""
     title: str = ""  # shown in place of the path when only part of the file is shown ("x.py lines 3-9 of 900")
+    outline: bool = False  # the content is an outline (line: definition), not lines of the file
 
 
 def language(rel: str) -> str:

@@ -42,7 +42,7 @@ def shown_files(parts: Sequence[context.Part]) -> list[feedback.ShownFile]:
         lang = "" if part.kind == "outline" else feedback.language(part.path)
         note = cut_definition_note(parts, part) if last_of.get((part.path, part.span)) == i else ""
         out.append(feedback.ShownFile(part.path, part.text, lang, title=part.label if part.kind != "whole" else "",
-                                      note=note))
+                                      note=note, outline=part.kind == "outline"))
     return out
 
 

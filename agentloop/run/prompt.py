@@ -11,7 +11,7 @@ from typing import Any
 from agentloop.config import Config
 from agentloop.edits import ApplyResult
 from agentloop.record.trajectory import Trajectory
-from agentloop.run import feedback, opening, rules
+from agentloop.run import feedback, followup, opening, rules
 from agentloop.run.model import Model, ModelReply
 from agentloop.run.toolbox import ToolAnswer
 from agentloop.workspace.checks import CommandResult
@@ -58,10 +58,15 @@ class Prompt:
         visible = self.visible(results)
         hidden_failed = all(r.passed for r in visible) and not accepted
         files = opening.changed_files(self.workspace.root, applied.changed_files, applied_diff, self.partial)
-        text = feedback.render("feedback.j2", applied=True, changed_files=applied.changed_files, failures="",
-                               checks=[feedback.check_view(r) for r in visible], files=files,
-                               hidden_failed=hidden_failed and not tampered,
-                               tampered=sorted(set(tampered)))
+
+        def render(checks: list[dict[str, Any]], shown: list[feedback.ShownFile]) -> str:
+            return feedback.render("feedback.j2", applied=True, changed_files=applied.changed_files, failures="",
+                                   checks=checks, files=shown, hidden_failed=hidden_failed and not tampered,
+                                   tampered=sorted(set(tampered)))
+
+        # the first prompt's cap holds for this message too (a CPU server reads it at ~25 tokens a second)
+        text = followup.fit(render, [feedback.check_view(r) for r in visible], files,
+                            rules.first_prompt_tokens(self.model.name))
         self.trajectory.event("feedback", turn=turn, content=text)
         return text
 
