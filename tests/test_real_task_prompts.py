@@ -90,6 +90,10 @@ def test_a_definition_too_long_for_the_cap_is_marked_and_a_cut_reply_refused_wit
     why = render_failures(result)
     assert "you were shown only part of format_int_list (it runs from line 912 to line 999; lines " in why
     assert "SEARCH/REPLACE" in why and "does not parse" not in why
+    # a definition it was never shown (only its outline row) is not rewritten from a guess either
+    guess = f"{rel}::parse_int_list\n```python\ndef parse_int_list(range_string, delim=','):\n    return []\n```\n"
+    result = apply_reply(task.root, guess, known_files=task.files, partial=built.partial)
+    assert not result.applied and "you were not shown parse_int_list (lines 875-" in render_failures(result)
     # the same change as a SEARCH/REPLACE block on lines it was shown
     sr = f"{rel}\n<<<<<<< SEARCH\n            elif delta > 2:\n=======\n            elif delta > 1:\n>>>>>>> REPLACE\n"
     result = apply_reply(task.root, sr, known_files=task.files, partial=built.partial)
@@ -112,3 +116,79 @@ def test_unseen_ranges():
     assert shown_ranges("lines 486-490, 560-604 of 1,049") == [(486, 490), (560, 604)]
     assert shown_ranges("only an outline of its 1,049 lines") == []
     assert budget.estimate_tokens("x") >= 1
+
+
+# -- 2. every turn's new message is capped like the first ------------------------------------------------
+# a typo in `_align_header` breaks every table with headers: 47 tests fail, with long tracebacks
+BREAK_ALIGN_HEADER = """tabulate/__init__.py
+<<<<<<< SEARCH
+    ninvisible = len(header) - visible_width
+=======
+    ninvisible = len(headr) - visible_width
+>>>>>>> REPLACE
+"""
+
+
+def fix_run(task: Task, replies: list[str], *extra: str) -> tuple[dict, list[dict]]:
+    """`agentloop fix` on the task's tree (a git repository) for the small Qwen coder, its replies
+    scripted through the fake HTTP server; the summary and the requests the server got."""
+    import json
+
+    from click.testing import CliRunner
+    from conftest import git
+    from fake_llm import FakeLLM
+
+    from agentloop.cli import cli
+
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "t@example.com"], ["config", "user.name", "T"],
+                 ["config", "commit.gpgsign", "false"], ["add", "-A"], ["commit", "-qm", "initial"]):
+        git(task.root, *args)
+    check = task.spec["check"].replace("python ", f"{sys.executable} ", 1)
+    cwd = os.getcwd()
+    os.chdir(task.root)
+    try:
+        with FakeLLM([{"content": r} for r in replies]) as server:
+            result = CliRunner().invoke(cli, ["fix", "-m", SMALL_QWEN, "--api-base", server.api_base, "--json",
+                                              "--check", check, *extra], catch_exceptions=False)
+    finally:
+        os.chdir(cwd)
+    return json.loads(result.stdout.strip().splitlines()[-1]), server.requests
+
+
+def test_the_message_after_an_applied_edit_is_capped_like_the_first(tmp_path):
+    """tabulate: the model's rewrite of `_align_header` broke 47 tests; the next message held 12,028
+    characters of failing output and an outline (4,890 tokens, read in 136 s). It is now cut to the
+    model's cap, the error and traceback lines and the changed code kept."""
+    task = Task("tabulate_afterpoint", tmp_path)
+    summary, requests = fix_run(task, [BREAK_ALIGN_HEADER, "I cannot tell."], "--max-turns", "2")
+    assert len(requests) == 2, summary
+    after = requests[1]["messages"][-1]["content"]
+    (tmp_path / "after.txt").write_text(after)
+    assert after.startswith("Your edits were applied to: tabulate/__init__.py.")
+    cap = rules.first_prompt_tokens(SMALL_QWEN)
+    assert budget.estimate_tokens(after) <= cap, budget.estimate_tokens(after)
+    assert "NameError: name 'headr' is not defined" in after  # the error the edit caused
+    assert "as it is now:\n```python\ndef _align_header(" in after  # the changed function, whole
+    assert "    ninvisible = len(headr) - visible_width\n" in after
+
+
+# -- 3. a definition named in the file that re-exports it: the refusal says which file defines it --------
+def test_a_name_put_in_the_wrong_file_is_refused_saying_where_it_is_defined(tmp_path):
+    """more_itertools' __init__ re-exports `totient` (`from .recipes import *`); the model wrote
+    `more_itertools/__init__.py::totient` three times, refused each time without being told where
+    `totient` is (recipes.py; recipes.pyi, a stub, also has it)."""
+    task = Task("more_itertools_totient", tmp_path)
+    reply = ("more_itertools/__init__.py::totient\n```python\ndef totient(n):\n"
+             "    return sum(1 for k in range(1, n + 1) if math.gcd(n, k) == 1)\n```\n")
+    summary, requests = fix_run(task, [reply, "I cannot tell."], "--max-turns", "2")
+    assert len(requests) == 2, summary
+    told = requests[1]["messages"][-1]["content"]
+    assert ("more_itertools/__init__.py has no function, class or method 'totient'; `totient` is defined in "
+            "more_itertools/recipes.py: write more_itertools/recipes.py::totient") in told
+    init = "more_itertools/__init__.py"
+    assert (task.root / init).read_text() == (TASKS / "more_itertools_totient" / "repo" / init).read_text()
+    # a name defined in no file, or in several, keeps the usual reason
+    files = lambda: task.files  # noqa: E731
+    result = apply_reply(task.root, reply.replace("totient", "no_such_name"), known_files=task.files,
+                         repo_files=files)
+    assert "is defined in" not in render_failures(result)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentloop.edits.definitions import (
     DefinitionRefused,
+    defining_files,
     replacement,
     single_definitions,
     split_definitions,
@@ -55,8 +56,10 @@ class _Slot:
 class _Plan:
     """The repository as the reply would leave it, built edit by edit without touching disk."""
 
-    def __init__(self, root: Path, protect: Sequence[str], partial: Mapping[str, str] | None = None):
+    def __init__(self, root: Path, protect: Sequence[str], partial: Mapping[str, str] | None = None,
+                 repo_files: Callable[[], Sequence[str]] | None = None):
         self.root = root
+        self.repo_files = repo_files  # the repository's files the model may know of, listed when needed
         self.protect = protect
         self.partial = partial or {}  # files the model was shown only in part -> which part
         self.slots: dict[str, _Slot] = {}
@@ -215,7 +218,15 @@ class _Plan:
                 raise DefinitionRefused("malformed", cut)
             found = replacement(e.path, s.file.lines, e.search, e.replace)
         except DefinitionRefused as exc:
-            raise _Refuse(exc.reason, exc.message) from None  # type: ignore[arg-type]
+            message = exc.message
+            name = e.search.strip().removesuffix("()")
+            if exc.reason == "not_found" and self.repo_files is not None:
+                # the path the model names is honoured, but say where the name is (a re-export misleads it)
+                elsewhere = defining_files(self.root, self.repo_files(), name, e.path)
+                if len(elsewhere) == 1:
+                    message = (f"{e.path} has no function, class or method {name!r}; `{name}` is defined in "
+                               f"{elsewhere[0]}: write {elsewhere[0]}::{name}")
+            raise _Refuse(exc.reason, message) from None  # type: ignore[arg-type]
         old = {x.strip() for x in s.file.lines[found.start:found.end]}
         lazy = [x for x in found.lines if _LAZY.match(x) and x.strip() not in old]
         if lazy:
@@ -348,11 +359,13 @@ def apply_reply(
     known_files: Sequence[str] = (),
     dry_run: bool = False,
     partial: Mapping[str, str] | None = None,
+    repo_files: Callable[[], Sequence[str]] | None = None,
 ) -> ApplyResult:
     """Parse (if given text), validate every edit, then apply all of them or none.
 
     `partial`: files the model was shown only in part (-> which part): a whole-file block for one
-    of them is refused, since it would have to invent the lines the model never saw."""
+    of them is refused, since it would have to invent the lines the model never saw. `repo_files`: lists
+    the files the model may know of, for a refusal to say which file defines a name it misplaced."""
     root = Path(root)
     result = ApplyResult(dry_run=dry_run)
     if isinstance(reply, str):
@@ -365,7 +378,7 @@ def apply_reply(
     result.edits = edits
     if not edits:
         return result
-    plan = _Plan(root, protect, partial)
+    plan = _Plan(root, protect, partial, repo_files)
     unchanged: list[EditFailure] = []  # whole files sent back as they are: no-ops, unless nothing else applies
     for e in edits:
         try:

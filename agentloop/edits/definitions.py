@@ -17,6 +17,9 @@ import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from agentloop.files import read_regular_file, real_inside
 
 PYTHON_SUFFIXES = (".py", ".pyi")
 _Def = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
@@ -131,10 +134,35 @@ def unseen_lines(path: str, lines: list[str], name: str, partial: str, code: str
     sent = {x.strip() for x in code.split("\n")}
     if sum(x in sent for x in hidden) * 2 >= len(hidden):
         return ""  # it has them (read with a tool, or recalled): a whole definition, not a cut one
+    if missing == [(first, last)]:
+        return (f"you were not shown {name} (lines {first}-{last} of {path}), so the block for {path}::{name} "
+                "would replace code you have not seen; change lines you were shown with a SEARCH/REPLACE block")
     where = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in missing)
     return (f"you were shown only part of {name} (it runs from line {first} to line {last}; lines {where} were "
             f"not shown), so the block for {path}::{name} would drop or invent them; change the lines you were "
             "shown with a SEARCH/REPLACE block instead")
+
+
+MAX_SEARCHED_FILES = 3000  # a look for where a name is defined reads at most this many files
+MAX_SEARCHED_BYTES = 1_000_000  # nor a file larger than this
+
+
+def defining_files(root: Path, files: Sequence[str], name: str, besides: str) -> list[str]:
+    """The Python files among `files` (other than `besides`) that define `name` at their top level
+    (`def name`, `class name`); type stubs only when no module does. For a refusal to say where a
+    name the model put in the wrong file is defined (a package's __init__ re-exports it)."""
+    if not re.fullmatch(r"[A-Za-z_]\w*", name):
+        return []
+    pattern = re.compile(rf"^(?:async\s+)?(?:def|class)\s+{name}\b", re.M)
+    found: list[str] = []
+    for rel in [f for f in files if f.endswith(PYTHON_SUFFIXES) and f != besides][:MAX_SEARCHED_FILES]:
+        if real_inside(root, root / rel) != PurePath(rel):
+            continue  # a symlink to elsewhere: never read
+        data = read_regular_file(root / rel, MAX_SEARCHED_BYTES)
+        if data is not None and pattern.search(data.decode("utf-8", "replace")):
+            found.append(rel)
+    modules = [f for f in found if f.endswith(".py")]
+    return modules or found
 
 
 def replacement(path: str, lines: list[str], name: str, code: str) -> Replacement:

@@ -165,7 +165,7 @@ class Loop:
         self.status("applying edits")
         self.expect_edit(content)
         result = apply_reply(self.workspace.root, content, protect=self.checks.protect, known_files=self.prompt.in_play,
-                             partial=self.prompt.partial)
+                             partial=self.prompt.partial, repo_files=self.prompt.shared_files)
         self.checks.touched()
         self.status("")
         if copied:
