@@ -192,3 +192,30 @@ def test_a_name_put_in_the_wrong_file_is_refused_saying_where_it_is_defined(tmp_
     result = apply_reply(task.root, reply.replace("totient", "no_such_name"), known_files=task.files,
                          repo_files=files)
     assert "is defined in" not in render_failures(result)
+
+
+# -- 4. the format example's `# changed` marker added to unchanged lines is a copied example ----------------
+def test_an_edit_that_only_adds_the_example_marker_is_refused_as_a_copied_example(tmp_path):
+    """toolz_compose, search_replace: the REPLACE copied the format example's `# changed` onto the buggy
+    line (and applied). An edit whose only change is that marker, as a SEARCH/REPLACE block or a whole
+    definition, is refused telling the model to make the real fix; the same edit with a real change applies."""
+    task = Task("toolz_compose", tmp_path)
+    rel = "toolz/functoolz.py"
+    example = feedback.example_values(rel, task.root)
+    assert example["example_replace"].startswith(example["example_search"].rstrip())
+    marker = example["example_replace"][len(example["example_search"].rstrip()):]
+    assert marker in ("  # changed", " (changed)")
+    before = (task.root / rel).read_text()
+    loop = "        for f in reversed(self.funcs):\n            ret = f(ret)\n"
+    marked = "        for f in reversed(self.funcs):  # changed\n            ret = f(ret)\n"
+    sr = f"{rel}\n<<<<<<< SEARCH\n{loop}=======\n{marked}>>>>>>> REPLACE\n"
+    method = ("    def __call__(self, *args, **kwargs):\n        ret = self.first(*args, **kwargs)  # changed\n"
+              "        for f in reversed(self.funcs):\n            ret = f(ret)\n        return ret\n")
+    fn = f"{rel}::Compose.__call__\n```python\n{method}```\n"
+    for reply in (sr, fn):
+        result = apply_reply(task.root, reply, known_files=task.files)
+        assert not result.applied and (task.root / rel).read_text() == before
+        why = render_failures(result)
+        assert "only adds the format example's `# changed` marker" in why and "Make the real fix" in why
+    fixed = sr.replace("reversed(self.funcs):  # changed", "self.funcs:  # changed")
+    assert apply_reply(task.root, fixed, known_files=task.files).applied

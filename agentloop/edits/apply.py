@@ -34,6 +34,25 @@ _LAZY = re.compile(
 )
 
 
+# What the prompt's format example adds to the line it quotes (agentloop.run.feedback.example_values).
+EXAMPLE_MARKERS = ("  # changed", " (changed)")
+_MARKER = re.compile(r"\s*(?:# changed|\(changed\))\s*$")
+
+
+def _only_marks(old: Sequence[str], new: Sequence[str]) -> bool:
+    """Whether `new` is `old` with nothing but the format example's `# changed` marker added: the example
+    copied onto real lines (toolz: it applied, and the model went on from there)."""
+    if [x.rstrip() for x in old] == [x.rstrip() for x in new]:
+        return False
+    return [x.rstrip() for x in old] == [_MARKER.sub("", x).rstrip() for x in new]
+
+
+def _copied_example(what: str) -> _Refuse:
+    return _Refuse("malformed", f"{what} only adds the format example's `# changed` marker to lines that stay as "
+                   "they are: that copies the example and changes nothing. Make the real fix: change the lines "
+                   "that cause the failure")
+
+
 class _Refuse(Exception):
     def __init__(self, reason: FailureReason, message: str):
         super().__init__(message)
@@ -151,6 +170,8 @@ class _Plan:
         res = locate(tf.lines, search, replace, hint=hint, anchor=e.anchor, at_eof=e.at_eof)
         if not isinstance(res, Found):
             raise _Refuse(res.reason, res.message)
+        if _only_marks(tf.lines[res.start:res.end], res.new_lines):
+            raise _copied_example(f"the edit for {e.path}")
         s.shifts.append((res.start + 1, len(res.new_lines) - (res.end - res.start)))
         tf.splice(res.start, res.end, res.new_lines)
         self.touch(e.path)
@@ -232,6 +253,8 @@ class _Plan:
         if lazy:
             raise _Refuse("malformed", f"the block for {e.path}::{e.search} leaves code out ({lazy[0].strip()!r}); "
                           "it replaces the whole definition, so send every line of it")
+        if _only_marks(s.file.lines[found.start:found.end], found.lines):
+            raise _copied_example(f"the block for {e.path}::{e.search}")
         if [x.rstrip() for x in s.file.lines[found.start:found.end]] == [x.rstrip() for x in found.lines]:
             raise _Refuse("already_applied", f"the code sent for {e.path}::{e.search} is the definition exactly "
                           "as it is now, so it changes nothing; change the lines that cause the failure")
