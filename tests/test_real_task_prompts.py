@@ -219,3 +219,40 @@ def test_an_edit_that_only_adds_the_example_marker_is_refused_as_a_copied_exampl
         assert "only adds the format example's `# changed` marker" in why and "Make the real fix" in why
     fixed = sr.replace("reversed(self.funcs):  # changed", "self.funcs:  # changed")
     assert apply_reply(task.root, fixed, known_files=task.files).applied
+
+
+# -- 5. names the task text mentions are resolved to their definitions too -------------------------------
+def test_the_function_the_task_names_is_shown_when_the_test_reaches_it_dynamically(tmp_path):
+    """six's test reaches `six.iteritems` through `getattr(six, "iter" + name)`, and six defines it under
+    `if PY3:`: the traceback leads nowhere near it, but the task text names it."""
+    task = Task("six_iteritems", tmp_path)
+    built = task.opening(rules.first_prompt_tokens(SMALL_QWEN))
+    assert "    def iteritems(d, **kw):\n        return iter(d.values(**kw))" in built.user  # the bug
+    assert built.files[0] == "six.py" and built.example_path == "six.py"
+    assert built.estimated_tokens <= 1500
+
+
+def test_a_name_the_task_gives_through_a_star_import_is_found(tmp_path):
+    """more_itertools.totient: the package's __init__ has `from .recipes import *`; the first prompt
+    held only the test file."""
+    task = Task("more_itertools_totient", tmp_path)
+    built = task.opening(rules.first_prompt_tokens(SMALL_QWEN))
+    assert "more_itertools/recipes.py" in built.files
+    assert "def totient(n):" in built.user
+
+
+def test_task_names_rank_below_the_code_the_failure_leads_to(tmp_path):
+    from agentloop.run import context
+
+    root = tmp_path
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "core.py").write_text("def helper_one(x):\n    return x\n\n\ndef used(x):\n    return x + 1\n")
+    (root / "test_core.py").write_text("from pkg.core import used\n\n\ndef test_used():\n    assert used(1) == 3\n")
+    output = ("    def test_used():\n>       assert used(1) == 3\nE       assert 2 == 3\n\n"
+              "test_core.py:5: AssertionError\nFAILED test_core.py::test_used - assert 2 == 3\n")
+    files = ["pkg/__init__.py", "pkg/core.py", "test_core.py"]
+    found = context.find_context(root, [output], files, task="used() is off by one; see also helper_one().")
+    why = [p.why for p in found.parts if p.kind == "lines" and p.path == "pkg/core.py"]
+    assert why == ["used, used by the failing code", "helper_one, named by the task"]
+    assert not any("named by the task" in p.why for p in context.find_context(root, [output], files).parts)

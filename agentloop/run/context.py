@@ -336,8 +336,61 @@ def _resolve_python(files: _Files, target: str, depth: int = 0) -> tuple[str, _D
             imported = _imports(tree, rel).get(parts[k])
             if imported and imported != target:
                 return _resolve_python(files, ".".join([imported, *parts[k + 1:]]), depth + 1)
+            for base in _star_imports(tree, rel):  # `from .recipes import *` in a package's __init__
+                hit = _resolve_python(files, f"{base}.{rest}", depth + 1)
+                if hit is not None:
+                    return hit
         return None
     return None
+
+
+def _star_imports(tree: ast.Module, rel: str) -> list[str]:
+    """The modules a module imports everything from (`from .recipes import *`), as dotted names."""
+    package = ".".join(rel[:-3].split("/")[:-1])  # as `_imports` reckons it
+    out: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: max(0, len(package.split(".")) - node.level + 1)] if package else []
+                base = ".".join([*up, *([base] if base else [])])
+            if base:
+                out.append(base)
+    return out
+
+
+_TASK_DOTTED = re.compile(r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b")
+_TASK_NAME = re.compile(r"`([A-Za-z_]\w*)`|\b([A-Za-z_]\w*)\(|\b([A-Za-z]\w*_\w+|[A-Za-z]+[a-z0-9][A-Z]\w*)\b")
+MAX_TASK_NAMES = 3  # definitions of names the task text mentions, at most
+
+
+def task_definitions(files: _Files, task: str) -> list[tuple[str, _Def]]:
+    """The definitions of the names the task text mentions (`six.iteritems`, `typedkey()`, `LRUCache`,
+    `format_int_list`): dotted names through the modules and their re-exports, others by a search of
+    the non-test Python files for one definition of that name. For a test that reaches the code under
+    test in a way the traceback does not show (six's `getattr(six, 'iter' + 'items')`)."""
+    found: list[tuple[str, _Def]] = []
+
+    def add(hit: tuple[str, _Def] | None) -> None:
+        if hit is not None and not TEST_PATH.search(hit[0]) and all(hit[1] is not f[1] for f in found):
+            found.append(hit)
+
+    dotted = list(dict.fromkeys(_TASK_DOTTED.findall(task)))
+    unresolved: list[str] = []  # defined where a module's top level does not show it (six: under `if PY3:`)
+    for name in dotted:
+        hit = _resolve_python(files, name)
+        add(hit)
+        if hit is None:
+            unresolved.append(name.rsplit(".", 1)[-1])
+    bare = [next(g for g in m.groups() if g) for m in _TASK_NAME.finditer(task)]
+    bare = unresolved + [n for n in dict.fromkeys(bare) if not any(n in d.split(".") for d in dotted)]
+    bare = [n for n in dict.fromkeys(bare) if n not in _KEYWORDS and len(n) >= 4]
+    for loc in symbol_definitions(files, bare, ".py"):
+        tree = files.tree(loc.path)
+        node = _enclosing(tree, loc.line) if tree is not None else None
+        if node is not None and node.name == loc.function:
+            add((loc.path, node))
+    return found[:MAX_TASK_NAMES]
 
 
 def python_definitions(files: _Files, rel: str, node: ast.AST) -> list[tuple[str, _Def]]:
@@ -496,10 +549,11 @@ def small_enough(rel: str, total: int) -> bool:
 
 
 def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
-                 given: Sequence[str] = ()) -> Finding:
+                 given: Sequence[str] = (), task: str = "") -> Finding:
     """The parts of the repository a failing output is about, best first (see the module docstring).
 
     `given`: files the user named (`--file`): shown whole when short, else outlined with any part found.
+    `task`: the task text; the definitions of the names it mentions come after those the failure leads to.
     """
     files = _Files(root, repo_files)
     finding = Finding()
@@ -563,6 +617,15 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
             methods = [_first_line(n) for n in node.body if isinstance(n, _Def)] if is_class else []
             end = min([start + MAX_SNIPPET_LINES - 1] + [m - 1 for m in methods if m > start])
         add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, used by the failing code",
+                 definition=None if is_class else node)
+    # The names the task text mentions, after those the failure leads to.
+    for path, node in task_definitions(files, task) if task else []:
+        start, end = _first_line(node), node.end_lineno or node.lineno
+        is_class = isinstance(node, ast.ClassDef)
+        if end - start + 1 > (MAX_SNIPPET_LINES if is_class else MAX_DEFINITION_LINES):
+            methods = [_first_line(n) for n in node.body if isinstance(n, _Def)] if is_class else []
+            end = min([start + MAX_SNIPPET_LINES - 1] + [m - 1 for m in methods if m > start])
+        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, named by the task",
                  definition=None if is_class else node)
     # Other languages: the names called on the lines the output names, by a plain symbol search.
     for loc in locations:

@@ -82,7 +82,7 @@ def build(root: Path, task: str, visible: Sequence[CommandResult], repo_files: S
     its format example drawn from `path` (a file of the code under test when one is found); it counts
     against the cap."""
     failing = [r for r in visible if not r.passed]
-    found = context.find_context(root, [r.output for r in failing], repo_files, given=given)
+    found = context.find_context(root, [r.output for r in failing], repo_files, given=given, task=task)
     named = list(given) + [p.path for p in found.parts]
     example = next((p for p in named if not TEST_PATH.search(p)), None) or _source_like(named, repo_files)
     system = render_system(example)
