@@ -95,8 +95,10 @@ class Prompt:
             content = content.replace(example, "")
         return content, copied
 
-    def unusable_message(self, result: ApplyResult, *, cut_off: bool, copied: int, turn: int) -> str:
-        """What to tell the model when its reply held no edit that could be applied."""
+    def unusable_message(self, result: ApplyResult, *, cut_off: bool, copied: int, turn: int,
+                         repeated: tuple[int, str] | None = None) -> str:
+        """What to tell the model when its reply held no edit that could be applied; `repeated`: the turn
+        and the outcome of an earlier reply this one repeats word for word."""
         if result.failures:
             from agentloop.edits import render_failures
 
@@ -112,6 +114,9 @@ class Prompt:
             example = feedback.format_example(self.edit_format, path, self.workspace.root)
             self.examples.add(example)
             text = feedback.render("format_error.j2", problem=problem, example=example)
+        if repeated is not None:
+            earlier, what = repeated
+            text = feedback.render("repeated.j2", turn=earlier, what=what) + "\n" + text
         self.trajectory.event("feedback", turn=turn, content=text)
         return text
 
