@@ -256,3 +256,19 @@ def test_task_names_rank_below_the_code_the_failure_leads_to(tmp_path):
     why = [p.why for p in found.parts if p.kind == "lines" and p.path == "pkg/core.py"]
     assert why == ["used, used by the failing code", "helper_one, named by the task"]
     assert not any("named by the task" in p.why for p in context.find_context(root, [output], files).parts)
+
+
+def test_a_definition_under_a_top_level_if_can_be_named(tmp_path):
+    """six defines `iteritems` under `if PY3:` and again under `else:`: `six.py::iteritems` was refused as
+    not found (\"six.py has no function ...\"); it is now the usual ambiguity, pointing to SEARCH/REPLACE,
+    and a definition made once under a top-level `if` is replaced in place, indented as it stands."""
+    task = Task("six_iteritems", tmp_path)
+    reply = "six.py::iteritems\n```python\ndef iteritems(d, **kw):\n    return iter(d.items(**kw))\n```\n"
+    why = render_failures(apply_reply(task.root, reply, known_files=task.files))
+    assert "six.py defines 'iteritems' more than once (lines 604, 622)" in why and "SEARCH/REPLACE" in why
+    (tmp_path / "compat.py").write_text("import sys\n\nif sys.version_info >= (3,):\n    def pairs(d):\n"
+                                        "        return iter(d.values())\n")
+    result = apply_reply(tmp_path, "compat.py::pairs\n```python\ndef pairs(d):\n    return iter(d.items())\n```\n",
+                         known_files=["compat.py"])
+    assert result.applied, render_failures(result)
+    assert (tmp_path / "compat.py").read_text().endswith("    def pairs(d):\n        return iter(d.items())\n")

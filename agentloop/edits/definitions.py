@@ -44,10 +44,26 @@ class Replacement:
     name: str  # the qualified name replaced
 
 
+def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """A module's statements, with those of its top-level `if`/`else` and `try` blocks (six defines
+    `iteritems` under `if PY3:`)."""
+    out: list[ast.stmt] = []
+    for node in body:
+        out.append(node)
+        if isinstance(node, ast.If):
+            out += _top_level(node.body) + _top_level(node.orelse)
+        elif isinstance(node, ast.Try):
+            out += _top_level(node.body) + _top_level(node.orelse) + _top_level(node.finalbody)
+            for handler in node.handlers:
+                out += _top_level(handler.body)
+    return out
+
+
 def _qualified(tree: ast.Module) -> dict[str, list[_Def]]:
-    """Every definition the format can name: top level, and methods (`Class.method`), by name."""
+    """Every definition the format can name: top level (under a top-level `if` or `try` too), and
+    methods (`Class.method`), by name."""
     found: dict[str, list[_Def]] = {}
-    for node in tree.body:
+    for node in _top_level(tree.body):
         if isinstance(node, _Def):
             found.setdefault(node.name, []).append(node)
             if isinstance(node, ast.ClassDef):
