@@ -170,8 +170,8 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
         # The definition the failure points into comes whole when the output can give way for it: the
         # function format asks for whole definitions, and a model shown half of one writes half of one.
         room = (remaining - _cost(key)) // max(1, len(outputs)) - 12
-        if room < share:
-            share = max(OUTPUT_FLOOR, room)
+        if OUTPUT_FLOOR <= room < share:  # (when it would not fit even so, the output is not cut for it)
+            share = room
     trimmed = [trim_output(o, share) for o in outputs]
     used += sum(estimate_tokens(o) + 12 for o in trimmed)
     # 2-4. Parts by value: code under test, then the failing test functions, then outlines.
