@@ -505,7 +505,8 @@ def test_the_format_example_never_quotes_a_test_file(tmp_path):
               ">       assert list(meth({1: 2})) == [(1, 2)]\nE       assert [2] == [(1, 2)]\n\n"
               "test_six.py:6: AssertionError\n")
     failing = CommandResult(command="python -m pytest -q", exit_code=1, output=output, duration_s=0.1)
-    built = opening.build(root, "six.iteritems(d) must iterate over the pairs.", [failing],
+    # (a task text naming `six.iteritems` now finds it: tests/test_real_task_prompts.py; this one names nothing)
+    built = opening.build(root, "The dictionary iterators must iterate over the pairs.", [failing],
                           ["LICENSE", "six.py", "test_six.py"], [], lambda path: f"example from {path}", 1500)
     assert built.files == ["test_six.py"]  # what the finding gives (the call is dynamic)
     assert built.example_path == "six.py" and "example from six.py" in built.system

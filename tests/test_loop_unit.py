@@ -110,6 +110,28 @@ def test_a_repeated_reply_is_followed_by_a_warmer_request(repo):
     assert [q.overrides for q in model.queries] == [{}, {}, {"temperature": warm}]
 
 
+def test_a_repeated_reply_is_told_so_and_a_repeat_at_the_warmer_temperature_ends_the_run(repo):
+    """The small Qwen coder sent one reply on every turn, word for word, even at temperature 0.7 (issue
+    16's real suite): the message after a repeat says plainly that this reply was tried and what it did,
+    and a repeat of the warmer request ends the run instead of waiting for the same reply again."""
+    model = ScriptedModel([WRONG, WRONG, WRONG, FIX])
+    result = run_loop(repo, model, max_format_errors=5)
+    assert result.outcome == "gave_up" and "its reply of turn 1 again, word for word" in result.reason
+    assert model.served == 3 and "return a * b" in (repo / "calc.py").read_text()
+    told = model.queries[2].messages[-1]["content"]
+    assert told.startswith("This reply is word for word the same as your reply in turn 1, which was applied, "
+                           "and then 1 check still failed. Sending it again changes nothing")
+    assert model.queries[2].overrides == {"temperature": rules.repeat_temperature(model.name)}
+
+
+def test_a_repeated_refused_reply_is_told_why_it_was_refused(repo):
+    model = ScriptedModel([NO_EDIT, NO_EDIT, FIX])
+    result = run_loop(repo, model)
+    assert result.outcome == "accepted"
+    told = model.queries[2].messages[-1]["content"]
+    assert told.startswith("This reply is word for word the same as your reply in turn 1, which held no edit")
+
+
 def test_the_user_temperature_wins_when_it_is_warmer(repo):
     model = ScriptedModel([NO_EDIT, NO_EDIT, FIX])
     run_loop(repo, model, model_params={"temperature": 1.3})

@@ -60,7 +60,9 @@ def test_a_turn_cut_short_still_gets_its_line(calc_repo, monkeypatch):
     lines = turn_lines(err)
     assert len(lines) == s["turns"] == 3, err
     assert lines[-1].endswith("no edit applied") or lines[-1].endswith("stopped after the reply")
-    assert "gave up: 3 replies in a row had no edit that could be applied; after 3 turns" in err
+    # the fake repeats its reply: the third, sampled warmer after a repeat, repeats it again
+    assert "gave up: the model sent its reply of turn 1 again, word for word, even at a higher temperature; " \
+        "after 3 turns" in err
 
 
 def test_no_finished_turn_is_not_called_one_turn(calc_repo, monkeypatch):

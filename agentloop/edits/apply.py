@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentloop.edits.definitions import DefinitionRefused, replacement, single_definitions, split_definitions
+from agentloop.edits.definitions import (
+    DefinitionRefused,
+    defining_files,
+    replacement,
+    single_definitions,
+    split_definitions,
+    unseen_lines,
+)
 from agentloop.edits.match import Found, locate
 from agentloop.edits.parse import parse_raw, resolve_paths
 from agentloop.edits.paths import PathRefused, file_test, is_placeholder, is_protected, safe_path
@@ -25,6 +32,25 @@ _LAZY = re.compile(
     r"unchanged|same as before)\b)",
     re.I,
 )
+
+
+# What the prompt's format example adds to the line it quotes (agentloop.run.feedback.example_values).
+EXAMPLE_MARKERS = ("  # changed", " (changed)")
+_MARKER = re.compile(r"\s*(?:# changed|\(changed\))\s*$")
+
+
+def _only_marks(old: Sequence[str], new: Sequence[str]) -> bool:
+    """Whether `new` is `old` with nothing but the format example's `# changed` marker added: the example
+    copied onto real lines (toolz: it applied, and the model went on from there)."""
+    if [x.rstrip() for x in old] == [x.rstrip() for x in new]:
+        return False
+    return [x.rstrip() for x in old] == [_MARKER.sub("", x).rstrip() for x in new]
+
+
+def _copied_example(what: str) -> _Refuse:
+    return _Refuse("malformed", f"{what} only adds the format example's `# changed` marker to lines that stay as "
+                   "they are: that copies the example and changes nothing. Make the real fix: change the lines "
+                   "that cause the failure")
 
 
 class _Refuse(Exception):
@@ -49,8 +75,10 @@ class _Slot:
 class _Plan:
     """The repository as the reply would leave it, built edit by edit without touching disk."""
 
-    def __init__(self, root: Path, protect: Sequence[str], partial: Mapping[str, str] | None = None):
+    def __init__(self, root: Path, protect: Sequence[str], partial: Mapping[str, str] | None = None,
+                 repo_files: Callable[[], Sequence[str]] | None = None):
         self.root = root
+        self.repo_files = repo_files  # the repository's files the model may know of, listed when needed
         self.protect = protect
         self.partial = partial or {}  # files the model was shown only in part -> which part
         self.slots: dict[str, _Slot] = {}
@@ -142,6 +170,8 @@ class _Plan:
         res = locate(tf.lines, search, replace, hint=hint, anchor=e.anchor, at_eof=e.at_eof)
         if not isinstance(res, Found):
             raise _Refuse(res.reason, res.message)
+        if _only_marks(tf.lines[res.start:res.end], res.new_lines):
+            raise _copied_example(f"the edit for {e.path}")
         s.shifts.append((res.start + 1, len(res.new_lines) - (res.end - res.start)))
         tf.splice(res.start, res.end, res.new_lines)
         self.touch(e.path)
@@ -204,14 +234,27 @@ class _Plan:
         if s.file is None:
             raise self._missing(e)
         try:
+            if e.path in self.partial and (cut := unseen_lines(e.path, s.file.lines, e.search, self.partial[e.path],
+                                                              e.replace)):
+                raise DefinitionRefused("malformed", cut)
             found = replacement(e.path, s.file.lines, e.search, e.replace)
         except DefinitionRefused as exc:
-            raise _Refuse(exc.reason, exc.message) from None  # type: ignore[arg-type]
+            message = exc.message
+            name = e.search.strip().removesuffix("()")
+            if exc.reason == "not_found" and self.repo_files is not None:
+                # the path the model names is honoured, but say where the name is (a re-export misleads it)
+                elsewhere = defining_files(self.root, self.repo_files(), name, e.path)
+                if len(elsewhere) == 1:
+                    message = (f"{e.path} has no function, class or method {name!r}; `{name}` is defined in "
+                               f"{elsewhere[0]}: write {elsewhere[0]}::{name}")
+            raise _Refuse(exc.reason, message) from None  # type: ignore[arg-type]
         old = {x.strip() for x in s.file.lines[found.start:found.end]}
         lazy = [x for x in found.lines if _LAZY.match(x) and x.strip() not in old]
         if lazy:
             raise _Refuse("malformed", f"the block for {e.path}::{e.search} leaves code out ({lazy[0].strip()!r}); "
                           "it replaces the whole definition, so send every line of it")
+        if _only_marks(s.file.lines[found.start:found.end], found.lines):
+            raise _copied_example(f"the block for {e.path}::{e.search}")
         if [x.rstrip() for x in s.file.lines[found.start:found.end]] == [x.rstrip() for x in found.lines]:
             raise _Refuse("already_applied", f"the code sent for {e.path}::{e.search} is the definition exactly "
                           "as it is now, so it changes nothing; change the lines that cause the failure")
@@ -339,11 +382,13 @@ def apply_reply(
     known_files: Sequence[str] = (),
     dry_run: bool = False,
     partial: Mapping[str, str] | None = None,
+    repo_files: Callable[[], Sequence[str]] | None = None,
 ) -> ApplyResult:
     """Parse (if given text), validate every edit, then apply all of them or none.
 
     `partial`: files the model was shown only in part (-> which part): a whole-file block for one
-    of them is refused, since it would have to invent the lines the model never saw."""
+    of them is refused, since it would have to invent the lines the model never saw. `repo_files`: lists
+    the files the model may know of, for a refusal to say which file defines a name it misplaced."""
     root = Path(root)
     result = ApplyResult(dry_run=dry_run)
     if isinstance(reply, str):
@@ -356,7 +401,7 @@ def apply_reply(
     result.edits = edits
     if not edits:
         return result
-    plan = _Plan(root, protect, partial)
+    plan = _Plan(root, protect, partial, repo_files)
     unchanged: list[EditFailure] = []  # whole files sent back as they are: no-ops, unless nothing else applies
     for e in edits:
         try:

@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from agentloop.files import read_regular_file, real_inside
 
 PYTHON_SUFFIXES = (".py", ".pyi")
 _Def = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
@@ -39,10 +44,26 @@ class Replacement:
     name: str  # the qualified name replaced
 
 
+def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """A module's statements, with those of its top-level `if`/`else` and `try` blocks (six defines
+    `iteritems` under `if PY3:`)."""
+    out: list[ast.stmt] = []
+    for node in body:
+        out.append(node)
+        if isinstance(node, ast.If):
+            out += _top_level(node.body) + _top_level(node.orelse)
+        elif isinstance(node, ast.Try):
+            out += _top_level(node.body) + _top_level(node.orelse) + _top_level(node.finalbody)
+            for handler in node.handlers:
+                out += _top_level(handler.body)
+    return out
+
+
 def _qualified(tree: ast.Module) -> dict[str, list[_Def]]:
-    """Every definition the format can name: top level, and methods (`Class.method`), by name."""
+    """Every definition the format can name: top level (under a top-level `if` or `try` too), and
+    methods (`Class.method`), by name."""
     found: dict[str, list[_Def]] = {}
-    for node in tree.body:
+    for node in _top_level(tree.body):
         if isinstance(node, _Def):
             found.setdefault(node.name, []).append(node)
             if isinstance(node, ast.ClassDef):
@@ -87,6 +108,77 @@ def locate(path: str, lines: list[str], name: str) -> _Def:
         raise DefinitionRefused("ambiguous", f"{path} defines {name!r} more than once (lines {lines_at}), so which "
                                 "one to replace is a guess; use a SEARCH/REPLACE block")
     return hits[0]
+
+
+def unseen_ranges(seen: Sequence[tuple[int, int]], first: int, last: int) -> list[tuple[int, int]]:
+    """The runs of lines first..last that no (start, end) range of `seen` covers."""
+    missing: list[tuple[int, int]] = []
+    at = first
+    for start, end in sorted(seen):
+        if end < at:
+            continue
+        if start > at:
+            missing.append((at, min(start - 1, last)))
+        at = max(at, end + 1)
+        if at > last:
+            break
+    if at <= last:
+        missing.append((at, last))
+    return [(a, b) for a, b in missing if a <= b]
+
+
+_RANGE = re.compile(r"(\d+)-(\d+)")
+
+
+def shown_ranges(partial: str) -> list[tuple[int, int]]:
+    """The line ranges of a file shown in part, from how the prompt described them ("lines 3-9, 40-61
+    of 900"; "only an outline of its 900 lines": none)."""
+    if not partial.startswith("lines "):
+        return []
+    return [(int(a), int(b)) for a, b in _RANGE.findall(partial.split(" of ", 1)[0])]
+
+
+def unseen_lines(path: str, lines: list[str], name: str, partial: str, code: str) -> str:
+    """When definition `name` was shown only in part (`partial`) and `code` lacks most of the lines
+    that were not shown, why a whole-definition reply for it is refused; "" otherwise."""
+    node = locate(path, lines, name)
+    first, last = _start(node), node.end_lineno or node.lineno
+    missing = unseen_ranges(shown_ranges(partial), first, last)
+    hidden = [lines[n - 1].strip() for a, b in missing for n in range(a, b + 1) if lines[n - 1].strip()]
+    if not hidden:
+        return ""
+    sent = {x.strip() for x in code.split("\n")}
+    if sum(x in sent for x in hidden) * 2 >= len(hidden):
+        return ""  # it has them (read with a tool, or recalled): a whole definition, not a cut one
+    if missing == [(first, last)]:
+        return (f"you were not shown {name} (lines {first}-{last} of {path}), so the block for {path}::{name} "
+                "would replace code you have not seen; change lines you were shown with a SEARCH/REPLACE block")
+    where = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in missing)
+    return (f"you were shown only part of {name} (it runs from line {first} to line {last}; lines {where} were "
+            f"not shown), so the block for {path}::{name} would drop or invent them; change the lines you were "
+            "shown with a SEARCH/REPLACE block instead")
+
+
+MAX_SEARCHED_FILES = 3000  # a look for where a name is defined reads at most this many files
+MAX_SEARCHED_BYTES = 1_000_000  # nor a file larger than this
+
+
+def defining_files(root: Path, files: Sequence[str], name: str, besides: str) -> list[str]:
+    """The Python files among `files` (other than `besides`) that define `name` at their top level
+    (`def name`, `class name`); type stubs only when no module does. For a refusal to say where a
+    name the model put in the wrong file is defined (a package's __init__ re-exports it)."""
+    if not re.fullmatch(r"[A-Za-z_]\w*", name):
+        return []
+    pattern = re.compile(rf"^(?:async\s+)?(?:def|class)\s+{name}\b", re.M)
+    found: list[str] = []
+    for rel in [f for f in files if f.endswith(PYTHON_SUFFIXES) and f != besides][:MAX_SEARCHED_FILES]:
+        if real_inside(root, root / rel) != PurePath(rel):
+            continue  # a symlink to elsewhere: never read
+        data = read_regular_file(root / rel, MAX_SEARCHED_BYTES)
+        if data is not None and pattern.search(data.decode("utf-8", "replace")):
+            found.append(rel)
+    modules = [f for f in found if f.endswith(".py")]
+    return modules or found
 
 
 def replacement(path: str, lines: list[str], name: str, code: str) -> Replacement:

@@ -32,8 +32,13 @@ FILE_LIST_MAX = 300
 MIN_LINES = 3  # a part shortened to fewer lines than this is left out instead
 MIN_OUTLINE_ROWS = 6  # the outline of the code under test keeps at least this many definitions
 TEMPLATE_OVERHEAD = 40  # the templates' own headings and fences, kept free under the cap
-_NOISE = re.compile(r"^(=+ test session starts =+|platform |cachedir:|rootdir:|configfile:|plugins:|collect(ed|ing) "
+OUTPUT_FLOOR = 120  # the failing output keeps at least this many tokens, even past the cap
+_NOISE = re.compile(r"^(=+ test session starts =+|=+ short test summary info =+|=+ \d+ (failed|passed|error).* in "
+                    r"[\d.]+s.*=+|\d+ (failed|passed|error).* in [\d.]+s"
+                    r"|platform |cachedir:|rootdir:|configfile:|plugins:|collect(ed|ing) "
                     r"|[\w/.-]+\.py [.sFEx]+\s*(\[\s*\d+%\])?$|\s*\[\s*\d+%\]$)")
+_SUMMARY_LINE = re.compile(r"^(FAILED|ERROR) ")
+_DETAIL_LINE = re.compile(r"^E(\s{8,}|\s*$)")  # pytest's explanation under an assertion (`E        +  where`)
 _KEY_LINE = re.compile(r"^(E\s|>\s|FAILED|ERROR|\S+:\d+:|Traceback|\s*File \"|.*(Error|Exception|assert))")
 
 
@@ -73,11 +78,43 @@ def trim_output(output: str, max_tokens: int | None) -> str:
     if estimate_tokens(text) <= max_tokens:
         return text
     budget = max_tokens
+    out_text = text
+    for _ in range(4):  # the `left out` markers and line breaks cost too: cut again by the overshoot
+        out_text = _keep_lines(lines, budget)
+        over = estimate_tokens(out_text) - max_tokens
+        if over <= 0 or budget <= 0:
+            break
+        budget -= over
+    return out_text
+
+
+def _ranked(lines: list[str]) -> list[int]:
+    """Line indexes in the order they are kept, each group from the end: the assertion and traceback
+    lines (a repeat of one already ranked, as 40 tests failing alike give, counts as any other line),
+    the assertion's explanation lines, pytest's FAILED/ERROR summary lines, then the rest."""
+    first: list[int] = []
+    details: list[int] = []
+    summary: list[int] = []
+    rest: list[int] = []
+    seen: set[str] = set()
+    for i in reversed(range(len(lines))):
+        line = lines[i]
+        if _SUMMARY_LINE.match(line):
+            summary.append(i)
+        elif _KEY_LINE.match(line) and line.strip() not in seen:
+            seen.add(line.strip())
+            (details if _DETAIL_LINE.match(line) else first).append(i)
+        else:
+            rest.append(i)
+    return first + details + summary + rest
+
+
+def _keep_lines(lines: list[str], budget: int) -> str:
+    """The lines ranked by `_KEY_LINE` (from the end) that cost at most `budget`, runs of the others
+    each replaced by one `left out` marker."""
     keep: set[int] = set()
     used = 0
-    ranked = [i for i in reversed(range(len(lines))) if _KEY_LINE.match(lines[i])] + \
-             [i for i in reversed(range(len(lines))) if not _KEY_LINE.match(lines[i])]
-    for i in ranked:
+    for i in _ranked(lines):
         cost = estimate_tokens(lines[i]) + 1
         if used + cost > budget:
             continue
@@ -126,11 +163,18 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
     used = estimate_tokens(fixed)
     remaining = None if cap is None else max(0, cap - used)
     # 1. The failing output: at most 40% of what is left, so the code under test gets room.
-    share = None if remaining is None else max(120, remaining * 2 // 5) // max(1, len(outputs))
+    share = None if remaining is None else max(OUTPUT_FLOOR, remaining * 2 // 5) // max(1, len(outputs))
+    ordered = sorted(parts, key=lambda p: p.value)
+    key = key_definition(ordered)
+    if share is not None and remaining is not None and key is not None:
+        # The definition the failure points into comes whole when the output can give way for it: the
+        # function format asks for whole definitions, and a model shown half of one writes half of one.
+        room = (remaining - _cost(key)) // max(1, len(outputs)) - 12
+        if OUTPUT_FLOOR <= room < share:  # (when it would not fit even so, the output is not cut for it)
+            share = room
     trimmed = [trim_output(o, share) for o in outputs]
     used += sum(estimate_tokens(o) + 12 for o in trimmed)
     # 2-4. Parts by value: code under test, then the failing test functions, then outlines.
-    ordered = sorted(parts, key=lambda p: p.value)
     held = _held_outline(ordered)
     # its rows near the shown lines may be longer than its first rows: half as much again
     reserve = 0 if held is None or cap is None else _cost(_shrink_outline(held, [], MIN_OUTLINE_ROWS)) * 3 // 2
@@ -181,6 +225,12 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
         used += cost
     return Filled(trimmed, _grouped(chosen), "\n".join(listing), used + (TEMPLATE_OVERHEAD if cap is not None else 0),
                   left_out)
+
+
+def key_definition(ordered: Sequence[Part]) -> Part | None:
+    """The whole definition of the code under test the failure points into first (a traceback frame
+    in it, or the failing test calling it), if a part holds one."""
+    return next((p for p in ordered if p.value < TEST_FUNCTION and p.whole_definition), None)
 
 
 def _held_outline(ordered: Sequence[Part]) -> Part | None:

@@ -24,6 +24,9 @@ from agentloop.workspace.guard import TEST_PATH
 WHOLE_FILE_LINES = 150  # code files up to this long may be shown whole
 WHOLE_TEST_LINES = 60  # test files up to this long may be shown whole; longer: the failing test only
 MAX_SNIPPET_LINES = 80  # an enclosing function longer than this is shown as a window around the line
+# ... except a function of the code under test that the failure points into: shown whole up to this long
+# (the function edit format asks for the whole definition; the budget may still shorten it, and says so)
+MAX_DEFINITION_LINES = 160
 WINDOW = 12  # lines either side of a named line when no enclosing function is known (or it is huge)
 MAX_FILES = 8
 MAX_OUTLINE_ROWS = 40  # a longer outline keeps the definitions nearest the shown lines
@@ -75,6 +78,13 @@ class Part:
     value: int
     why: str = ""
     focus: int | None = None  # the line the failing output names, if any: a shortened part keeps it
+    definition: str = ""  # the Python definition these lines are (part of), if any
+    span: tuple[int, int] | None = None  # that definition's first and last lines
+
+    @property
+    def whole_definition(self) -> bool:
+        return self.span is not None and self.kind == "lines" and self.start <= self.span[0] and \
+            self.end >= self.span[1]
 
     @property
     def label(self) -> str:
@@ -326,8 +336,61 @@ def _resolve_python(files: _Files, target: str, depth: int = 0) -> tuple[str, _D
             imported = _imports(tree, rel).get(parts[k])
             if imported and imported != target:
                 return _resolve_python(files, ".".join([imported, *parts[k + 1:]]), depth + 1)
+            for base in _star_imports(tree, rel):  # `from .recipes import *` in a package's __init__
+                hit = _resolve_python(files, f"{base}.{rest}", depth + 1)
+                if hit is not None:
+                    return hit
         return None
     return None
+
+
+def _star_imports(tree: ast.Module, rel: str) -> list[str]:
+    """The modules a module imports everything from (`from .recipes import *`), as dotted names."""
+    package = ".".join(rel[:-3].split("/")[:-1])  # as `_imports` reckons it
+    out: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: max(0, len(package.split(".")) - node.level + 1)] if package else []
+                base = ".".join([*up, *([base] if base else [])])
+            if base:
+                out.append(base)
+    return out
+
+
+_TASK_DOTTED = re.compile(r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b")
+_TASK_NAME = re.compile(r"`([A-Za-z_]\w*)`|\b([A-Za-z_]\w*)\(|\b([A-Za-z]\w*_\w+|[A-Za-z]+[a-z0-9][A-Z]\w*)\b")
+MAX_TASK_NAMES = 3  # definitions of names the task text mentions, at most
+
+
+def task_definitions(files: _Files, task: str) -> list[tuple[str, _Def]]:
+    """The definitions of the names the task text mentions (`six.iteritems`, `typedkey()`, `LRUCache`,
+    `format_int_list`): dotted names through the modules and their re-exports, others by a search of
+    the non-test Python files for one definition of that name. For a test that reaches the code under
+    test in a way the traceback does not show (six's `getattr(six, 'iter' + 'items')`)."""
+    found: list[tuple[str, _Def]] = []
+
+    def add(hit: tuple[str, _Def] | None) -> None:
+        if hit is not None and not TEST_PATH.search(hit[0]) and all(hit[1] is not f[1] for f in found):
+            found.append(hit)
+
+    dotted = list(dict.fromkeys(_TASK_DOTTED.findall(task)))
+    unresolved: list[str] = []  # defined where a module's top level does not show it (six: under `if PY3:`)
+    for name in dotted:
+        hit = _resolve_python(files, name)
+        add(hit)
+        if hit is None:
+            unresolved.append(name.rsplit(".", 1)[-1])
+    bare = [next(g for g in m.groups() if g) for m in _TASK_NAME.finditer(task)]
+    bare = unresolved + [n for n in dict.fromkeys(bare) if not any(n in d.split(".") for d in dotted)]
+    bare = [n for n in dict.fromkeys(bare) if n not in _KEYWORDS and len(n) >= 4]
+    for loc in symbol_definitions(files, bare, ".py"):
+        tree = files.tree(loc.path)
+        node = _enclosing(tree, loc.line) if tree is not None else None
+        if node is not None and node.name == loc.function:
+            add((loc.path, node))
+    return found[:MAX_TASK_NAMES]
 
 
 def python_definitions(files: _Files, rel: str, node: ast.AST) -> list[tuple[str, _Def]]:
@@ -450,8 +513,9 @@ def outline(files: _Files, rel: str, focus: Sequence[int] = ()) -> str:
     return "\n".join(out)
 
 
-def _span(files: _Files, rel: str, line: int) -> tuple[int, int, str]:
-    """Lines of the function around `line` (or a window), and what they are."""
+def _span(files: _Files, rel: str, line: int, longest: int = MAX_SNIPPET_LINES) -> tuple[int, int, str]:
+    """Lines of the function around `line` (or a window), and what they are: the whole function when
+    it is at most `longest` lines."""
     lines = files.lines(rel) or []
     line = min(max(1, line), max(1, len(lines)))
     tree = files.tree(rel)
@@ -459,7 +523,7 @@ def _span(files: _Files, rel: str, line: int) -> tuple[int, int, str]:
         node = _enclosing(tree, line)
         if node is not None:
             start, end = _first_line(node), node.end_lineno or node.lineno
-            if end - start + 1 <= MAX_SNIPPET_LINES:
+            if end - start + 1 <= longest:
                 return start, end, node.name
             return max(start, line - WINDOW), min(end, line + WINDOW), f"part of {node.name}"
         return max(1, line - WINDOW), min(len(lines), line + WINDOW), ""
@@ -485,10 +549,11 @@ def small_enough(rel: str, total: int) -> bool:
 
 
 def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
-                 given: Sequence[str] = ()) -> Finding:
+                 given: Sequence[str] = (), task: str = "") -> Finding:
     """The parts of the repository a failing output is about, best first (see the module docstring).
 
     `given`: files the user named (`--file`): shown whole when short, else outlined with any part found.
+    `task`: the task text; the definitions of the names it mentions come after those the failure leads to.
     """
     files = _Files(root, repo_files)
     finding = Finding()
@@ -497,13 +562,17 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     parts: list[Part] = []
     spans: dict[str, list[tuple[int, int]]] = {}
 
-    def add_span(rel: str, start: int, end: int, value: int, why: str, focus: int | None = None) -> None:
+    def add_span(rel: str, start: int, end: int, value: int, why: str, focus: int | None = None,
+                 definition: _Def | None = None) -> None:
         have = spans.setdefault(rel, [])
         if any(s <= start and end <= e for s, e in have):
             return
         have.append((start, end))
         part = _lines_part(files, rel, start, end, value, why)
         part.focus = focus
+        if definition is not None:
+            part.definition = definition.name
+            part.span = (_first_line(definition), definition.end_lineno or definition.lineno)
         parts.append(part)
 
     # 1. Every line the traceback names, in its enclosing function: the frames in the code under test
@@ -512,11 +581,14 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
     raised = _raise_points(outputs, files)
     locations = sorted(finding.locations[-4 * MAX_FILES:][::-1], key=lambda loc: (loc.path, loc.line) not in raised)
     for loc in locations:
-        start, end, name = _span(files, loc.path, loc.line)
         is_test = bool(TEST_PATH.search(loc.path))
+        start, end, name = _span(files, loc.path, loc.line, MAX_SNIPPET_LINES if is_test else MAX_DEFINITION_LINES)
         what = f"{name}, " if name else ""
+        tree = None if is_test else files.tree(loc.path)
+        node = _enclosing(tree, loc.line) if tree is not None else None
         add_span(loc.path, start, end, TEST_FUNCTION if is_test else TRACEBACK,
-                 f"{what}around line {loc.line} named by the failing output", focus=loc.line)
+                 f"{what}around line {loc.line} named by the failing output", focus=loc.line,
+                 definition=node if node is not None and not isinstance(node, ast.ClassDef) else None)
     # 2. What the failing tests, and the traceback's lines, use: their definitions in the repository.
     sources: list[tuple[str, ast.AST]] = []
     for path, name in finding.failing_tests:
@@ -538,13 +610,23 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
                 definitions.append(hit)
     for path, node in definitions[:MAX_DEFINITIONS]:
         start, end = _first_line(node), node.end_lineno or node.lineno
-        if end - start + 1 > MAX_SNIPPET_LINES:
+        is_class = isinstance(node, ast.ClassDef)
+        if end - start + 1 > (MAX_SNIPPET_LINES if is_class else MAX_DEFINITION_LINES):
             # A long class: its head (up to its first method); the methods used come as their own parts,
-            # the rest is in the outline. A long function: its head.
-            methods = [_first_line(n) for n in getattr(node, "body", []) if isinstance(n, _Def)] \
-                if isinstance(node, ast.ClassDef) else []
+            # the rest is in the outline. A very long function: its head.
+            methods = [_first_line(n) for n in node.body if isinstance(n, _Def)] if is_class else []
             end = min([start + MAX_SNIPPET_LINES - 1] + [m - 1 for m in methods if m > start])
-        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, used by the failing code")
+        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, used by the failing code",
+                 definition=None if is_class else node)
+    # The names the task text mentions, after those the failure leads to.
+    for path, node in task_definitions(files, task) if task else []:
+        start, end = _first_line(node), node.end_lineno or node.lineno
+        is_class = isinstance(node, ast.ClassDef)
+        if end - start + 1 > (MAX_SNIPPET_LINES if is_class else MAX_DEFINITION_LINES):
+            methods = [_first_line(n) for n in node.body if isinstance(n, _Def)] if is_class else []
+            end = min([start + MAX_SNIPPET_LINES - 1] + [m - 1 for m in methods if m > start])
+        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, named by the task",
+                 definition=None if is_class else node)
     # Other languages: the names called on the lines the output names, by a plain symbol search.
     for loc in locations:
         suffix = Path(loc.path).suffix

@@ -13,6 +13,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from agentloop.data import data_dir
+from agentloop.edits.apply import EXAMPLE_MARKERS
 from agentloop.files import looks_binary, read_regular_file, real_inside
 from agentloop.workspace.checks import CommandResult
 
@@ -74,6 +75,7 @@ class ShownFile:
     lang: str = ""
     note: str = ""
     title: str = ""  # shown in place of the path when only part of the file is shown ("x.py lines 3-9 of 900")
+    outline: bool = False  # the content is an outline (line: definition), not lines of the file
 
 
 def language(rel: str) -> str:
@@ -106,7 +108,7 @@ def example_values(path: str, root: Path | None = None) -> dict[str, Any]:
         numbered = [(n, text) for n, text in enumerate(shown.content.splitlines(), 1) if text.strip()]
         if numbered:
             number, line = numbered[0]
-    changed = line.rstrip() + ("  # changed" if "#" not in line else " (changed)")
+    changed = line.rstrip() + (EXAMPLE_MARKERS[0] if "#" not in line else EXAMPLE_MARKERS[1])
     # The function format's example names a definition the file cannot have: a small model copies the
     # example, and a real name there (measured: tabulate's first function) got that function rewritten.
     return {"example_path": path or "src/app.py", "example_search": line, "example_replace": changed,

@@ -54,9 +54,11 @@ class Loop:
         self.turns_reported = 0  # the last turn whose progress line was printed
         self.warmed_up = False  # the model client is loaded (litellm imported)
         self.unusable_in_a_row = 0
-        self.replies_seen: set[str] = set()
+        self.replies_seen: dict[str, tuple[int, str]] = {}  # reply -> (its turn, what it did), for repeats
         self.repeat_next = False  # the last reply repeated an earlier one: sample the next one warmer
+        self.warm_call = False  # the last reply was sampled warmer, after a repeat
         self.applied_diff = ""  # the diff of the last applied reply (the feedback shows the code it changed)
+        self.last_reply = ""
 
     def run(self, results: list[CommandResult]) -> Ending:
         """The turns, from the first checks' `results`. A KeyboardInterrupt goes to the caller."""
@@ -92,6 +94,8 @@ class Loop:
             messages.append({"role": "user", "content": self.prompt.feedback_message(
                 applied, results, turn=t.turns, accepted=False, tampered=self.checks.tampered,
                 applied_diff=self.applied_diff)})
+            failed = sum(not r.passed for r in results)
+            self.outcome_of_reply(f"was applied, and then {plural(failed, 'check')} still failed")
         self.report_turn(applied, self.checks.last_results)
 
     def ask(self, messages: list[dict[str, Any]]) -> ModelReply:
@@ -128,6 +132,7 @@ class Loop:
             usual = rules.params(self.config.model, self.config.model_params).get("temperature") or 0.0
             override = {"temperature": max(rules.repeat_temperature(model.name), usual)}
         self.repeat_next = False
+        self.warm_call = bool(override)
         self.status(f"waiting for the model (turn {t.turns})")
         try:
             reply = model.query(messages, tools, deadline=deadline, overrides=override)
@@ -157,8 +162,14 @@ class Loop:
         """Apply the reply's edits; on an unusable reply, say so to the model and return None."""
         t, said = self.totals, reply.content.strip()
         t.replies += 1
-        self.repeat_next = bool(said) and said in self.replies_seen
-        self.replies_seen.add(said)
+        earlier = self.replies_seen.get(said) if said else None
+        if earlier is not None and self.warm_call:
+            # sampled warmer after a repeat and repeated again: more turns would only wait for the same reply
+            raise Stop(GAVE_UP, f"the model sent its reply of turn {earlier[0]} again, word for word, even at a "
+                                "higher temperature")
+        self.repeat_next = earlier is not None
+        self.replies_seen.setdefault(said, (t.turns, ""))
+        self.last_reply = said
         if self.prompt.give_up_offered and said.upper().endswith(GIVE_UP_LINE) and len(said) < 200:
             raise Stop(GAVE_UP, "the model gave up")
         content, copied = self.prompt.strip_examples(reply.content)
@@ -167,7 +178,7 @@ class Loop:
         was_pristine = self.checks.pristine
         self.checks.touched()  # until apply returns: an interrupted write leaves the look to the next check
         result = apply_reply(self.workspace.root, content, protect=self.checks.protect, known_files=self.prompt.in_play,
-                             partial=self.prompt.partial)
+                             partial=self.prompt.partial, repo_files=self.prompt.shared_files)
         self.checks.touched(result.changed_files, was_pristine=was_pristine)
         self.status("")
         if copied:
@@ -195,9 +206,18 @@ class Loop:
         self.unusable_in_a_row += 1
         if self.unusable_in_a_row >= self.config.max_format_errors:
             raise Stop(GAVE_UP, f"{self.unusable_in_a_row} replies in a row had no edit that could be applied")
+        refused = next((f.message for f in result.failures), "")
+        self.outcome_of_reply(f"was refused ({refused})" if refused else "held no edit that could be applied")
         messages.append({"role": "user", "content": self.prompt.unusable_message(
-            result, cut_off=reply.finish_reason == "length", copied=copied, turn=t.turns)})
+            result, cut_off=reply.finish_reason == "length", copied=copied, turn=t.turns,
+            repeated=None if earlier is None else (earlier[0], self.replies_seen[said][1]))})
         return None
+
+    def outcome_of_reply(self, what: str) -> None:
+        """Note what the last reply did, the first time it was sent (a repeat is told what it did then)."""
+        turn, known = self.replies_seen.get(self.last_reply, (self.totals.turns, ""))
+        if self.last_reply and not known:
+            self.replies_seen[self.last_reply] = (turn, what)
 
     def expect_edit(self, content: str) -> None:
         """Before a reply is written, tell the result which paths it will touch (see agentloop.workspace.result)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentloop.edits.definitions import unseen_ranges
 from agentloop.run import budget, context, feedback
 from agentloop.workspace.checks import CommandResult
 from agentloop.workspace.guard import TEST_PATH
@@ -33,12 +34,33 @@ class Opening:
 
 
 def shown_files(parts: Sequence[context.Part]) -> list[feedback.ShownFile]:
-    """The parts as the templates show files: each under a title saying which lines of how many."""
+    """The parts as the templates show files: each under a title saying which lines of how many; the
+    last part of a definition shown only in part says which of its lines were left out."""
     out = []
-    for part in parts:
+    last_of = {(p.path, p.span): i for i, p in enumerate(parts) if p.span is not None and p.kind == "lines"}
+    for i, part in enumerate(parts):
         lang = "" if part.kind == "outline" else feedback.language(part.path)
-        out.append(feedback.ShownFile(part.path, part.text, lang, title=part.label if part.kind != "whole" else ""))
+        note = cut_definition_note(parts, part) if last_of.get((part.path, part.span)) == i else ""
+        out.append(feedback.ShownFile(part.path, part.text, lang, title=part.label if part.kind != "whole" else "",
+                                      note=note, outline=part.kind == "outline"))
     return out
+
+
+def cut_definition_note(parts: Sequence[context.Part], part: context.Part) -> str:
+    """For a definition the budget showed only in part: which of its lines were not shown, and how to
+    change it without writing it whole (a small model otherwise writes out the cut definition)."""
+    if part.span is None:
+        return ""
+    first, last = part.span
+    if any(p.path == part.path and p.kind == "whole" for p in parts):
+        return ""
+    seen = sorted((p.start, p.end) for p in parts if p.path == part.path and p.kind == "lines")
+    missing = unseen_ranges(seen, first, last)
+    if not missing:
+        return ""
+    where = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in missing)
+    return (f"(`{part.definition}` runs from line {first} to line {last}; lines {where} of it were not shown. "
+            "Do not write it whole: change the lines shown with a SEARCH/REPLACE block.)")
 
 
 def partial_of(parts: Sequence[context.Part]) -> dict[str, str]:
@@ -60,7 +82,7 @@ def build(root: Path, task: str, visible: Sequence[CommandResult], repo_files: S
     its format example drawn from `path` (a file of the code under test when one is found); it counts
     against the cap."""
     failing = [r for r in visible if not r.passed]
-    found = context.find_context(root, [r.output for r in failing], repo_files, given=given)
+    found = context.find_context(root, [r.output for r in failing], repo_files, given=given, task=task)
     named = list(given) + [p.path for p in found.parts]
     example = next((p for p in named if not TEST_PATH.search(p)), None) or _source_like(named, repo_files)
     system = render_system(example)

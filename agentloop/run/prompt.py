@@ -11,7 +11,7 @@ from typing import Any
 from agentloop.config import Config
 from agentloop.edits import ApplyResult
 from agentloop.record.trajectory import Trajectory
-from agentloop.run import feedback, opening, rules
+from agentloop.run import feedback, followup, opening, rules
 from agentloop.run.model import Model, ModelReply
 from agentloop.run.toolbox import ToolAnswer
 from agentloop.workspace.checks import CommandResult
@@ -58,10 +58,15 @@ class Prompt:
         visible = self.visible(results)
         hidden_failed = all(r.passed for r in visible) and not accepted
         files = opening.changed_files(self.workspace.root, applied.changed_files, applied_diff, self.partial)
-        text = feedback.render("feedback.j2", applied=True, changed_files=applied.changed_files, failures="",
-                               checks=[feedback.check_view(r) for r in visible], files=files,
-                               hidden_failed=hidden_failed and not tampered,
-                               tampered=sorted(set(tampered)))
+
+        def render(checks: list[dict[str, Any]], shown: list[feedback.ShownFile]) -> str:
+            return feedback.render("feedback.j2", applied=True, changed_files=applied.changed_files, failures="",
+                                   checks=checks, files=shown, hidden_failed=hidden_failed and not tampered,
+                                   tampered=sorted(set(tampered)))
+
+        # the first prompt's cap holds for this message too (a CPU server reads it at ~25 tokens a second)
+        text = followup.fit(render, [feedback.check_view(r) for r in visible], files,
+                            rules.first_prompt_tokens(self.model.name))
         self.trajectory.event("feedback", turn=turn, content=text)
         return text
 
@@ -90,8 +95,10 @@ class Prompt:
             content = content.replace(example, "")
         return content, copied
 
-    def unusable_message(self, result: ApplyResult, *, cut_off: bool, copied: int, turn: int) -> str:
-        """What to tell the model when its reply held no edit that could be applied."""
+    def unusable_message(self, result: ApplyResult, *, cut_off: bool, copied: int, turn: int,
+                         repeated: tuple[int, str] | None = None) -> str:
+        """What to tell the model when its reply held no edit that could be applied; `repeated`: the turn
+        and the outcome of an earlier reply this one repeats word for word."""
         if result.failures:
             from agentloop.edits import render_failures
 
@@ -107,6 +114,9 @@ class Prompt:
             example = feedback.format_example(self.edit_format, path, self.workspace.root)
             self.examples.add(example)
             text = feedback.render("format_error.j2", problem=problem, example=example)
+        if repeated is not None:
+            earlier, what = repeated
+            text = feedback.render("repeated.j2", turn=earlier, what=what) + "\n" + text
         self.trajectory.event("feedback", turn=turn, content=text)
         return text
 
