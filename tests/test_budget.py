@@ -131,3 +131,13 @@ def test_the_estimate_counts_digits_as_tokens():
     # digit-heavy code costs more than prose of the same length (Qwen: ~2.8 against ~5 characters a token)
     assert budget.estimate_tokens(digits) / len(digits) > 1.4 * budget.estimate_tokens(prose) / len(prose)
     assert budget.estimate_tokens("") == 0
+
+
+def test_trimmed_output_does_not_keep_lone_blank_lines_between_cuts():
+    """A blank line kept between two runs left out made three markers where one says it all (seen on
+    cachetools: `[... 26 lines left out ...]`, a blank, `[... 2 lines left out ...]`, a blank, ...)."""
+    from agentloop.run.budget import _keep_lines
+
+    lines = ["a" * 40] * 5 + [""] + ["b" * 40] * 3 + [""] + ["E   assert 1 == 2"] + ["x" * 40] * 4
+    assert _keep_lines(lines, 12).split("\n") == ["[... 10 lines left out ...]", "E   assert 1 == 2",
+                                                  "[... 4 lines left out ...]"]

@@ -123,7 +123,7 @@ def _keep_lines(lines: list[str], budget: int) -> str:
     out: list[str] = []
     skipped = 0
     for i, line in enumerate(lines):
-        if i in keep:
+        if i in keep and (line.strip() or not skipped):  # a blank line does not end a run left out
             if skipped:
                 out.append(f"[... {skipped} line{'s' if skipped > 1 else ''} left out ...]")
                 skipped = 0
