@@ -99,6 +99,25 @@ def test_read_and_search_number_lines_as_tracebacks_do_and_refuse_huge_files(tmp
     assert box.answer(call("search", pattern="needle")).output == "(no matches)"
 
 
+def test_a_runaway_search_pattern_is_stopped_with_a_reason(tmp_path, monkeypatch):
+    """(a+)+$ against a line of 40 a's and a b backtracks for hours; Python's re cannot be stopped, so
+    the search runs in a child that is killed past its time, and the turn goes on."""
+    import time
+
+    from agentloop.run import toolbox
+
+    monkeypatch.setattr(toolbox, "SEARCH_SECONDS", 1.0)
+    repo = make_repo(tmp_path / "r", {"m.py": "x = '" + "a" * 40 + "b'\n", "n.py": "needle = 1\n"})
+    box = Toolbox(repo, Workspace(repo).list_files)
+    started = time.monotonic()
+    stuck = box.answer(call("search", pattern="(a+)+$"))
+    assert not stuck.ok and "took longer than 1s" in stuck.output
+    assert time.monotonic() - started < 30
+    assert box.answer(call("search", pattern="needle")).output == "n.py:1: needle = 1"  # and searching still works
+    outside = box.answer(call("search", pattern="x", path="../"))
+    assert not outside.ok and "outside the repository" in outside.output
+
+
 def test_tool_specs_are_valid_function_definitions():
     names = {s["function"]["name"] for s in load_tool_specs()}
     assert names == {"read_file", "list_files", "search", "give_up"}

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import select
+import signal
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,6 +29,7 @@ from agentloop.workspace.repo import AGENTLOOP_DIR
 MAX_READ_LINES = 400
 MAX_LIST = 500
 MAX_MATCHES = 100
+SEARCH_SECONDS = 10.0  # a search past this is stopped (a runaway pattern)
 MAX_FILE_BYTES = 4 << 20  # a bigger file is not read whole (a log, a data dump): read_file says so, search skips it
 GIVE_UP = "give_up"
 
@@ -119,6 +125,12 @@ class Toolbox:
         return "\n".join(shown) + extra if shown else "(no files)"
 
     def _tool_search(self, pattern: str, path: str = "") -> str:
+        re.compile(pattern)  # a bad pattern is answered as such, here
+        return _in_child(SEARCH_SECONDS, lambda: self._search(pattern, path),
+                         f"the search for {pattern!r} took longer than {SEARCH_SECONDS:.0f}s (a pattern like "
+                         "(a+)+ backtracks without end); search for a plainer pattern")
+
+    def _search(self, pattern: str, path: str) -> str:
         regex = re.compile(pattern)
         prefix = self._resolve(path).relative_to(self.root).as_posix() if path else ""
         hits: list[str] = []
@@ -137,6 +149,55 @@ class Toolbox:
                     if len(hits) >= MAX_MATCHES:
                         return "\n".join(hits) + "\n[more matches not shown]"
         return "\n".join(hits) or "(no matches)"
+
+
+def _in_child(seconds: float, work: Callable[[], str], too_long: str) -> str:
+    """`work()` in a forked child that is killed past `seconds`: Python's `re` cannot be interrupted, and
+    one line can take a pattern exponential time. Its ValueError, OSError or re.error come back as
+    ValueError; `too_long` is the ValueError past the time."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no cleanup of the parent's runs here (os._exit)
+        code = 0
+        try:
+            os.close(read)
+            try:
+                answer = {"ok": work()}
+            except (ValueError, OSError, re.error) as exc:
+                answer = {"error": str(exc)}
+            data = json.dumps(answer).encode()
+            while data:
+                data = data[os.write(write, data):]
+        except BaseException:  # noqa: BLE001 - the parent reports a child that said nothing
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    done = False
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([read], [], [], left)[0]:
+                chunk = os.read(read, 1 << 16)
+                if not chunk:
+                    done = True
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read)
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if not done:
+        raise ValueError(too_long)
+    try:
+        answer = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ValueError("the search failed") from None
+    if "error" in answer:
+        raise ValueError(answer["error"])
+    return answer["ok"]
 
 
 def _lines(data: bytes) -> list[str]:
