@@ -141,3 +141,16 @@ def test_trimmed_output_does_not_keep_lone_blank_lines_between_cuts():
     lines = ["a" * 40] * 5 + [""] + ["b" * 40] * 3 + [""] + ["E   assert 1 == 2"] + ["x" * 40] * 4
     assert _keep_lines(lines, 12).split("\n") == ["[... 10 lines left out ...]", "E   assert 1 == 2",
                                                   "[... 4 lines left out ...]"]
+
+
+def test_a_file_list_cut_at_its_maximum_is_recorded_as_left_out():
+    """Past FILE_LIST_MAX names the list is cut even under no cap: the trajectory says so, as it does
+    for a cut the cap makes."""
+    from agentloop.run.budget import FILE_LIST_MAX, fill
+
+    names = [f"pkg/m{i}.py" for i in range(FILE_LIST_MAX + 25)]
+    filled = fill([], [], names, cap=None)
+    assert len(filled.file_list.split("\n")) == FILE_LIST_MAX
+    assert filled.left_out == [f"25 of the repository's {FILE_LIST_MAX + 25} file names"]
+    capped = fill([], [], names, cap=200)
+    assert len([x for x in capped.left_out if x.endswith("file names")]) == 1

@@ -223,6 +223,8 @@ def fill(parts: Sequence[Part], outputs: Sequence[str], repo_files: Sequence[str
             break
         listing.append(rel)
         used += cost
+    if len(listing) < len(repo_files) and not (left_out and left_out[-1].endswith(" file names")):
+        left_out.append(f"{len(repo_files) - len(listing)} of the repository's {len(repo_files)} file names")
     return Filled(trimmed, _grouped(chosen), "\n".join(listing), used + (TEMPLATE_OVERHEAD if cap is not None else 0),
                   left_out)
 
