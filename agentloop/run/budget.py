@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from agentloop.run.context import TEST_FUNCTION, Part
@@ -120,19 +120,25 @@ def _keep_lines(lines: list[str], budget: int) -> str:
             continue
         keep.add(i)
         used += cost
+    return "\n".join(collapse(lines, keep, lambda n: f"[... {n} line{'s' if n > 1 else ''} left out ...]"))
+
+
+def collapse(lines: Sequence[str], keep: set[int], marker: Callable[[int], str]) -> list[str]:
+    """`lines` with each run of the lines not in `keep` replaced by one `marker(count)` line; a blank
+    line does not end a run (it would leave two markers where one says it all)."""
     out: list[str] = []
     skipped = 0
     for i, line in enumerate(lines):
-        if i in keep and (line.strip() or not skipped):  # a blank line does not end a run left out
+        if i in keep and (line.strip() or not skipped):
             if skipped:
-                out.append(f"[... {skipped} line{'s' if skipped > 1 else ''} left out ...]")
+                out.append(marker(skipped))
                 skipped = 0
             out.append(line)
         else:
             skipped += 1
     if skipped:
-        out.append(f"[... {skipped} line{'s' if skipped > 1 else ''} left out ...]")
-    return "\n".join(out)
+        out.append(marker(skipped))
+    return out
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from agentloop.run.budget import OUTPUT_FLOOR, estimate_tokens, trim_output
+from agentloop.run.budget import OUTPUT_FLOOR, collapse, estimate_tokens, trim_output
 from agentloop.run.feedback import ShownFile
 
 Render = Callable[[list[dict[str, Any]], list[ShownFile]], str]
@@ -81,17 +81,7 @@ def _outlines(outlines: list[ShownFile], code: list[ShownFile], room: int) -> li
             cost += step
         if len(keep) < 3:
             continue
-        text, skipped = [], 0
-        for i, row in enumerate(rows):
-            if i in keep:
-                if skipped:
-                    text.append(f"      [{skipped} more rows]")
-                    skipped = 0
-                text.append(row)
-            else:
-                skipped += 1
-        if skipped:
-            text.append(f"      [{skipped} more rows]")
+        text = collapse(rows, keep, lambda n: f"      [{n} more rows]")
         shortened = replace(f, content="\n".join(text))
         out.append(shortened)
         room -= estimate_tokens(shortened.content) + 8
