@@ -20,6 +20,10 @@ TASKS = Path(__file__).resolve().parent.parent / "benchmarks" / "tasks"
 SMALL_QWEN = "openai/qwen2.5-coder-1.5b"
 
 
+_CLEAN_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+              "LANG": "C.UTF-8", "COLUMNS": "80", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 class Task:
     """A real task's repository copied to a temporary directory, and its check's failing output."""
 
@@ -31,7 +35,7 @@ class Task:
                             if p.is_file() and "__pycache__" not in p.parts)
         command = self.spec["check"].replace("python ", f"{sys.executable} ", 1)
         run = subprocess.run(command, shell=True, cwd=self.root, capture_output=True, text=True, timeout=300,
-                             env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+                             env=_CLEAN_ENV)  # the same output whatever earlier tests left in os.environ
         assert run.returncode != 0, run.stdout + run.stderr
         self.output = run.stdout + run.stderr
         self.failing = CommandResult(command=self.spec["check"], exit_code=run.returncode, output=self.output,
@@ -81,7 +85,8 @@ def test_a_definition_too_long_for_the_cap_is_marked_and_a_cut_reply_refused_wit
     assert "Do not write it whole: change the lines shown with a SEARCH/REPLACE block." in built.user
     # the model writes out what it saw: the definition up to the last line shown
     shown = built.user.split(f"{rel} lines 912-", 1)[1].split("```python\n", 1)[1].split("\n```", 1)[0]
-    fixed = shown.replace("    output = []", "    output = list()")
+    first_body_line = shown.split("\n")[1]  # (how many lines fit depends on the paths in the output)
+    fixed = shown.replace(first_body_line, first_body_line + " Fixed.", 1)
     assert fixed != shown and "return output_str" not in shown
     reply = f"{rel}::format_int_list\n```python\n{fixed}\n```\n"
     before = (task.root / rel).read_text()
