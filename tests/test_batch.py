@@ -290,6 +290,37 @@ def test_the_warm_worker_makes_litellms_first_call_against_its_own_local_server(
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, True]
 
 
+def test_a_rollout_forked_after_the_warm_up_makes_its_call_cleanly(tmp_path):
+    """The child closes the worker's files (as batch.worker does); what the warm-up left behind must
+    not be one of them (an event loop whose selector was closed logged `Bad file descriptor`)."""
+    import subprocess
+    import sys
+
+    probe = ("import os, sys, threading\n"
+             "from http.server import ThreadingHTTPServer\n"
+             "from agentloop.batch import warmup\n"
+             "from agentloop.run.model import import_litellm\n"
+             "litellm = import_litellm()\n"
+             "assert warmup.warm_up_litellm()\n"
+             "server = ThreadingHTTPServer(('127.0.0.1', 0), warmup._Canned)\n"
+             "threading.Thread(target=server.serve_forever, daemon=True).start()\n"
+             "pid = os.fork()\n"
+             "if pid == 0:\n"
+             "    log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n"
+             "    os.dup2(log, 2)\n"
+             "    os.closerange(3, 1024)\n"
+             "    r = litellm.completion(model='openai/x', api_base=f'http://127.0.0.1:{server.server_port}/v1',\n"
+             "                           api_key='k', messages=[{'role': 'user', 'content': 'hi'}], max_retries=0)\n"
+             "    sys.stderr.flush()\n"
+             "    os._exit(0 if r.choices[0].message.content == 'ok' else 3)\n"
+             "_, status = os.waitpid(pid, 0)\n"
+             "sys.exit(os.waitstatus_to_exitcode(status))\n")
+    log = tmp_path / "child.log"
+    out = subprocess.run([sys.executable, "-c", probe, str(log)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.stderr, log.read_text() if log.exists() else "")
+    assert "Bad file descriptor" not in log.read_text()
+
+
 def test_making_a_rollouts_repository_runs_no_hook(world, tmp_path, monkeypatch):
     """A hook installed by the user's git template (init.templateDir) would run at the rollout's
     checkout, outside any sandbox: agentloop's git runs no hook."""

@@ -52,3 +52,18 @@ def warm_up_litellm() -> bool:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        _forget_event_loop()
+
+
+def _forget_event_loop() -> None:
+    """litellm's service logging made the main thread an asyncio event loop during the call. A forked
+    rollout would inherit it with its selector's file closed (the child closes the worker's files) and
+    log `Bad file descriptor` at its first call: close it, and start asyncio's state afresh, as in a new
+    process."""
+    import asyncio
+
+    policy = asyncio.get_event_loop_policy()
+    loop = getattr(getattr(policy, "_local", None), "_loop", None)
+    if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_running():
+        loop.close()
+    asyncio.set_event_loop_policy(None)
