@@ -52,6 +52,16 @@ def read_regular_file(path: Path, limit: int) -> bytes | None:
         os.close(fd)
 
 
+def text_lines(data: bytes) -> list[str]:
+    """A file's lines as Python, git, editors and tracebacks number them: broken at \\n (a \\r before it
+    dropped), not at the form feeds and other separators `str.splitlines` also breaks at."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def atomic_write(path: Path, data: bytes | str, *, mode: int | None = None, new_mode: int = 0o666,
                  durable: bool = False) -> None:
     """Write `path` whole or not at all: a temporary file beside it, then one rename over it.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentloop.edits.definitions import UNPARSABLE
-from agentloop.files import looks_binary, read_regular_file, real_inside
+from agentloop.files import looks_binary, read_regular_file, real_inside, text_lines
 from agentloop.workspace.guard import TEST_PATH
 
 WHOLE_FILE_LINES = 150  # code files up to this long may be shown whole
@@ -106,16 +106,6 @@ class Finding:
 
 
 # -- reading files -------------------------------------------------------------------------------
-def _split_lines(data: bytes) -> list[str]:
-    """A file's lines as Python, git and tracebacks number them: broken at \\n (a \\r before it dropped),
-    not at the form feeds and other separators `str.splitlines` also breaks at."""
-    text = data.decode("utf-8", "replace")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
-
-
 class _Files:
     """The repository's files, read once each."""
 
@@ -134,7 +124,7 @@ class _Files:
             inside = real_inside(self.root, self.root / rel)
             data = read_regular_file(self.root / rel, MAX_FILE_BYTES) \
                 if inside is not None and inside.as_posix() in self.known else None
-            self._lines[rel] = None if data is None or looks_binary(data) else _split_lines(data)
+            self._lines[rel] = None if data is None or looks_binary(data) else text_lines(data)
         return self._lines[rel]
 
     def tree(self, rel: str) -> ast.Module | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.data import data_dir
-from agentloop.files import looks_binary, names_git_dir, read_regular_file, real_inside
+from agentloop.files import looks_binary, names_git_dir, read_regular_file, real_inside, text_lines
 from agentloop.run.model import ToolCall
 from agentloop.workspace.repo import AGENTLOOP_DIR
 
@@ -108,7 +108,7 @@ class Toolbox:
             raise ValueError(f"{path}: not a regular file of at most {MAX_FILE_BYTES >> 20} MB; use search on it")
         if looks_binary(data):
             raise ValueError(f"{path}: binary file")
-        lines = _lines(data)
+        lines = text_lines(data)
         start = max(1, int(start_line or 1))
         end = min(len(lines), int(end_line or start + MAX_READ_LINES - 1), start + MAX_READ_LINES - 1)
         body = "\n".join(f"{n:>5} {lines[n - 1]}" for n in range(start, end + 1))
@@ -143,7 +143,7 @@ class Toolbox:
                 continue
             if data is None or looks_binary(data):
                 continue
-            for n, line in enumerate(_lines(data), 1):
+            for n, line in enumerate(text_lines(data), 1):
                 if regex.search(line):
                     hits.append(f"{rel}:{n}: {line.strip()[:200]}")
                     if len(hits) >= MAX_MATCHES:
@@ -198,15 +198,6 @@ def _in_child(seconds: float, work: Callable[[], str], too_long: str) -> str:
     if "error" in answer:
         raise ValueError(answer["error"])
     return answer["ok"]
-
-
-def _lines(data: bytes) -> list[str]:
-    """Lines as editors and tracebacks number them: split at \\n only (not at form feeds or U+2028)."""
-    text = data.decode("utf-8", "replace")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
 
 
 _TEXT_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
