@@ -598,7 +598,10 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
         for hit in python_definitions(files, path, node):
             if all(hit[1] is not d[1] for d in definitions):
                 definitions.append(hit)
-    for path, node in definitions[:MAX_DEFINITIONS]:
+    # Then the names the task text mentions, after those the failure leads to.
+    used = [(path, node, "used by the failing code") for path, node in definitions[:MAX_DEFINITIONS]]
+    named = [(path, node, "named by the task") for path, node in (task_definitions(files, task) if task else [])]
+    for path, node, why in used + named:
         start, end = _first_line(node), node.end_lineno or node.lineno
         is_class = isinstance(node, ast.ClassDef)
         if end - start + 1 > (MAX_SNIPPET_LINES if is_class else MAX_DEFINITION_LINES):
@@ -606,17 +609,7 @@ def find_context(root: Path, outputs: Sequence[str], repo_files: Sequence[str],
             # the rest is in the outline. A very long function: its head.
             methods = [_first_line(n) for n in node.body if isinstance(n, _Def)] if is_class else []
             end = min([start + MAX_SNIPPET_LINES - 1] + [m - 1 for m in methods if m > start])
-        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, used by the failing code",
-                 definition=None if is_class else node)
-    # The names the task text mentions, after those the failure leads to.
-    for path, node in task_definitions(files, task) if task else []:
-        start, end = _first_line(node), node.end_lineno or node.lineno
-        is_class = isinstance(node, ast.ClassDef)
-        if end - start + 1 > (MAX_SNIPPET_LINES if is_class else MAX_DEFINITION_LINES):
-            methods = [_first_line(n) for n in node.body if isinstance(n, _Def)] if is_class else []
-            end = min([start + MAX_SNIPPET_LINES - 1] + [m - 1 for m in methods if m > start])
-        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, named by the task",
-                 definition=None if is_class else node)
+        add_span(path, start, end, CODE_UNDER_TEST, f"{node.name}, {why}", definition=None if is_class else node)
     # Other languages: the names called on the lines the output names, by a plain symbol search.
     for loc in locations:
         suffix = Path(loc.path).suffix
