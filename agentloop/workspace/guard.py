@@ -17,15 +17,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.edits.paths import PathRefused, is_protected, safe_path
 from agentloop.files import atomic_write
-from agentloop.workspace.gitsafe import git_argv, git_env
-from agentloop.workspace.repo import git, tree_listing
+from agentloop.workspace.repo import file_blobs, git, link_blob, read_blob, tree_listing
 
 SYMLINK_MODE = "120000"
 # What checks write on their own (bytecode, pytest's cache): never counted as a protected file appearing.
@@ -114,14 +112,11 @@ class ProtectedFiles:
                    and is_protected(p, self.patterns)]
         links = [p for p in ignored if (self.root / p).is_symlink()]
         regular = [p for p in ignored if p not in links and (self.root / p).is_file()]
-        for path, blob in zip(regular, self._hash(regular, store=True), strict=True):
+        for path, blob in zip(regular, file_blobs(self.root, regular, store=True), strict=True):
             mode = "100755" if os.stat(self.root / path).st_mode & 0o111 else "100644"
             self.start[path] = _Entry(mode, blob)
         for path in links:
-            blob = subprocess.run(git_argv("hash-object", "-w", "--stdin"), cwd=self.root, env=git_env(),
-                                  input=os.readlink(self.root / path), capture_output=True, text=True,
-                                  check=True).stdout.strip()
-            self.start[path] = _Entry(SYMLINK_MODE, blob)
+            self.start[path] = _Entry(SYMLINK_MODE, link_blob(self.root, path))
 
     def changed(self, current_files: Sequence[str]) -> list[str]:
         """Protected paths whose content differs from the start (changed, deleted or new)."""
@@ -133,25 +128,16 @@ class ProtectedFiles:
             full = self.root / path
             if entry.mode == SYMLINK_MODE or full.is_symlink() or not full.is_file():
                 if not (full.is_symlink() and entry.mode == SYMLINK_MODE
-                        and os.readlink(full) == self._blob(entry.blob).decode("utf-8", "replace")):
+                        and os.readlink(full) == read_blob(self.root, entry.blob).decode("utf-8", "replace")):
                     differ.append(path)
             else:
                 regular.append(path)
-        for path, blob in zip(regular, self._hash(regular), strict=True):
+        for path, blob in zip(regular, file_blobs(self.root, regular), strict=True):
             if blob != self.start[path].blob or not _mode_matches(self.root / path, self.start[path].mode):
                 differ.append(path)
         differ += [p for p in (*current_files, *self._ignored()) if p not in self.start
                    and not CHECK_OUTPUT.search(p) and is_protected(p, self.patterns)]
         return sorted(set(differ))
-
-    def _hash(self, paths: Sequence[str], *, store: bool = False) -> list[str]:
-        """The blob ids of `paths` as they are on disk, unconverted; `store` also writes the blobs."""
-        if not paths:
-            return []
-        proc = subprocess.run(git_argv("hash-object", *(["-w"] if store else []), "--no-filters", "--stdin-paths"),
-                              cwd=self.root, env=git_env(), input="\n".join(paths) + "\n", capture_output=True,
-                              text=True, check=True)
-        return proc.stdout.split()
 
     def _ignored(self) -> list[str]:
         """Ignored files outside ignored folders: a `.gitignore` line must not hide a new conftest.py."""
@@ -177,7 +163,7 @@ class ProtectedFiles:
                 target.unlink()
             if entry is None:
                 continue  # a protected file that appeared during the run: removed
-            data = self._blob(entry.blob)
+            data = read_blob(self.root, entry.blob)
             target.parent.mkdir(parents=True, exist_ok=True)
             if entry.mode == SYMLINK_MODE:
                 os.symlink(data.decode("utf-8", "replace"), target)
@@ -195,10 +181,6 @@ class ProtectedFiles:
             if base and not re.search(r"[*?\[]", base) and (self.root / base).is_dir():
                 paths.append(self.root / base)
         return paths
-
-    def _blob(self, blob: str) -> bytes:
-        return subprocess.run(git_argv("cat-file", "blob", blob), cwd=self.root, env=git_env(), capture_output=True,
-                              check=True).stdout
 
 
 def _mode_matches(path: Path, mode: str) -> bool:

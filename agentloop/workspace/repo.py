@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,17 +204,13 @@ class Workspace:
         for rel in dict.fromkeys(paths):
             path = self.root / rel
             if os.path.islink(path):
-                target = os.fsencode(os.readlink(path))
-                sha = git_bytes(["hash-object", "-w", "--stdin"], self.root, input_bytes=target).decode().strip()
-                entries.append(f"120000 {sha}\t{rel}")
+                entries.append(f"120000 {link_blob(self.root, rel)}\t{rel}")
             elif "\n" not in rel and os.path.isfile(path):
                 regular.append(rel)
             else:
                 entries.append(f"0 {ZERO_SHA}\t{rel}")
         if regular:
-            shas = git(["hash-object", "-w", "--no-filters", "--stdin-paths"], self.root,
-                       input_text="".join(r + "\n" for r in regular)).split()
-            for rel, sha in zip(regular, shas, strict=True):
+            for rel, sha in zip(regular, file_blobs(self.root, regular, store=True), strict=True):
                 executable = os.stat(self.root / rel).st_mode & 0o111
                 entries.append(f"{'100755' if executable else '100644'} {sha}\t{rel}")
         if read is not None:
@@ -371,6 +367,21 @@ def _tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
         old_mode, new_mode, old_sha, new_sha, _status = meta[1:].split(" ")
         changes.append(Change(path, old_mode, new_mode, old_sha, new_sha))
     return changes
+
+
+def file_blobs(cwd: Path, paths: Sequence[str], *, store: bool = False) -> list[str]:
+    """The blob ids of files as they are on disk, unconverted (no filter, whatever .gitattributes
+    says); `store` also writes the blobs. (Paths holding a newline cannot be given this way.)"""
+    if not paths:
+        return []
+    return git(["hash-object", *(["-w"] if store else []), "--no-filters", "--stdin-paths"], cwd,
+               input_text="".join(p + "\n" for p in paths)).split()
+
+
+def link_blob(cwd: Path, rel: str) -> str:
+    """Store the target of the symlink at `rel` as git stores a link (its bytes as a blob); the blob's id."""
+    target = os.fsencode(os.readlink(cwd / rel))
+    return git_bytes(["hash-object", "-w", "--stdin"], cwd, input_bytes=target).decode().strip()
 
 
 def read_blob(cwd: Path, sha: str, path: str | None = None) -> bytes:
