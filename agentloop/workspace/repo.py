@@ -55,20 +55,12 @@ _INDEX_PREFIX = "agentloop-index-"
 
 def _remove_dead_indexes() -> None:
     """Remove the private indexes (Workspace.tree_with) of processes that were killed before they could."""
+    from agentloop.workspace.isolation import alive  # (isolation builds on this module)
+
     for folder in Path(tempfile.gettempdir()).glob(f"{_INDEX_PREFIX}*-*"):
         pid = folder.name[len(_INDEX_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid), None):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
 
 
 def common_dir(root: Path) -> Path:
@@ -333,13 +325,13 @@ def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
     return changes
 
 
-_LISTINGS: dict[tuple[str, str, str], str] = {}
+_LISTINGS: dict[tuple[str, str], str] = {}
 
 
 def tree_listing(cwd: Path, tree: str) -> str:
     """`git ls-tree -r -z --full-tree` of `tree`: mode, type, blob and path of each file, NUL-separated.
     Asked at set-up and again at the first edit; a tree named by its id never changes, so it is kept."""
-    key = (str(cwd), tree, tree)
+    key = (str(cwd), tree)
     out = _LISTINGS.get(key)
     if out is None:
         out = git(["ls-tree", "-r", "-z", "--full-tree", tree], cwd)
@@ -348,9 +340,10 @@ def tree_listing(cwd: Path, tree: str) -> str:
     return out
 
 
-def _remember(memo: dict, key: tuple[str, str, str], value: object) -> None:
-    """Keep `value` when the key names two object ids (a ref or "HEAD" may move); a full memo starts over."""
-    if _OBJECT_ID.match(key[1]) and _OBJECT_ID.match(key[2]):
+def _remember(memo: dict, key: tuple[str, ...], value: object) -> None:
+    """Keep `value` when the key (a folder, then objects) names objects by id (a ref or "HEAD" may move);
+    a full memo starts over."""
+    if all(_OBJECT_ID.match(name) for name in key[1:]):
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
         memo[key] = value

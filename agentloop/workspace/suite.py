@@ -236,12 +236,9 @@ class CheckSuite:
         With `paths` (what the model's edits wrote: apply refuses protected paths and links to them)
         and `was_pristine` (the state before the write), the look is needed only if one of them is
         protected. A write that went wrong some other way still meets the look after the check."""
-        if paths is None or not was_pristine or self.protected is None:
-            self.pristine = False
-        elif any(p in self.protected.start or is_protected(p, self.protected.patterns) for p in paths):
-            self.pristine = False
-        else:
-            self.pristine = True
+        protected = self.protected
+        self.pristine = (paths is not None and was_pristine and protected is not None
+                         and not any(p in protected.start or is_protected(p, protected.patterns) for p in paths))
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.
