@@ -510,3 +510,16 @@ def test_the_format_example_never_quotes_a_test_file(tmp_path):
                           ["LICENSE", "six.py", "test_six.py"], [], lambda path: f"example from {path}", 1500)
     assert built.files == ["test_six.py"]  # what the finding gives (the call is dynamic)
     assert built.example_path == "six.py" and "example from six.py" in built.system
+
+
+def test_a_part_inside_a_larger_part_of_the_same_file_is_shown_once(tmp_path):
+    """cachetools_lru: LRUCache.__getitem__ (from the traceback) and then the whole LRUCache class (used by
+    the test) were both shown, the method's lines twice."""
+    from agentloop.run.context import Part, _absorbed
+
+    method = Part("c.py", "lines", 209, 213, 859, "m", value=1, focus=210)
+    klass = Part("c.py", "lines", 202, 236, 859, "k", value=3)
+    other = Part("c.py", "lines", 65, 69, 859, "o", value=2)
+    kept = _absorbed([method, other, klass])
+    assert kept == [other, klass]
+    assert (klass.value, klass.focus) == (1, 210)

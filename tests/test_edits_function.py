@@ -253,3 +253,33 @@ def test_new_code_ast_cannot_take_is_refused_not_raised(repo, code):
     result = apply_reply(repo, reply("shapes.py::area", code))
     assert not result.applied and result.failures[0].reason == "malformed"
     assert (repo / "shapes.py").read_text() == MODULE
+
+
+def test_a_name_defined_twice_means_the_definition_the_model_was_shown(tmp_path):
+    """six defines `iteritems` once per Python version; the prompt showed one of them (the file in part):
+    the reply rewrites that one, and a reply for a file shown whole stays ambiguous."""
+    module = ("if PY3:\n    def iteritems(d):\n        return iter(d.values())\nelse:\n"
+              "    def iteritems(d):\n        return d.iteritems()\n")
+    (tmp_path / "six.py").write_text(module)
+    fix = reply("six.py::iteritems", "def iteritems(d):\n    return iter(d.items())\n")
+    assert apply_reply(tmp_path, fix).failures[0].reason == "ambiguous"
+    result = apply_reply(tmp_path, fix, partial={"six.py": "lines 2-3 of 6"})
+    assert result.applied, render_failures(result)
+    assert (tmp_path / "six.py").read_text() == module.replace("iter(d.values())", "iter(d.items())")
+
+
+def test_a_method_named_alone_means_the_class_whose_signature_the_reply_copies(tmp_path):
+    """cachetools: `__getitem__` of Cache and of LRUCache; the reply's `def` line is LRUCache's."""
+    module = ("class Cache:\n    def __getitem__(self, key):\n        return self.data[key]\n\n\n"
+              "class LRUCache(Cache):\n    def __getitem__(self, key, getitem=Cache.__getitem__):\n"
+              "        return getitem(self, key)\n")
+    (tmp_path / "c.py").write_text(module)
+    code = "def __getitem__(self, key, getitem=Cache.__getitem__):\n    value = getitem(self, key)\n    return value\n"
+    result = apply_reply(tmp_path, reply("c.py::__getitem__", code))
+    assert result.applied, render_failures(result)
+    text = (tmp_path / "c.py").read_text()
+    assert "        return self.data[key]\n" in text and "        value = getitem(self, key)\n" in text
+    same = reply("c.py::label", "def label(self):\n    return 1\n")  # equal signatures: still a guess
+    (tmp_path / "c.py").write_text("class A:\n    def label(self):\n        return 0\n\n\n"
+                                   "class B:\n    def label(self):\n        return 2\n")
+    assert apply_reply(tmp_path, same).failures[0].reason == "ambiguous"

@@ -136,7 +136,8 @@ def test_small_local_models_get_a_reply_length_limit(repo, monkeypatch):
                                  "--check", PYTEST], catch_exceptions=False)
     body = server.requests[0]
     assert body["max_tokens"] == rules.params("openai/qwen2.5-coder-1.5b")["max_tokens"]
-    assert body["temperature"] == 0.0
+    assert body["temperature"] == 0.8  # sampled: at 0 it copied the function it was shown, unchanged
+    assert rules.params("gpt-4.1")["temperature"] == 0.0  # everyone else: the same prompt, the same reply
 
 
 def test_the_user_s_model_params_win_over_the_per_model_ones(repo):

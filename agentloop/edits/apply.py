@@ -237,7 +237,7 @@ class _Plan:
             if e.path in self.partial and (cut := unseen_lines(e.path, s.file.lines, e.search, self.partial[e.path],
                                                               e.replace)):
                 raise DefinitionRefused("malformed", cut)
-            found = replacement(e.path, s.file.lines, e.search, e.replace)
+            found = replacement(e.path, s.file.lines, e.search, e.replace, self.partial.get(e.path, ""))
         except DefinitionRefused as exc:
             message = exc.message
             name = e.search.strip().removesuffix("()")

@@ -77,8 +77,25 @@ def _start(node: _Def) -> int:
     return min([node.lineno] + [d.lineno for d in node.decorator_list])
 
 
-def locate(path: str, lines: list[str], name: str) -> _Def:
-    """The one definition `name` names in a Python file's lines."""
+def _narrowed(hits: list[_Def], lines: list[str], shown: Sequence[tuple[int, int]], code: str) -> list[_Def]:
+    """Of several definitions carrying one name, those the reply can only mean: the ones that overlap the
+    lines the model was shown (`shown`, of a file shown in part; six defines `iteritems` once per Python
+    version), then those whose `def`/`class` line is the one `code` writes (`__getitem__` of the class
+    whose signature it copied). A filter that would leave none is skipped."""
+    if len(hits) > 1 and shown:
+        seen = [n for n in hits if any(a <= (n.end_lineno or n.lineno) and b >= _start(n) for a, b in shown)]
+        hits = seen or hits
+    heads = [" ".join(ln.split()) for ln in code.split("\n") if re.match(r"\s*(async\s+)?(def|class)\s", ln)]
+    if len(hits) > 1 and heads:
+        same = [n for n in hits if " ".join(lines[n.lineno - 1].split()) == heads[0]]
+        hits = same or hits
+    return hits
+
+
+def locate(path: str, lines: list[str], name: str, *, shown: Sequence[tuple[int, int]] = (),
+           code: str = "") -> _Def:
+    """The one definition `name` names in a Python file's lines; when the name has several, the one the
+    reply means (see `_narrowed`: the lines it was shown, the signature `code` copies) or a refusal."""
     if not path.endswith(PYTHON_SUFFIXES):
         raise DefinitionRefused("malformed", f"{path} is not a Python file: a definition can only be replaced by "
                                 "name in Python; for this file use a SEARCH/REPLACE block (quote the lines to "
@@ -91,9 +108,10 @@ def locate(path: str, lines: list[str], name: str) -> _Def:
                                 "be found; use a SEARCH/REPLACE block") from None
     table = _qualified(tree)
     name = name.strip().removesuffix("()")
-    hits = table.get(name, [])
-    if not hits and "." not in name:  # a method named alone: fine when only one class has it
-        hits = [n for qual, nodes in table.items() if qual.endswith("." + name) for n in nodes]
+    hits = _narrowed(table.get(name, []), lines, shown, code)
+    if not hits and "." not in name:  # a method named alone: fine when only one class has it (or is meant)
+        hits = _narrowed([n for qual, nodes in table.items() if qual.endswith("." + name) for n in nodes],
+                         lines, shown, code)
         if len(hits) > 1:
             where = ", ".join(q for q in table if q.endswith("." + name))
             raise DefinitionRefused("ambiguous", f"{path} has more than one method {name!r} ({where}); write the "
@@ -141,7 +159,7 @@ def shown_ranges(partial: str) -> list[tuple[int, int]]:
 def unseen_lines(path: str, lines: list[str], name: str, partial: str, code: str) -> str:
     """When definition `name` was shown only in part (`partial`) and `code` lacks most of the lines
     that were not shown, why a whole-definition reply for it is refused; "" otherwise."""
-    node = locate(path, lines, name)
+    node = locate(path, lines, name, shown=shown_ranges(partial), code=code)
     first, last = _start(node), node.end_lineno or node.lineno
     missing = unseen_ranges(shown_ranges(partial), first, last)
     hidden = [lines[n - 1].strip() for a, b in missing for n in range(a, b + 1) if lines[n - 1].strip()]
@@ -181,9 +199,10 @@ def defining_files(root: Path, files: Sequence[str], name: str, besides: str) ->
     return modules or found
 
 
-def replacement(path: str, lines: list[str], name: str, code: str) -> Replacement:
-    """The lines that replace definition `name` of a file with `code` (see the module docstring)."""
-    node = locate(path, lines, name)
+def replacement(path: str, lines: list[str], name: str, code: str, partial: str = "") -> Replacement:
+    """The lines that replace definition `name` of a file with `code` (see the module docstring);
+    `partial`: which part of the file the model was shown, when only a part."""
+    node = locate(path, lines, name, shown=shown_ranges(partial), code=code)
     new = textwrap.dedent(code.replace("\t", "    ") if "\t" in code and not any("\t" in ln for ln in lines)
                           else code).strip("\n").split("\n")
     try:

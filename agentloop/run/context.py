@@ -675,6 +675,7 @@ def _complete(files: _Files, parts: list[Part], spans: dict[str, list[tuple[int,
         if any(p.kind == "whole" for p in mine):
             out += [p for p in mine if p.kind == "whole"]
             continue
+        mine = _absorbed(mine)
         out += mine
         if small_enough(rel, total):
             why = "; ".join(dict.fromkeys(p.why for p in mine if p.why))
@@ -686,6 +687,21 @@ def _complete(files: _Files, parts: list[Part], spans: dict[str, list[tuple[int,
             if text:
                 out.append(Part(rel, "outline", 1, total, total, text, max(best, OUTLINE), "the rest of the file"))
     return sorted(out, key=lambda p: p.value)
+
+
+def _absorbed(parts: list[Part]) -> list[Part]:
+    """One file's line parts without those inside a later, larger one (a method found first, its class
+    after): the lines would be shown twice. The largest part around it takes the better value and the focus."""
+    kept: list[Part] = []
+    for part in parts:
+        around = [q for q in parts if q.kind == part.kind == "lines" and q.start <= part.start and part.end <= q.end
+                  and (q.start, q.end) != (part.start, part.end)]
+        if not around:
+            kept.append(part)
+        else:
+            outer = max(around, key=lambda q: q.end - q.start)  # the largest: inside no other
+            outer.value, outer.focus = min(outer.value, part.value), outer.focus or part.focus
+    return kept
 
 
 def changed_views(root: Path, rel: str, changed_lines: Sequence[int]) -> list[Part]:
