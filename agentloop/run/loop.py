@@ -59,6 +59,8 @@ class Loop:
         self.warm_call = False  # the last reply was sampled warmer, after a repeat
         self.applied_diff = ""  # the diff of the last applied reply (the feedback shows the code it changed)
         self.last_reply = ""
+        self.opening: list[dict[str, Any]] = []  # the first request's messages (see rules.fresh_retry)
+        self.fresh_retry = rules.fresh_retry(model.name)
 
     def run(self, results: list[CommandResult]) -> Ending:
         """The turns, from the first checks' `results`. A KeyboardInterrupt goes to the caller."""
@@ -70,6 +72,7 @@ class Loop:
             if ready is not None:  # a failing run needs a model: fail now, before counting a turn, if none is set
                 ready()
             messages = self.prompt.opening_messages(results)
+            self.opening = list(messages)
             self.totals.first_prompt_estimate = self.prompt.first_prompt_estimate
             while True:
                 self.turn(messages)
@@ -163,7 +166,7 @@ class Loop:
         t, said = self.totals, reply.content.strip()
         t.replies += 1
         earlier = self.replies_seen.get(said) if said else None
-        if earlier is not None and self.warm_call:
+        if earlier is not None and self.warm_call and not self.fresh_retry:
             # sampled warmer after a repeat and repeated again: more turns would only wait for the same reply
             raise Stop(GAVE_UP, f"the model sent its reply of turn {earlier[0]} again, word for word, even at a "
                                 "higher temperature")
@@ -203,14 +206,22 @@ class Loop:
             self.prompt.in_play.extend(p for p in dict.fromkeys(result.changed_files) if p not in self.prompt.in_play)
             return result
         t.unusable_turns += 1
-        self.unusable_in_a_row += 1
+        # A well-formed edit that only restates the code (the function sent back unchanged) is a wrong answer,
+        # not a format error: like an applied edit whose checks fail, it leaves the turn budget to end the run.
+        if not (result.failures and all(f.reason == "already_applied" for f in result.failures)):
+            self.unusable_in_a_row += 1
         if self.unusable_in_a_row >= self.config.max_format_errors:
             raise Stop(GAVE_UP, f"{self.unusable_in_a_row} replies in a row had no edit that could be applied")
         refused = next((f.message for f in result.failures), "")
         self.outcome_of_reply(f"was refused ({refused})" if refused else "held no edit that could be applied")
-        messages.append({"role": "user", "content": self.prompt.unusable_message(
-            result, cut_off=reply.finish_reason == "length", copied=copied, turn=t.turns,
-            repeated=None if earlier is None else (earlier[0], self.replies_seen[said][1]))})
+        fresh = self.fresh_retry and t.replies_applied == 0  # the first prompt still shows the code as it is
+        repeated = None if earlier is None else (earlier[0], self.replies_seen[said][1])
+        told = self.prompt.unusable_message(result, cut_off=reply.finish_reason == "length", copied=copied,
+                                            turn=t.turns, sent=not fresh, repeated=repeated)
+        if fresh:  # a small model shown its refused reply sends it again: sample the first prompt anew
+            messages[:] = self.opening
+        else:
+            messages.append({"role": "user", "content": told})
         return None
 
     def outcome_of_reply(self, what: str) -> None:

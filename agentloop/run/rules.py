@@ -23,6 +23,7 @@ class ModelRule:
     edit_format: str = "search_replace"
     tools: bool = True  # offer the read-only tools when `tools: auto`
     give_up: bool = True  # offer the GIVE UP line in the prompt
+    fresh_retry: bool = False  # after an unusable reply (nothing applied yet), ask the first prompt again
     params: dict[str, Any] = field(default_factory=dict)  # request parameters (a copy is handed out)
     repeat_temperature: float = DEFAULT_REPEAT_TEMPERATURE
     first_prompt_tokens: int | None = None  # cap on the first prompt (estimated tokens); None: no cap
@@ -46,7 +47,7 @@ def rule_for(model: str) -> ModelRule:
         if re.search(rule["match"], model or ""):
             edit_format = rule.get("format", edit_format)
             params.update(rule.get("params") or {})
-            flags = {key: bool(rule[key]) for key in ("tools", "give_up") if key in rule}
+            flags = {key: bool(rule[key]) for key in ("tools", "give_up", "fresh_retry") if key in rule}
             cap = rule.get("first_prompt_tokens", cap)
             break
     return ModelRule(edit_format, params=params,
@@ -73,6 +74,13 @@ def params(model: str | None, user_params: dict[str, Any] | None = None) -> dict
     """Request parameters: models.yaml's for this model (e.g. a reply length limit that stops a small
     model rambling), under the user's `model_params`, which always win."""
     return dict(rule_for(model or "").params) | dict(user_params or {})
+
+
+def fresh_retry(model: str) -> bool:
+    """Whether a reply that could not be applied, before any edit was, is followed by the first prompt
+    again (an independent sample) rather than by the conversation with the refused reply in it: a small
+    model shown its own reply copies it."""
+    return rule_for(model).fresh_retry
 
 
 def first_prompt_tokens(model: str) -> int | None:
