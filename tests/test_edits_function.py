@@ -225,6 +225,8 @@ def test_a_whole_file_reply_to_a_file_shown_in_part_is_refused_in_a_run(tmp_path
     first_user = server.requests[0]["messages"][1]["content"]
     assert "shop/pricing.py lines " in first_user and " of 1,070" in first_user  # shown in part, with numbers
     assert "value = value + 3\n" not in first_user  # ... never the head of the file
+    # The small Qwen coders' fresh_retry: the first prompt again, and the refusal, not the refused reply.
+    assert server.requests[1]["messages"][:-1] == server.requests[0]["messages"]
     refusal = server.requests[1]["messages"][-1]["content"]
     assert "shown only part of shop/pricing.py (lines " in refusal
     assert (repo / "shop/pricing.py").read_text() == big.replace("/ 0  # the bug: / 100", "/ 100")
@@ -283,3 +285,16 @@ def test_a_method_named_alone_means_the_class_whose_signature_the_reply_copies(t
     (tmp_path / "c.py").write_text("class A:\n    def label(self):\n        return 0\n\n\n"
                                    "class B:\n    def label(self):\n        return 2\n")
     assert apply_reply(tmp_path, same).failures[0].reason == "ambiguous"
+
+
+def test_a_block_that_copies_other_definitions_of_the_file_is_refused(repo):
+    """cachetools_typedkey: a block headed `keys.py::hashkey` held the module's imports, its class and
+    every function; applied, it put a second copy of the module inside it. A new helper may come along."""
+    code = "class Box:\n    pass\n\n\ndef area(w, h):\n    return w * h\n"
+    result = apply_reply(repo, reply("shapes.py::area", code))
+    assert not result.applied and "also holds Box, which shapes.py already defines" in result.failures[0].message
+    assert (repo / "shapes.py").read_text() == MODULE
+    helper = "def _product(w, h):\n    return w * h\n\n\ndef area(w, h):\n    return _product(w, h)\n"
+    result = apply_reply(repo, reply("shapes.py::area", helper))
+    assert result.applied, render_failures(result)
+    assert "def _product(w, h):" in (repo / "shapes.py").read_text()

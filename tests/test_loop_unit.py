@@ -94,36 +94,35 @@ def test_edits_that_change_nothing_are_wrong_answers_not_format_errors(repo):
     assert "changes nothing" in model.queries[1].messages[-1]["content"]
 
 
-def test_a_fresh_retry_model_gets_the_first_prompt_again_until_an_edit_applies(repo, tmp_path):
+def test_a_fresh_retry_model_is_not_shown_its_refused_reply_until_an_edit_applies(repo, tmp_path):
     """models.yaml `fresh_retry` (the small Qwen coders): after a refused reply the next request is the
-    first one again, not the conversation with the refused reply in it; once an edit has applied, the
-    conversation goes on as usual (the first prompt no longer shows the code as it is)."""
+    first prompt and why the reply was refused, not the conversation with the reply in it; once an edit
+    has applied, the conversation goes on as usual (the first prompt no longer shows the code as it is)."""
     same = f"calc.py::add\n```python\n{BUGGY}```\n"
     model = ScriptedModel([NO_EDIT, same, WRONG, FIX_WRONG], name="openai/qwen2.5-coder-1.5b")
     result = run_loop(repo, model, max_format_errors=5)
     assert result.outcome == "accepted" and model.served == 4
     first = model.queries[0].messages
-    assert [q.messages for q in model.queries[1:3]] == [first, first]
-    assert model.queries[3].messages[: len(first)] == first and len(model.queries[3].messages) == len(first) + 2
-    assert "return a * b" in model.queries[3].messages[-1]["content"]  # the checks' feedback on WRONG
+    second, third, fourth = (q.messages for q in model.queries[1:])
+    assert second[:-1] == first and "no edit that I could find" in second[-1]["content"]
+    assert third[:-1] == first and "changes nothing" in third[-1]["content"]
+    assert fourth[: len(third)] == third and fourth[len(third)]["content"] == WRONG  # then as usual
+    assert "return a * b" in fourth[-1]["content"]  # the checks' feedback on WRONG
     events = read_events(tmp_path / "runs" / "run" / "trajectory.jsonl")
-    not_sent = [e for e in events if e["type"] == "feedback" and e.get("fresh_retry")]
-    assert len(not_sent) == 2 and "changes nothing" in not_sent[1]["content"]
+    assert [e.get("fresh_retry") for e in events if e["type"] == "feedback"] == [True, True, None]
     assert all(validate_event(e) == [] for e in events)
-    # Exports: each turn holds its own reply, and the refusals never sent are no feedback or user step.
+    # Exports: each turn holds its own reply and the message the model got after it.
     from agentloop.record.exporters import atif, rlef
     from agentloop.record.runlog import Run
 
     run = Run.load(tmp_path / "runs" / "run")
     turns = next(rlef([run]))["turns"]
-    assert [[m["content"] for m in t["messages"]] for t in turns[:3]] == [[NO_EDIT], [same], [WRONG]]
-    assert [t["feedback"] is None for t in turns] == [True, True, False, True]
-    users = [s["message"] for s in next(atif([run]))["steps"] if s["source"] == "user"]
-    assert len(users) == 2 and "changes nothing" not in users[1]  # the task, then the checks on WRONG
-    other = ScriptedModel([NO_EDIT, FIX])  # any other model: the refusal is sent
+    assert [[m["content"] for m in t["messages"]] for t in turns] == [[NO_EDIT], [same], [WRONG], [FIX_WRONG]]
+    assert [t["feedback"] for t in turns[:3]] == [second[-1]["content"], third[-1]["content"], fourth[-1]["content"]]
+    assert [s["source"] for s in next(atif([run]))["steps"]] == ["system", "user"] + ["agent", "user"] * 3 + ["agent"]
+    other = ScriptedModel([NO_EDIT, FIX])  # any other model: the conversation goes on with the reply in it
     run_loop(make_repo(tmp_path / "other" / "repo", {"calc.py": BUGGY}), other)
-    assert other.queries[1].messages[-1]["role"] == "user" and len(other.queries[1].messages) == len(
-        other.queries[0].messages) + 2
+    assert other.queries[1].messages[-2] == {"role": "assistant", "content": NO_EDIT}
 
 
 def test_tool_rounds_answer_the_model_within_one_turn(repo):

@@ -219,6 +219,12 @@ def replacement(path: str, lines: list[str], name: str, code: str, partial: str 
         raise DefinitionRefused("malformed", f"the block for {path}::{name} defines {defined[0].name!r}, not "
                                 f"{node.name!r}; the header must name the definition the block replaces")
     own = next(n for n in defined if n.name == node.name)
+    known = {qual.rsplit(".", 1)[-1] for qual in _qualified(ast.parse("\n".join(lines)))}
+    copies = list(dict.fromkeys(n.name for n in defined if n is not own and n.name in known))
+    if copies:  # a helper the file lacks may come along; a second copy of existing code may not
+        raise DefinitionRefused("malformed", f"the block for {path}::{name} also holds {', '.join(copies)}, which "
+                                f"{path} already defines: it would define them twice. Send only the definition of "
+                                f"{node.name}, and each other changed definition under its own header")
     start = _start(node) if own.decorator_list else node.lineno  # decorators left out are kept
     first = lines[node.lineno - 1]
     indent = first[: len(first) - len(first.lstrip())]

@@ -247,7 +247,7 @@ def _atif_trajectory(run: Run) -> Row:
                  and c["tool_call_id"] not in {r["source_call_id"] for r in observation["results"]}), None)
             observation["results"].append({"source_call_id": call_id, "content": event.get("output", "")})
             last_agent["observation"] = observation
-        elif kind == "feedback" and not event.get("fresh_retry"):  # fresh_retry: recorded, never sent
+        elif kind == "feedback":
             step("user", event.get("content", ""), event.get("time"))
     footer = run.footer
     totals = footer.get("totals") or {}
@@ -282,8 +282,7 @@ def rlef(runs: list[Run]) -> Iterator[Row]:
         for number in run.turn_numbers():
             events = [e for e in run.events if e.get("turn") == number]
             edits = next((e for e in events if e.get("type") == "edits"), {})
-            feedback = next((e.get("content", "") for e in events if e.get("type") == "feedback"
-                             and not e.get("fresh_retry")), None)  # fresh_retry: recorded, never sent
+            feedback = next((e.get("content", "") for e in events if e.get("type") == "feedback"), None)
             turns.append({"turn": number, "messages": _openai_messages(_turn_messages(run, number, feedback)),
                           "edit_applied": bool(edits.get("applied")),
                           "checks": [{"name": e.get("name", ""), "exit_code": e.get("exit_code"),
@@ -304,8 +303,9 @@ def _turn_messages(run: Run, turn: int, feedback: str | None) -> list[dict[str, 
     start = len(calls[mine[0]][1])
     event, sent = calls[mine[-1]]
     after = calls[mine[-1] + 1][1] if mine[-1] + 1 < len(calls) else run.final_conversation()
-    if (len(after) <= len(sent) or after[: len(sent)] != sent) and event.get("reply"):  # it began afresh (fresh_retry)
-        after = sent + [assistant_message(event["reply"])]
+    said = sent + [assistant_message(event["reply"])] if event.get("reply") else sent
+    if after[: len(said)] != said:  # the next request did not go on from this reply (fresh_retry)
+        after = said
     segment = after[start:]
     last = segment[-1] if segment else {}
     if feedback is not None and last.get("role") == "user" and last.get("content") == feedback:

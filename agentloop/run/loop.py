@@ -215,13 +215,13 @@ class Loop:
         refused = next((f.message for f in result.failures), "")
         self.outcome_of_reply(f"was refused ({refused})" if refused else "held no edit that could be applied")
         fresh = self.fresh_retry and t.replies_applied == 0  # the first prompt still shows the code as it is
-        repeated = None if earlier is None else (earlier[0], self.replies_seen[said][1])
-        told = self.prompt.unusable_message(result, cut_off=reply.finish_reason == "length", copied=copied,
-                                            turn=t.turns, sent=not fresh, repeated=repeated)
-        if fresh:  # a small model shown its refused reply sends it again: sample the first prompt anew
-            messages[:] = self.opening
-        else:
-            messages.append({"role": "user", "content": told})
+        repeated = None if earlier is None or fresh else (earlier[0], self.replies_seen[said][1])
+        told = {"role": "user", "content": self.prompt.unusable_message(
+            result, cut_off=reply.finish_reason == "length", copied=copied, turn=t.turns, fresh=fresh,
+            repeated=repeated)}
+        # A small model shown its own refused reply sends it again: it gets the first prompt and why that
+        # reply was refused, not the reply itself.
+        messages[:] = [*self.opening, told] if fresh else [*messages, told]
         return None
 
     def outcome_of_reply(self, what: str) -> None:

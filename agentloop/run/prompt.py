@@ -96,10 +96,10 @@ class Prompt:
         return content, copied
 
     def unusable_message(self, result: ApplyResult, *, cut_off: bool, copied: int, turn: int,
-                         repeated: tuple[int, str] | None = None, sent: bool = True) -> str:
+                         repeated: tuple[int, str] | None = None, fresh: bool = False) -> str:
         """What to tell the model when its reply held no edit that could be applied; `repeated`: the turn
-        and the outcome of an earlier reply this one repeats word for word. `sent=False`: recorded as not
-        sent (the next request is the first prompt again, see rules.fresh_retry)."""
+        and the outcome of an earlier reply this one repeats word for word. `fresh`: sent after the first
+        prompt instead of after the reply (rules.fresh_retry), recorded with `fresh_retry`."""
         if result.failures:
             from agentloop.edits import render_failures
 
@@ -118,7 +118,7 @@ class Prompt:
         if repeated is not None:
             earlier, what = repeated
             text = feedback.render("repeated.j2", turn=earlier, what=what) + "\n" + text
-        self.trajectory.event("feedback", turn=turn, content=text, **({} if sent else {"fresh_retry": True}))
+        self.trajectory.event("feedback", turn=turn, content=text, **({"fresh_retry": True} if fresh else {}))
         return text
 
     def tool_answers(self, reply: ModelReply, answers: list[ToolAnswer], *, turn: int) -> list[dict[str, Any]]:

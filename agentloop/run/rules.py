@@ -23,7 +23,7 @@ class ModelRule:
     edit_format: str = "search_replace"
     tools: bool = True  # offer the read-only tools when `tools: auto`
     give_up: bool = True  # offer the GIVE UP line in the prompt
-    fresh_retry: bool = False  # after an unusable reply (nothing applied yet), ask the first prompt again
+    fresh_retry: bool = False  # after an unusable reply (nothing applied yet): the first prompt + why, again
     params: dict[str, Any] = field(default_factory=dict)  # request parameters (a copy is handed out)
     repeat_temperature: float = DEFAULT_REPEAT_TEMPERATURE
     first_prompt_tokens: int | None = None  # cap on the first prompt (estimated tokens); None: no cap
@@ -78,8 +78,8 @@ def params(model: str | None, user_params: dict[str, Any] | None = None) -> dict
 
 def fresh_retry(model: str) -> bool:
     """Whether a reply that could not be applied, before any edit was, is followed by the first prompt
-    again (an independent sample) rather than by the conversation with the refused reply in it: a small
-    model shown its own reply copies it."""
+    and the reason it was refused, without the reply itself (rather than by the conversation with the
+    refused reply in it): a small model shown its own reply copies it."""
     return rule_for(model).fresh_retry
 
 
