@@ -75,8 +75,8 @@ FIRST_CALL_MODULES = ("openai.resources.chat", "litellm.proxy.openai_files_endpo
 
 
 def preload() -> None:
-    """Import, once, what every rollout needs (the session, the edits, the checks, litellm), and make
-    litellm's first call (see agentloop.batch.warmup)."""
+    """Import, once, what every rollout needs (the session, the edits, the checks, litellm), read
+    agentloop's data files and make litellm's first call (see agentloop.batch.warmup)."""
     import importlib
 
     import agentloop.batch.rollout
@@ -89,8 +89,9 @@ def preload() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    from agentloop.batch.warmup import warm_up_litellm
+    from agentloop.batch.warmup import warm_caches, warm_up_litellm
 
+    warm_caches()
     warm_up_litellm()
 
 
