@@ -316,7 +316,10 @@ _CHANGES: dict[tuple[str, str, str], tuple[Change, ...]] = {}
 
 
 def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
-    """The files that differ between two trees (see `Workspace.changes`)."""
+    """The files that differ between two trees (see `Workspace.changes`). None between a tree and
+    itself (the first edit of a run asks what the start and the result, still the same, differ by)."""
+    if old_tree == new_tree and _OBJECT_ID.match(old_tree):
+        return []
     key = (str(cwd), old_tree, new_tree)
     if key in _CHANGES:
         return list(_CHANGES[key])
