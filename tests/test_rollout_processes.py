@@ -44,3 +44,22 @@ def test_a_tree_against_itself_differs_in_nothing_without_asking_git(tmp_path: P
     (repo / "calc.py").write_text("changed\n")
     now = Workspace(repo).snapshot()
     assert [c.path for c in tree_changes(repo, tree, now)] == ["calc.py"]
+
+
+def test_a_job_carries_its_resolved_commit_and_the_rollout_does_not_resolve_it_again(tmp_path: Path):
+    from agentloop.batch.tasks import validate_row
+    from agentloop.batch.worker import job_for, row_of
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC})
+    head = git(repo, "rev-parse", "HEAD").strip()
+    row, problems = validate_row({"id": "t", "task": "x", "source": {"path": str(repo), "commit": "main"},
+                                  "checks": ["true"]}, "row", tmp_path)
+    assert row is not None and not problems and row.source.revision == head
+    job = job_for(row, 0, tmp_path / "out", {}, "t", tmp_path / "result.json")
+    with spawned() as started:
+        again = row_of(job)
+    assert started == [] and again.source.revision == head and again.source.commit == head
+    del job["revision"]  # a job written by hand: its commit is resolved as a task file's is
+    with spawned() as started:
+        assert row_of(job).source.revision == head
+    assert [a[:2] for a in started] == [["git", "rev-parse"]]
