@@ -63,3 +63,40 @@ def test_a_job_carries_its_resolved_commit_and_the_rollout_does_not_resolve_it_a
     with spawned() as started:
         assert row_of(job).source.revision == head
     assert [a[:2] for a in started] == [["git", "rev-parse"]]
+
+
+def test_set_up_lists_the_ignored_files_once_for_the_secrets_and_the_protected_files(tmp_path: Path):
+    """In place, the hidden secrets (`.env`) and the protected files git ignores (a local test)
+    come from one `git ls-files --ignored` at set-up; each still finds its own."""
+    from dataclasses import replace
+
+    from agentloop.config import Check, Config
+    from agentloop.record.trajectory import Trajectory
+    from agentloop.workspace.suite import CheckSuite
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, ".gitignore": ".env\ntest_local.py\n"})
+    (repo / ".env").write_text("KEY=1\n")
+    (repo / "test_local.py").write_text("def test_x():\n    assert 1 == 1\n")
+    config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run="true"),))
+    workspace = Workspace(repo)
+    trajectory = Trajectory(tmp_path / "runs" / "run")
+    try:
+        suite = CheckSuite(config, workspace, trajectory)
+        start = workspace.snapshot()
+        seen: list[list[Path]] = []
+        real = suite.set_up_sandbox
+
+        def set_up_sandbox(ignored=None):
+            from agentloop.workspace import environment
+
+            seen.append(environment.secret_files(repo, [".env"], ignored))
+            real(ignored)
+
+        suite.set_up_sandbox = set_up_sandbox
+        with spawned() as started:
+            suite.set_up(start)
+    finally:
+        trajectory.close()
+    assert seen == [[repo / ".env"]]
+    assert suite.protected is not None and "test_local.py" in suite.protected.start  # kept, not "new"
+    assert sum("--ignored" in a for a in started) == 1

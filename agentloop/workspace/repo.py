@@ -42,6 +42,12 @@ def git(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check:
     return out.decode("utf-8", "surrogateescape")
 
 
+def ignored_entries(root: Path) -> list[str]:
+    """The untracked files git ignores under `root`, each ignored folder as one `name/` entry."""
+    out = git(["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"], root, check=False)
+    return [p for p in out.split("\0") if p]
+
+
 def find_repo_root(start: Path) -> Path:
     root = toplevel(start)
     if root is None:

@@ -27,7 +27,7 @@ from agentloop.workspace.guard import (
     literals_of,
     protected_patterns,
 )
-from agentloop.workspace.repo import Workspace
+from agentloop.workspace.repo import Workspace, ignored_entries
 
 if TYPE_CHECKING:
     from agentloop.record.trajectory import Trajectory
@@ -69,18 +69,26 @@ class CheckSuite:
     # -- set-up -----------------------------------------------------------------------------------
     def set_up(self, start_tree: str) -> None:
         """Sandbox, environment and held-out files; the protected files as they are in `start_tree`."""
-        self.set_up_sandbox()
+        root, commands = self.workspace.root, [c.run for c in self.config.checks]
+        listing: list[list[str]] = []
+
+        def ignored() -> list[str]:  # the secret files and the protected ones ask; nothing writes in between
+            if not listing:
+                listing.append(ignored_entries(root))
+            return listing[0]
+
+        self.set_up_sandbox(ignored)
         if self.sandbox.note:
             self.progress(self.sandbox.note)
-        root, commands = self.workspace.root, [c.run for c in self.config.checks]
         self.protect = protected_patterns(root, self.config.protect, commands, self.config.allow_test_edits)
         self.harness = default_protected(root, commands)
         self.literals = self.start_literals()
-        self.protected = ProtectedFiles(root, self.protect, start_tree)
+        self.protected = ProtectedFiles(root, self.protect, start_tree, ignored)
         self.pristine = True  # taken from the tree as it is now: nothing has run or been written since
 
-    def set_up_sandbox(self) -> None:
-        """The sandbox, the user's ignored environment and the held-out files of this run."""
+    def set_up_sandbox(self, ignored: Callable[[], list[str]] | None = None) -> None:
+        """The sandbox, the user's ignored environment and the held-out files of this run (`ignored`:
+        the workspace's ignored files now, see secret_files)."""
         from agentloop.workspace.isolation import state_dir
 
         root, state = self.workspace.root, state_dir(self.workspace.root)
@@ -88,7 +96,7 @@ class CheckSuite:
                                       [c.run for c in self.config.checks if not c.feedback])
         in_place = self.user_root.resolve() == root.resolve()
         secrets = [] if not in_place else workspace_env.secret_files(
-            root, self.config.workspace.get("hide", workspace_env.SECRET_PATTERNS))
+            root, self.config.workspace.get("hide", workspace_env.SECRET_PATTERNS), ignored)
         self.sandbox = sandbox.resolve(self.config.sandbox, root, _git_dirs(self.workspace),
                                        self.trajectory.run_dir.parent, user_root=self.user_root, state_dir=state,
                                        hidden=secrets)
