@@ -100,3 +100,29 @@ def test_set_up_lists_the_ignored_files_once_for_the_secrets_and_the_protected_f
     assert seen == [[repo / ".env"]]
     assert suite.protected is not None and "test_local.py" in suite.protected.start  # kept, not "new"
     assert sum("--ignored" in a for a in started) == 1
+
+
+def test_set_up_takes_the_test_files_literals_from_the_start_tree_listing(tmp_path: Path):
+    """The test files whose literals flag special-cased code are found in the start tree's listing
+    (which the protected files' look reads anyway), untracked ones included, without `git ls-files`."""
+    from dataclasses import replace
+
+    from agentloop.config import Check, Config
+    from agentloop.record.trajectory import Trajectory
+    from agentloop.workspace.suite import CheckSuite
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "tests/test_calc.py": "assert f(1234) == 'abc'\n"})
+    (repo / "test_new.py").write_text("assert g(5678) == 99\n")  # untracked, not ignored: in the start tree
+    config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run="true"),))
+    workspace = Workspace(repo)
+    trajectory = Trajectory(tmp_path / "runs" / "run")
+    try:
+        suite = CheckSuite(config, workspace, trajectory)
+        start = workspace.snapshot()
+        with spawned() as started:
+            suite.set_up(start)
+    finally:
+        trajectory.close()
+    assert {"1234", "abc", "5678", "99"} <= suite.literals
+    assert [a for a in started if "ls-files" in a and "--cached" in a] == []
+    assert sum("ls-tree" in a for a in started) == 1

@@ -27,7 +27,7 @@ from agentloop.workspace.guard import (
     literals_of,
     protected_patterns,
 )
-from agentloop.workspace.repo import Workspace, ignored_entries
+from agentloop.workspace.repo import Workspace, ignored_entries, tree_listing
 
 if TYPE_CHECKING:
     from agentloop.record.trajectory import Trajectory
@@ -82,7 +82,7 @@ class CheckSuite:
             self.progress(self.sandbox.note)
         self.protect = protected_patterns(root, self.config.protect, commands, self.config.allow_test_edits)
         self.harness = default_protected(root, commands)
-        self.literals = self.start_literals()
+        self.literals = self.start_literals(start_tree)
         self.protected = ProtectedFiles(root, self.protect, start_tree, ignored)
         self.pristine = True  # taken from the tree as it is now: nothing has run or been written since
 
@@ -108,10 +108,14 @@ class CheckSuite:
         if self.environment.needed:
             self.trajectory.event("environment", dirs=[{"name": d.name, "build": d.build} for d in dirs])
 
-    def start_literals(self) -> frozenset[str]:
+    def start_literals(self, start_tree: str) -> frozenset[str]:
+        """The literals of the test files at the start. Their paths come from `start_tree`, the
+        workspace's files as they are now (nothing has run or been written since it was taken; the
+        protected files' look reads the same listing), not from another `git ls-files`."""
         texts = []
-        for path in self.workspace.list_files():
-            if TEST_PATH.search(path) and path.endswith(".py"):
+        for item in tree_listing(self.workspace.root, start_tree).split("\0"):
+            path = item.split("\t", 1)[-1]
+            if item and TEST_PATH.search(path) and path.endswith(".py"):
                 try:
                     texts.append((self.workspace.root / path).read_text(encoding="utf-8", errors="replace"))
                 except OSError:
