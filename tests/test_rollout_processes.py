@@ -126,3 +126,43 @@ def test_set_up_takes_the_test_files_literals_from_the_start_tree_listing(tmp_pa
     assert {"1234", "abc", "5678", "99"} <= suite.literals
     assert [a for a in started if "ls-files" in a and "--cached" in a] == []
     assert sum("ls-tree" in a for a in started) == 1
+
+
+def one_turn_rollout(tmp_path: Path, **row) -> tuple[dict, list[list[str]]]:
+    """A one-turn rollout that passes (the scripted fix, one check), in process; its result and the
+    processes it started."""
+    from fake_llm import FakeLLM
+
+    from agentloop.batch.rollout import run_rollout
+    from agentloop.batch.tasks import validate_row
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": "def add(a, b):\n    return a - b\n"})
+    fix = "calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n"
+    task, problems = validate_row({"id": "t", "task": "add must add", "source": {"path": str(repo)},
+                                   "checks": ["grep -q 'a + b' calc.py"], "limits": {"max_turns": 2}, **row},
+                                  "row", tmp_path)
+    assert task is not None, problems
+    with FakeLLM([{"content": fix}]) as server, spawned() as started:
+        result = run_rollout(task, 0, tmp_path / "out", model="openai/fake", api_base=server.api_base, sandbox="off")
+    assert result["status"] == "passed", result
+    return result, started
+
+
+def test_a_one_turn_rollout_asks_git_nothing_it_already_knows(tmp_path: Path):
+    """The processes of a one-turn rollout (two checks: the first look, the fix), pinned: each cut
+    one (see the commits that cut them) stays cut. Its repository's git directories and HEAD are
+    what the rollout made, not asked of git."""
+    import json
+
+    result, started = one_turn_rollout(tmp_path)
+    git_calls = [a[1] for a in started if a[0] == "git"]
+    assert "rev-parse" not in git_calls
+    header = json.loads((Path(result["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
+    assert header["base_commit"] == git(tmp_path / "repo", "rev-parse", "HEAD").strip()
+    assert len(started) <= 30, started  # 34 before the cuts of issue 15
+    moved, with_setup = one_turn_rollout(tmp_path / "setup", setup=["git commit -q --allow-empty -m moved"])
+    assert [a[1] for a in with_setup if a[0] == "git"].count("rev-parse") == 2  # setup may move HEAD: asked
+    header = json.loads((Path(moved["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
+    made = tmp_path / "setup" / "out" / "rollouts" / "t" / "0" / "repo"
+    assert header["base_commit"] == git(made, "rev-parse", "agentloop-task").strip()
+    assert header["base_commit"] != git(tmp_path / "setup" / "repo", "rev-parse", "HEAD").strip()

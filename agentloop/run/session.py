@@ -88,7 +88,8 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 first_results: list[CommandResult] | None = None,
                 started: float | None = None,
                 status: Callable[[str], None] = lambda text: None,
-                check_output: Callable[[bytes], None] | None = None) -> Session:
+                check_output: Callable[[bytes], None] | None = None,
+                head: str | None = None) -> Session:
     """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
     under the runs directory.
 
@@ -98,6 +99,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
     `first_results`: the checks as the caller has just run them, so the loop need not run them again.
     `started`: time.monotonic() when the command began; the time limit counts from there.
     `status`, `check_output`: the live status line and -v's check output (agentloop/console.py).
+    `head`: the workspace's HEAD commit id when the caller has just checked it out (a batch rollout).
     """
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
@@ -109,7 +111,8 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         try:
             isolation.prepare()
             result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
-                          header_extra, first_results, started, {"status": status, "check_output": check_output})
+                          header_extra, first_results, started, {"status": status, "check_output": check_output},
+                          head)
         except BaseException:
             guard.settle()
             isolation.finish(Outcome.INTERRUPTED, None)  # whatever was set up is cleaned away; the tree is untouched
@@ -170,11 +173,11 @@ class _Ran:
 
 def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
          run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None,
-         started_at: float | None = None, live: dict[str, Any] | None = None) -> _Ran:
+         started_at: float | None = None, live: dict[str, Any] | None = None, head: str | None = None) -> _Ran:
     """Header, set-up, turns, settling; an interrupt after the header still ends the trajectory with its footer."""
     from agentloop.run import feedback, toolbox
 
-    base_commit = workspace.head()
+    base_commit = head or workspace.head()
     start_tree = workspace.snapshot()
     trajectory = Trajectory(run_dir)
     started = now_iso()

@@ -109,9 +109,15 @@ def forget_worktrees(root: Path, under: Path) -> None:
 class Workspace:
     """A git working tree that agentloop edits and runs checks in."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, git_dir: Path | None = None):
+        """`git_dir`: the .git folder of a plain repository the caller has just made at `root` (a
+        batch rollout's), so also its common directory: not asked of git."""
         self.root = root.resolve()
         self._index: tuple[Path, str | None] | None = None  # tree_with's private index, and the tree it holds
+        if git_dir is not None:
+            self.git_dir = git_dir.resolve()
+            _keep_common_dir(str(self.root), str(self.git_dir))
+            return
         both = git(["rev-parse", "--absolute-git-dir", "--git-common-dir"], self.root).splitlines()
         if len(both) == 2:  # (a path holding a newline is asked for alone)
             _keep_common_dir(str(self.root), both[1])
