@@ -159,10 +159,31 @@ def test_a_one_turn_rollout_asks_git_nothing_it_already_knows(tmp_path: Path):
     assert "rev-parse" not in git_calls
     header = json.loads((Path(result["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
     assert header["base_commit"] == git(tmp_path / "repo", "rev-parse", "HEAD").strip()
-    assert len(started) <= 30, started  # 34 before the cuts of issue 15
+    assert ["git", "ls-files", "-z", "--others", "--exclude-standard"] not in started  # the snapshot's listing
+    assert len(started) <= 29, started  # 34 before the cuts of issue 15
     moved, with_setup = one_turn_rollout(tmp_path / "setup", setup=["git commit -q --allow-empty -m moved"])
     assert [a[1] for a in with_setup if a[0] == "git"].count("rev-parse") == 2  # setup may move HEAD: asked
     header = json.loads((Path(moved["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
     made = tmp_path / "setup" / "out" / "rollouts" / "t" / "0" / "repo"
     assert header["base_commit"] == git(made, "rev-parse", "agentloop-task").strip()
     assert header["base_commit"] != git(tmp_path / "setup" / "repo", "rev-parse", "HEAD").strip()
+
+
+def test_the_untracked_files_the_model_is_not_shown_come_from_the_snapshots_listing(tmp_path: Path):
+    from dataclasses import replace
+
+    from agentloop.config import Config
+    from agentloop.run.session import private_files
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, ".gitignore": "*.log\n"})
+    (repo / "notes.txt").write_text("mine\n")
+    (repo / "debug.log").write_text("ignored\n")
+    (repo / "calc.py").write_text("changed\n")
+    workspace = Workspace(repo)
+    tree, untracked = workspace.snapshot_and_untracked()
+    assert untracked == ["notes.txt"] and tree == workspace.snapshot()
+    config = replace(Config(), files=())
+    with spawned() as started:
+        assert private_files(workspace, config, untracked) == {"notes.txt"}
+    assert started == []
+    assert private_files(workspace, config) == {"notes.txt"}  # as git lists them itself

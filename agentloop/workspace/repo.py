@@ -147,20 +147,26 @@ class Workspace:
 
         Starts from a copy of the user's index, so only files whose stat data changed are hashed,
         unless the index may hold converted content (line endings, filters): then every file is."""
+        return self.snapshot_and_untracked()[0]
+
+    def snapshot_and_untracked(self) -> tuple[str, list[str] | None]:
+        """`snapshot`, and the untracked files git does not ignore as it listed them on the way
+        (`git ls-files --others --exclude-standard`), or None when it did not list them."""
         with tempfile.TemporaryDirectory(prefix="agentloop-index-") as tmp:
             index = Path(tmp) / "index"
             env = {**os.environ, "GIT_INDEX_FILE": str(index)}
             real_index = self.git_dir / "index"
             if real_index.exists() and not self.may_convert():
                 shutil.copy2(real_index, index)  # its mtime too: git then still re-checks racily clean entries
-                out = git(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"],
+                out = git(["ls-files", "-z", "-t", "--modified", "--deleted", "--others", "--exclude-standard"],
                           self.root, env=env)
-                paths = [f for f in out.split("\0") if f and not f.startswith(AGENTLOOP_DIR + "/")]
+                tagged = [entry.split(" ", 1) for entry in out.split("\0") if entry]  # "? new", "C changed", ...
+                paths = [f for _, f in tagged if not f.startswith(AGENTLOOP_DIR + "/")]
                 try:
-                    return self._write_tree(env, None, paths)
+                    return self._write_tree(env, None, paths), [f for tag, f in tagged if tag == "?"]
                 except RuntimeError:  # e.g. unmerged entries: start from nothing instead
                     index.unlink(missing_ok=True)
-            return self._write_tree(env, "--empty", self.list_files())
+            return self._write_tree(env, "--empty", self.list_files()), None
 
     def may_convert(self) -> bool:
         """Whether the user's own `git add` may have stored files other than byte for byte: attributes
