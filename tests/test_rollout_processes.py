@@ -160,7 +160,9 @@ def test_a_one_turn_rollout_asks_git_nothing_it_already_knows(tmp_path: Path):
     header = json.loads((Path(result["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
     assert header["base_commit"] == git(tmp_path / "repo", "rev-parse", "HEAD").strip()
     assert ["git", "ls-files", "-z", "--others", "--exclude-standard"] not in started  # the snapshot's listing
-    assert len(started) <= 29, started  # 34 before the cuts of issue 15
+    listing = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    assert started.count(listing) == 2  # the looks after the two checks, nothing more
+    assert len(started) <= 28, started  # 34 before the cuts of issue 15
     moved, with_setup = one_turn_rollout(tmp_path / "setup", setup=["git commit -q --allow-empty -m moved"])
     assert [a[1] for a in with_setup if a[0] == "git"].count("rev-parse") == 2  # setup may move HEAD: asked
     header = json.loads((Path(moved["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
@@ -187,3 +189,61 @@ def test_the_untracked_files_the_model_is_not_shown_come_from_the_snapshots_list
         assert private_files(workspace, config, untracked) == {"notes.txt"}
     assert started == []
     assert private_files(workspace, config) == {"notes.txt"}  # as git lists them itself
+
+
+def test_the_opening_prompt_reuses_the_listing_of_the_look_after_the_first_checks_only_while_it_holds(
+        tmp_path: Path):
+    """After a check, the look at the protected files lists the workspace; the opening prompt
+    takes that listing instead of its own, unless something ran, was written or restored since."""
+    from dataclasses import replace
+
+    from agentloop.config import Check, Config
+    from agentloop.record.trajectory import Trajectory
+    from agentloop.workspace.suite import CheckSuite
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "test_calc.py": CALC_TEST})
+    workspace = Workspace(repo)
+
+    made: list[Trajectory] = []
+
+    def suite_after(command: str) -> CheckSuite:
+        config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run=command),))
+        made.append(Trajectory(tmp_path / "runs" / str(len(made))))
+        suite = CheckSuite(config, workspace, made[-1])
+        suite.set_up(workspace.snapshot())
+        suite.run()
+        return suite
+
+    try:
+        _look_at(suite_after, workspace, repo)
+    finally:
+        for trajectory in made:
+            trajectory.close()
+
+
+def _look_at(suite_after, workspace: Workspace, repo: Path) -> None:
+
+    quiet = suite_after("echo > scratch.txt")  # a check that writes an unprotected file: no restore
+    assert quiet.files_now() == workspace.list_files() and "scratch.txt" in quiet.files_now()
+    quiet.touched(["calc.py"], was_pristine=True)  # an edit was written
+    assert quiet.files_now() is None
+    again = suite_after("true")
+    assert again.files_now() is not None
+    import agentloop.workspace.suite as suite_module
+
+    during: list[object] = []
+    real = suite_module.run_command
+
+    def watching(*args, **kwargs):
+        during.append(again.files_now())  # while the check runs, the listing no longer holds
+        return real(*args, **kwargs)
+
+    suite_module.run_command = watching
+    try:
+        again.run()
+    finally:
+        suite_module.run_command = real
+    assert during == [None] and again.files_now() is not None
+    assert suite_after("echo 'def test_x(): pass' > test_planted.py").files_now() is None  # restored: removed
+    assert not (repo / "test_planted.py").exists()
+    assert suite_after("git config core.excludesFile /dev/null").files_now() is None  # config put back

@@ -62,6 +62,9 @@ class CheckSuite:
         # Protected files as at the start, as of the last look, and nothing has run or been written
         # since (then the look before the next check, or at the end, is saved). See `touched`.
         self.pristine = False
+        # The workspace's files as the last look listed them, while nothing has run, been written or
+        # restored since (see `files_now`).
+        self._listed: list[str] | None = None
 
     def flag(self, kind: str) -> None:
         self.flags[kind] = self.flags.get(kind, 0) + 1
@@ -164,6 +167,7 @@ class CheckSuite:
         timeout = max(1.0, min(check.timeout or self.config.check_timeout, remaining))
         self.keep_pristine(None)
         self.pristine = False  # code runs now
+        self._listed = None
         log = self.trajectory.check_log()
         hidden = not check.feedback  # an acceptance-only check: held-out files laid in, its traces swept after
         protected = list(self.protected.readonly_paths() if self.protected else ())
@@ -236,6 +240,7 @@ class CheckSuite:
         """Undo a change the check made to the repository's git config; its verdict then does not count."""
         changed = self.git_config.restore_changed()
         if changed:
+            self._listed = None  # what git ignores may have been changed back
             self.flag("git_config_changed")
             self.trajectory.event("guard", turn=self.turn, kind="git_config_changed", paths=changed,
                                   unrestored=[], check=check.label)
@@ -249,8 +254,15 @@ class CheckSuite:
         and `was_pristine` (the state before the write), the look is needed only if one of them is
         protected. A write that went wrong some other way still meets the look after the check."""
         protected = self.protected
+        self._listed = None
         self.pristine = (paths is not None and was_pristine and protected is not None
                          and not any(p in protected.start or is_protected(p, protected.patterns) for p in paths))
+
+    def files_now(self) -> list[str] | None:
+        """Workspace.list_files() as it would answer now, when the look after the last check took
+        it and nothing has run, been written or restored since (the opening prompt asks right after
+        the first checks); else None."""
+        return None if self._listed is None else list(self._listed)
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.
@@ -261,10 +273,13 @@ class CheckSuite:
         """
         if self.protected is None or not self.protected.patterns or (check is None and self.pristine):
             return []
-        changed = self.protected.changed(self.workspace.list_files())
+        files = self.workspace.list_files()
+        changed = self.protected.changed(files)
         self.pristine = not changed
         if not changed:
+            self._listed = files
             return []
+        self._listed = None
         unrestored = self.protected.restore(changed)
         self.pristine = not unrestored
         self.flag("protected_changed")
