@@ -290,6 +290,30 @@ def test_the_warm_worker_makes_litellms_first_call_against_its_own_local_server(
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, True]
 
 
+def test_after_the_warm_worker_read_its_data_a_rollout_parses_no_yaml_and_compiles_no_template():
+    """The warm worker reads models.yaml and the tool definitions and compiles the prompt templates
+    once; a forked rollout then finds them ready (it used to parse and compile them all again)."""
+    import subprocess
+    import sys
+
+    probe = ("import jinja2, yaml\n"
+             "from agentloop.batch.warmup import warm_caches\n"
+             "from agentloop.data import data_dir\n"
+             "from agentloop.run import feedback, rules, toolbox\n"
+             "warm_caches()\n"
+             "def refuse(*a, **k):\n"
+             "    raise AssertionError('parsed again')\n"
+             "yaml.safe_load = refuse\n"
+             "jinja2.Environment._parse = refuse\n"
+             "rules.params('openai/any-model')\n"
+             "assert toolbox.load_tool_specs()\n"
+             "for p in data_dir('prompts').glob('*.j2'):\n"
+             "    feedback._environment().get_template(p.name)\n"
+             "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_a_rollout_forked_after_the_warm_up_makes_its_call_cleanly(tmp_path):
     """The child closes the worker's files (as batch.worker does); what the warm-up left behind must
     not be one of them (an event loop whose selector was closed logged `Bad file descriptor`)."""

@@ -60,3 +60,25 @@ def test_check_sees_only_allowed_environment(tmp_path, monkeypatch):
     assert "sk-ant-very-secret" not in result.output
     assert "PATH=" in result.output
     assert os.environ["ANTHROPIC_API_KEY"] == "sk-ant-very-secret"
+
+
+def test_the_reaper_reads_proc_only_when_a_descendant_is_left(tmp_path):
+    """A check that left nothing behind ends without the walk over /proc; one that left a straggler
+    still has it found and killed."""
+    import subprocess
+    import sys
+
+    from agentloop.workspace.checks import REAPER_MAIN
+
+    marker = tmp_path / "late"
+    probe = (REAPER_MAIN.replace("sys.exit(reaper.main(sys.argv[1:]))", "") +
+             "walks = []\n"
+             "real = reaper.descendants\n"
+             "reaper.descendants = lambda root: walks.append(root) or real(root)\n"
+             "assert reaper.main(['true']) == 0 and walks == [], walks\n"
+             f"assert reaper.main(['sh', '-c', '(sleep 1; touch {marker}) >/dev/null 2>&1 & exit 3']) == 3\n"
+             "assert walks, 'the straggler was not looked for'\n")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    time.sleep(1.5)
+    assert not marker.exists()

@@ -53,21 +53,24 @@ def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     return proc.stdout.strip()
 
 
-def materialise(row: TaskRow, repo: Path) -> None:
-    """A private git repository at `repo` holding the task's starting content, on branch agentloop-task."""
+def materialise(row: TaskRow, repo: Path) -> str | None:
+    """A private git repository at `repo` holding the task's starting content, on branch agentloop-task.
+    Returns the commit id checked out (its HEAD), when known without asking git (a resolved commit)."""
     repo.parent.mkdir(parents=True, exist_ok=True)
     source = row.source
     if source.is_git:
         revision = source.revision or source.commit or "HEAD"
         _git(["clone", "-q", "--shared", "--no-checkout", "--", str(source.path), str(repo)], repo.parent)
         _git(["checkout", "-q", "-B", "agentloop-task", revision], repo)
+        head = source.revision  # a commit id (tasks.resolve_commit), or None
     else:
         _git(["init", "-q", str(repo)], repo.parent)
         tree = directory_tree(source.path, git_dir=repo / ".git")
-        commit = _git(["commit-tree", tree, "-m", f"task {row.id}: snapshot of {source.path}"], repo)
-        _git(["checkout", "-q", "-B", "agentloop-task", commit], repo)
+        head = _git(["commit-tree", tree, "-m", f"task {row.id}: snapshot of {source.path}"], repo)
+        _git(["checkout", "-q", "-B", "agentloop-task", head], repo)
     with open(repo / ".git" / "config", "a", encoding="utf-8") as config:  # commits in the rollout need an author
         config.write(f"[user]\n\tname = {_GIT_ID['GIT_AUTHOR_NAME']}\n\temail = {_GIT_ID['GIT_AUTHOR_EMAIL']}\n")
+    return head
 
 
 def run_setup(row: TaskRow, repo: Path, log: Path) -> None:
@@ -153,11 +156,12 @@ def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_
             if why:
                 raise InfraError(f"sandbox could not start: {why}")
         repo = base / "repo"
-        materialise(row, repo)
+        head = materialise(row, repo)
         result["workspace_seconds"] = round(time.monotonic() - started, 3)
         run_setup(row, repo, base / "setup.log")
         session = _session(row, sample, base, repo, model=model, api_base=api_base, sandbox=sandbox,
-                           defaults=defaults, group=result["group_id"], model_obj=model_obj, tools=tools)
+                           defaults=defaults, group=result["group_id"], model_obj=model_obj, tools=tools,
+                           made=None if row.setup else head)  # setup commands may move HEAD, or more
     except InfraError as exc:
         result["reason"] = str(exc)
         result["seconds"] = round(time.monotonic() - started, 3)
@@ -174,11 +178,14 @@ def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_
 
 
 def _session(row: TaskRow, sample: int, base: Path, repo: Path, *, model, api_base, sandbox, defaults, group,
-             model_obj, tools):
+             model_obj, tools, made: str | None = None):
+    """`made`: the HEAD commit id materialise checked out, when nothing ran in the repository since
+    (its .git is then the plain folder the clone made)."""
     from agentloop.run.session import run_session
     from agentloop.workspace.repo import Workspace
 
     config = build_config(row, model=model, api_base=api_base, sandbox=sandbox, runs_dir=base / "runs",
                           defaults=defaults, tools=tools)
-    return run_session(config, Workspace(repo), row.task, model=model_obj,
-                       header_extra={"task_id": row.id, "sample": sample, "group_id": group})
+    workspace = Workspace(repo, git_dir=repo / ".git") if made else Workspace(repo)
+    return run_session(config, workspace, row.task, model=model_obj,
+                       header_extra={"task_id": row.id, "sample": sample, "group_id": group}, head=made)

@@ -208,8 +208,10 @@ def _yaml_rows(text: str, label: str) -> tuple[list[tuple[str, Any]], list[str]]
 # -- one row -------------------------------------------------------------------------------------
 
 
-def validate_row(raw: Any, where: str, base: Path) -> tuple[TaskRow | None, list[str]]:
-    """A typed row, or None and one line per problem. Relative paths are taken from `base`."""
+def validate_row(raw: Any, where: str, base: Path, *, pinned: str | None = None) -> tuple[TaskRow | None, list[str]]:
+    """A typed row, or None and one line per problem. Relative paths are taken from `base`.
+    `pinned`: the commit id the driver resolved the row's `source.commit` to (a job's row carries it
+    as its commit): taken as the revision without asking git again."""
     if not isinstance(raw, dict):
         return None, [f"{where}: a row must be an object (mapping) with id, task, source, ...; got {_kind_of(raw)}"]
     bad = _Problems(where)
@@ -229,7 +231,7 @@ def validate_row(raw: Any, where: str, base: Path) -> tuple[TaskRow | None, list
     if "task" in raw and not (isinstance(task, str) and task.strip()):
         bad("task", "must be a non-empty string: what the model is asked to do")
 
-    source = _source(raw.get("source"), base, bad) if "source" in raw else None
+    source = _source(raw.get("source"), base, bad, pinned) if "source" in raw else None
     lists = {name: _commands(raw.get(name, _ABSENT), name, bad) for name in ("checks", "accept", "setup")}
     if not _nonempty(raw.get("checks"), list) and not _nonempty(raw.get("accept"), list):
         bad("checks", "no checks and no accept commands: nothing would tell a pass from a fail")
@@ -269,7 +271,7 @@ def _unknown(raw: dict[str, Any], known: tuple[str, ...], prefix: str, bad: _Pro
             bad(f"{prefix}{key}", f"unknown field{hint}")
 
 
-def _source(raw: Any, base: Path, bad: _Problems) -> TaskSource | None:
+def _source(raw: Any, base: Path, bad: _Problems, pinned: str | None = None) -> TaskSource | None:
     if not isinstance(raw, dict):
         bad("source", f'must be an object like {{"path": "/abs/repo", "commit": "HEAD"}}, got {_kind_of(raw)}')
         return None
@@ -293,7 +295,7 @@ def _source(raw: Any, base: Path, bad: _Problems) -> TaskSource | None:
             return None
         return TaskSource(path) if len(bad.lines) == before else None
     commit = commit or DEFAULT_COMMIT
-    revision = resolve_commit(path, commit)
+    revision = pinned if pinned is not None and commit == pinned else resolve_commit(path, commit)
     if revision is None:
         bad("source.commit", f"{commit!r} is not a commit in {path}")
         return None

@@ -1,4 +1,5 @@
-"""One throwaway model call in the warm worker, so that forked rollouts start with litellm warm.
+"""The warm worker's warm-ups, so that forked rollouts start with litellm warm (one throwaway model
+call) and with agentloop's own data read (`warm_caches`).
 
 A fresh process's first `litellm.completion` takes some 100 ms more than the next ones: pydantic
 builds the response models' schemas on first use, and the OpenAI client's modules set themselves up.
@@ -67,3 +68,26 @@ def _forget_event_loop() -> None:
     if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_running():
         loop.close()
     asyncio.set_event_loop_policy(None)
+
+
+def warm_caches() -> None:
+    """Fill, once in the warm worker, the per-process caches every rollout would otherwise fill again
+    in its forked child (some 40 ms of CPU each): models.yaml and the tool definitions (read once per
+    process anyway, see agentloop.run.rules and load_tool_specs), the prompt templates compiled by
+    jinja (which still checks each file's mtime on use, so an edited template is read again), and
+    the compiled regexes of models.yaml's rules and of the default protected patterns."""
+    import re
+
+    from agentloop.data import data_dir
+    from agentloop.edits.paths import is_protected
+    from agentloop.run import feedback, rules, toolbox
+    from agentloop.workspace.guard import HARNESS, RUNNERS
+
+    for rule in rules._table().get("rules") or []:
+        if isinstance(rule, dict) and isinstance(rule.get("match"), str):
+            re.compile(rule["match"])
+    toolbox.load_tool_specs()
+    environment = feedback._environment()
+    for template in sorted(p.name for p in data_dir("prompts").glob("*.j2")):
+        environment.get_template(template)
+    is_protected("x", [*HARNESS, *(p for patterns in RUNNERS.values() for p in patterns)])

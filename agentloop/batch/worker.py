@@ -33,11 +33,14 @@ PR_SET_PDEATHSIG = 1
 
 def job_for(row, sample: int, out: Path, settings: dict[str, Any], group: str, result: Path,
             log: Path | None = None) -> dict[str, Any]:
-    """The job of (row, sample): the row pinned to the commit id it resolved to when the file was read."""
+    """The job of (row, sample): the row pinned to the commit id it resolved to when the file was read
+    (`revision`: the rollout takes it as resolved, with no `git rev-parse` of its own)."""
     raw = row.to_dict()
     if row.source.revision:
         raw["source"]["commit"] = row.source.revision
     job = {"row": raw, "sample": sample, "out": str(out), "group": group, "result": str(result), **settings}
+    if row.source.revision:
+        job["revision"] = row.source.revision
     if log is not None:
         job["log"] = str(log)
     return job
@@ -46,7 +49,7 @@ def job_for(row, sample: int, out: Path, settings: dict[str, Any], group: str, r
 def row_of(job: dict[str, Any]):
     from agentloop.batch.tasks import TaskFileError, validate_row
 
-    row, problems = validate_row(job["row"], f"job {job['row'].get('id')}", Path("/"))
+    row, problems = validate_row(job["row"], f"job {job['row'].get('id')}", Path("/"), pinned=job.get("revision"))
     if row is None or problems:
         raise TaskFileError(problems or ["job: unreadable row"])
     return row
@@ -75,8 +78,8 @@ FIRST_CALL_MODULES = ("openai.resources.chat", "litellm.proxy.openai_files_endpo
 
 
 def preload() -> None:
-    """Import, once, what every rollout needs (the session, the edits, the checks, litellm), and make
-    litellm's first call (see agentloop.batch.warmup)."""
+    """Import, once, what every rollout needs (the session, the edits, the checks, litellm), read
+    agentloop's data files and make litellm's first call (see agentloop.batch.warmup)."""
     import importlib
 
     import agentloop.batch.rollout
@@ -89,8 +92,9 @@ def preload() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    from agentloop.batch.warmup import warm_up_litellm
+    from agentloop.batch.warmup import warm_caches, warm_up_litellm
 
+    warm_caches()
     warm_up_litellm()
 
 

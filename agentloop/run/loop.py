@@ -71,7 +71,7 @@ class Loop:
             ready = getattr(self.model, "ready", None)
             if ready is not None:  # a failing run needs a model: fail now, before counting a turn, if none is set
                 ready()
-            messages = self.prompt.opening_messages(results)
+            messages = self.prompt.opening_messages(results, self.checks.files_now())
             self.opening = list(messages)
             self.totals.first_prompt_estimate = self.prompt.first_prompt_estimate
             while True:

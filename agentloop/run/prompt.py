@@ -30,18 +30,21 @@ class Prompt:
         self.partial: dict[str, str] = {}  # files shown only in part -> which part (no whole-file reply to them)
         self.first_prompt_estimate = 0  # estimated tokens of the opening messages (agentloop.run.budget)
 
-    def shared_files(self) -> list[str]:
-        """The repository's files the model may know of: all but the private ones."""
-        return [f for f in self.workspace.list_files() if f not in self.private_files]
+    def shared_files(self, listed: list[str] | None = None) -> list[str]:
+        """The repository's files the model may know of: all but the private ones. `listed`: the
+        workspace's files as Workspace.list_files() would give them now, when the caller has them."""
+        files = self.workspace.list_files() if listed is None else listed
+        return [f for f in files if f not in self.private_files]
 
-    def opening_messages(self, results: list[CommandResult]) -> list[dict[str, Any]]:
+    def opening_messages(self, results: list[CommandResult], listed: list[str] | None = None) -> list[dict[str, Any]]:
+        """The system and first user message; `listed`: see shared_files."""
         root = self.workspace.root
 
         def system(example_path: str) -> str:  # the format example quotes a real file of the code under test
             return feedback.render("system.j2", tools=self.tools_enabled, edit_format=self.edit_format,
                                    give_up=self.give_up_offered, **feedback.example_values(example_path, root))
 
-        first = opening.build(root, self.task, self.visible(results), self.shared_files(), self.config.files,
+        first = opening.build(root, self.task, self.visible(results), self.shared_files(listed), self.config.files,
                               system, rules.first_prompt_tokens(self.model.name))
         self.examples.add(feedback.format_example(self.edit_format, first.example_path, root))
         self.in_play += [p for p in first.files if p not in self.in_play]

@@ -34,7 +34,7 @@ from agentloop.run.start import first_checks
 from agentloop.run.turns import Ending, ending_of
 from agentloop.workspace.checks import CommandResult
 from agentloop.workspace.isolation import Isolation
-from agentloop.workspace.repo import Workspace
+from agentloop.workspace.repo import AGENTLOOP_DIR, Workspace
 from agentloop.workspace.result import EditedResult
 from agentloop.workspace.suite import CheckSuite
 
@@ -88,7 +88,8 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 first_results: list[CommandResult] | None = None,
                 started: float | None = None,
                 status: Callable[[str], None] = lambda text: None,
-                check_output: Callable[[bytes], None] | None = None) -> Session:
+                check_output: Callable[[bytes], None] | None = None,
+                head: str | None = None) -> Session:
     """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
     under the runs directory.
 
@@ -98,6 +99,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
     `first_results`: the checks as the caller has just run them, so the loop need not run them again.
     `started`: time.monotonic() when the command began; the time limit counts from there.
     `status`, `check_output`: the live status line and -v's check output (agentloop/console.py).
+    `head`: the workspace's HEAD commit id when the caller has just checked it out (a batch rollout).
     """
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
@@ -109,7 +111,8 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
         try:
             isolation.prepare()
             result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
-                          header_extra, first_results, started, {"status": status, "check_output": check_output})
+                          header_extra, first_results, started, {"status": status, "check_output": check_output},
+                          head)
         except BaseException:
             guard.settle()
             isolation.finish(Outcome.INTERRUPTED, None)  # whatever was set up is cleaned away; the tree is untouched
@@ -170,12 +173,12 @@ class _Ran:
 
 def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
          run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None,
-         started_at: float | None = None, live: dict[str, Any] | None = None) -> _Ran:
+         started_at: float | None = None, live: dict[str, Any] | None = None, head: str | None = None) -> _Ran:
     """Header, set-up, turns, settling; an interrupt after the header still ends the trajectory with its footer."""
     from agentloop.run import feedback, toolbox
 
-    base_commit = workspace.head()
-    start_tree = workspace.snapshot()
+    base_commit = head or workspace.head()
+    start_tree, untracked = workspace.snapshot_and_untracked()
     trajectory = Trajectory(run_dir)
     started = now_iso()
     started_at = time.monotonic() if started_at is None else started_at  # the time limit counts from here
@@ -199,7 +202,13 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
                 base_patch="base.patch" if base_patch else None,
                 workspace={"mode": isolation.mode, "branch": isolation.branch}, **(header_extra or {}),
             )
-            private = frozenset() if config.include_untracked else private_files(workspace, config)
+            # The snapshot's listing of untracked files is still the tree's unless the header above
+            # was written into it (a runs folder inside the tree, outside the excluded .agentloop/).
+            records = run_dir.resolve()
+            unwritten = (not records.is_relative_to(workspace.root)
+                         or records.is_relative_to(workspace.root / AGENTLOOP_DIR))
+            private = frozenset() if config.include_untracked else private_files(
+                workspace, config, untracked if unwritten else None)
             work = isolation.begin(start_tree, base_commit)
             if model is None:
                 def retrying(attempt: int, error: str) -> None:
@@ -225,13 +234,16 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
     return _Ran(result, started, base_commit, trajectory.redactor)
 
 
-def private_files(workspace: Workspace, config: Config) -> frozenset[str]:
+def private_files(workspace: Workspace, config: Config, untracked: list[str] | None = None) -> frozenset[str]:
     """Files git neither tracks nor has staged (notes, local settings): the user never shared them, so
-    the model is not shown them, unless `include_untracked` or `files:` names them."""
+    the model is not shown them, unless `include_untracked` or `files:` names them. `untracked`: git's
+    listing of them, when the caller has just taken it (Workspace.snapshot_and_untracked)."""
     from agentloop.workspace.repo import git
 
-    out = git(["ls-files", "-z", "--others", "--exclude-standard"], workspace.root, check=False)
-    return frozenset(f for f in out.split("\0") if f) - set(config.files)
+    if untracked is None:
+        out = git(["ls-files", "-z", "--others", "--exclude-standard"], workspace.root, check=False)
+        untracked = [f for f in out.split("\0") if f]
+    return frozenset(untracked) - set(config.files)
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any], redactor) -> None:

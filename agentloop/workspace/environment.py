@@ -22,12 +22,12 @@ import fnmatch
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentloop.workspace.repo import git
+from agentloop.workspace.repo import git, ignored_entries
 from agentloop.workspace.sandbox import Bind
 
 SHARED_NAMES = (".venv", "venv", "node_modules", "vendor", "bower_components")
@@ -144,15 +144,15 @@ class Environment:
                     target.unlink() if target.is_symlink() else target.rmdir()
 
 
-def secret_files(user_root: Path, patterns: tuple[str, ...] | list[str]) -> list[Path]:
-    """Ignored files of the user's tree whose names match `patterns` (default `.env`, `.env.*`)."""
+def secret_files(user_root: Path, patterns: tuple[str, ...] | list[str],
+                 ignored: Callable[[], list[str]] | None = None) -> list[Path]:
+    """Ignored files of the user's tree whose names match `patterns` (default `.env`, `.env.*`).
+    `ignored`: gives `ignored_entries(user_root)` as it is now, when the caller shares that listing."""
     if not patterns:
         return []
-    out = git(["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"], user_root,
-              check=False)
     found = []
-    for rel in out.split("\0"):
+    for rel in (ignored or (lambda: ignored_entries(user_root)))():
         name = rel.rstrip("/").rsplit("/", 1)[-1]
-        if rel and any(fnmatch.fnmatch(name, p) for p in patterns):
+        if any(fnmatch.fnmatch(name, p) for p in patterns):
             found.append(user_root / rel.rstrip("/"))
     return found

@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentloop.edits.paths import PathRefused, is_protected, safe_path
 from agentloop.files import atomic_write
-from agentloop.workspace.repo import file_blobs, git, link_blob, read_blob, tree_listing
+from agentloop.workspace.repo import file_blobs, git, ignored_entries, link_blob, read_blob, tree_listing
 
 SYMLINK_MODE = "120000"
 # What checks write on their own (bytecode, pytest's cache): never counted as a protected file appearing.
@@ -91,7 +91,9 @@ class _Entry:
 class ProtectedFiles:
     """The protected files of a workspace as they were at the start of a run."""
 
-    def __init__(self, root: Path, patterns: Sequence[str], start_tree: str):
+    def __init__(self, root: Path, patterns: Sequence[str], start_tree: str,
+                 ignored: Callable[[], list[str]] | None = None):
+        """`ignored`: gives `ignored_entries(root)` as it is now, when the caller shares that listing."""
         self.root, self.patterns = root, tuple(p for p in patterns if p.strip())
         self.start: dict[str, _Entry] = {}
         if not self.patterns:
@@ -103,12 +105,12 @@ class ProtectedFiles:
             mode, _, blob = meta.split()
             if is_protected(path, self.patterns):
                 self.start[path] = _Entry(mode, blob)
-        self._keep_ignored_at_start()
+        self._keep_ignored_at_start(ignored)
 
-    def _keep_ignored_at_start(self) -> None:
+    def _keep_ignored_at_start(self, listing: Callable[[], list[str]] | None) -> None:
         """Protected files git ignores (a scratch test, a local conftest.py) are the user's too: the
         start tree lacks them, so their content is stored now, or they would count as new and be removed."""
-        ignored = [p for p in self._ignored() if p not in self.start and not CHECK_OUTPUT.search(p)
+        ignored = [p for p in self._ignored(listing) if p not in self.start and not CHECK_OUTPUT.search(p)
                    and is_protected(p, self.patterns)]
         links = [p for p in ignored if (self.root / p).is_symlink()]
         regular = [p for p in ignored if p not in links and (self.root / p).is_file()]
@@ -139,11 +141,10 @@ class ProtectedFiles:
                    and not CHECK_OUTPUT.search(p) and is_protected(p, self.patterns)]
         return sorted(set(differ))
 
-    def _ignored(self) -> list[str]:
+    def _ignored(self, listing: Callable[[], list[str]] | None = None) -> list[str]:
         """Ignored files outside ignored folders: a `.gitignore` line must not hide a new conftest.py."""
-        out = git(["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"], self.root,
-                  check=False)
-        return [p for p in out.split("\0") if p and not p.endswith("/") and not p.startswith(".agentloop/")]
+        entries = listing() if listing is not None else ignored_entries(self.root)
+        return [p for p in entries if not p.endswith("/") and not p.startswith(".agentloop/")]
 
     def restore(self, paths: Sequence[str]) -> list[str]:
         """Put `paths` back as they were at the start; returns the ones that could not be restored

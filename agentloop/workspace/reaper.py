@@ -1,10 +1,11 @@
 """Run one command and make sure every process it started is gone when it ends.
 
-agentloop.workspace.checks runs each check as `python -I -S reaper.py ARGV...`. A process group alone is not
-enough: a `setsid` or double-forked grandchild leaves the group and would outlive a timeout. This
-wrapper marks itself a child subreaper (prctl), so every orphaned descendant is re-parented to it
-rather than to init; when the command exits, or on SIGTERM (the timeout), it SIGKILLs all of its
-descendants, found by walking /proc, and reaps them before exiting with the command's exit code.
+agentloop.workspace.checks runs each check as `python -I -S -c "import reaper; reaper.main(ARGV)"`.
+A process group alone is not enough: a `setsid` or double-forked grandchild leaves the group and
+would outlive a timeout. This wrapper marks itself a child subreaper (prctl), so every orphaned
+descendant is re-parented to it rather than to init; when the command exits, or on SIGTERM (the
+timeout), it SIGKILLs all of its descendants, found by walking /proc, and reaps them before exiting
+with the command's exit code.
 
 Standalone on purpose (standard library only, no agentloop import): it starts in milliseconds.
 """
@@ -69,9 +70,14 @@ def descendants(root: int) -> list[int]:
 
 
 def kill_all() -> None:
-    """SIGKILL every descendant and reap it; loop because a dying fork storm re-parents to us."""
+    """SIGKILL every descendant and reap it; loop because a dying fork storm re-parents to us.
+
+    With no child left (the usual end of a check) no process has us as its parent, so no descendant
+    can exist or appear: /proc, a file per process on the machine, is then not read."""
     me = os.getpid()
     deadline = time.monotonic() + KILL_DEADLINE_S
+    if not _has_children():
+        return
     while True:
         for pid in descendants(me):
             try:
@@ -88,6 +94,15 @@ def kill_all() -> None:
         if time.monotonic() > deadline:
             return
         time.sleep(0.005)
+
+
+def _has_children() -> bool:
+    """Whether any child (a zombie too) is left, reaping none of them."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def _on_signal(signum, frame):

@@ -42,6 +42,12 @@ def git(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check:
     return out.decode("utf-8", "surrogateescape")
 
 
+def ignored_entries(root: Path) -> list[str]:
+    """The untracked files git ignores under `root`, each ignored folder as one `name/` entry."""
+    out = git(["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"], root, check=False)
+    return [p for p in out.split("\0") if p]
+
+
 def find_repo_root(start: Path) -> Path:
     root = toplevel(start)
     if root is None:
@@ -103,9 +109,15 @@ def forget_worktrees(root: Path, under: Path) -> None:
 class Workspace:
     """A git working tree that agentloop edits and runs checks in."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, git_dir: Path | None = None):
+        """`git_dir`: the .git folder of a plain repository the caller has just made at `root` (a
+        batch rollout's), so also its common directory: not asked of git."""
         self.root = root.resolve()
         self._index: tuple[Path, str | None] | None = None  # tree_with's private index, and the tree it holds
+        if git_dir is not None:
+            self.git_dir = git_dir.resolve()
+            _keep_common_dir(str(self.root), str(self.git_dir))
+            return
         both = git(["rev-parse", "--absolute-git-dir", "--git-common-dir"], self.root).splitlines()
         if len(both) == 2:  # (a path holding a newline is asked for alone)
             _keep_common_dir(str(self.root), both[1])
@@ -135,20 +147,26 @@ class Workspace:
 
         Starts from a copy of the user's index, so only files whose stat data changed are hashed,
         unless the index may hold converted content (line endings, filters): then every file is."""
+        return self.snapshot_and_untracked()[0]
+
+    def snapshot_and_untracked(self) -> tuple[str, list[str] | None]:
+        """`snapshot`, and the untracked files git does not ignore as it listed them on the way
+        (`git ls-files --others --exclude-standard`), or None when it did not list them."""
         with tempfile.TemporaryDirectory(prefix="agentloop-index-") as tmp:
             index = Path(tmp) / "index"
             env = {**os.environ, "GIT_INDEX_FILE": str(index)}
             real_index = self.git_dir / "index"
             if real_index.exists() and not self.may_convert():
                 shutil.copy2(real_index, index)  # its mtime too: git then still re-checks racily clean entries
-                out = git(["ls-files", "-z", "--modified", "--deleted", "--others", "--exclude-standard"],
+                out = git(["ls-files", "-z", "-t", "--modified", "--deleted", "--others", "--exclude-standard"],
                           self.root, env=env)
-                paths = [f for f in out.split("\0") if f and not f.startswith(AGENTLOOP_DIR + "/")]
+                tagged = [entry.split(" ", 1) for entry in out.split("\0") if entry]  # "? new", "C changed", ...
+                paths = [f for _, f in tagged if not f.startswith(AGENTLOOP_DIR + "/")]
                 try:
-                    return self._write_tree(env, None, paths)
+                    return self._write_tree(env, None, paths), [f for tag, f in tagged if tag == "?"]
                 except RuntimeError:  # e.g. unmerged entries: start from nothing instead
                     index.unlink(missing_ok=True)
-            return self._write_tree(env, "--empty", self.list_files())
+            return self._write_tree(env, "--empty", self.list_files()), None
 
     def may_convert(self) -> bool:
         """Whether the user's own `git add` may have stored files other than byte for byte: attributes
@@ -316,7 +334,10 @@ _CHANGES: dict[tuple[str, str, str], tuple[Change, ...]] = {}
 
 
 def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
-    """The files that differ between two trees (see `Workspace.changes`)."""
+    """The files that differ between two trees (see `Workspace.changes`). None between a tree and
+    itself (the first edit of a run asks what the start and the result, still the same, differ by)."""
+    if old_tree == new_tree and _OBJECT_ID.match(old_tree):
+        return []
     key = (str(cwd), old_tree, new_tree)
     if key in _CHANGES:
         return list(_CHANGES[key])

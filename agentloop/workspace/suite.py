@@ -27,7 +27,7 @@ from agentloop.workspace.guard import (
     literals_of,
     protected_patterns,
 )
-from agentloop.workspace.repo import Workspace
+from agentloop.workspace.repo import Workspace, ignored_entries, tree_listing
 
 if TYPE_CHECKING:
     from agentloop.record.trajectory import Trajectory
@@ -62,6 +62,9 @@ class CheckSuite:
         # Protected files as at the start, as of the last look, and nothing has run or been written
         # since (then the look before the next check, or at the end, is saved). See `touched`.
         self.pristine = False
+        # The workspace's files as the last look listed them, while nothing has run, been written or
+        # restored since (see `files_now`).
+        self._listed: list[str] | None = None
 
     def flag(self, kind: str) -> None:
         self.flags[kind] = self.flags.get(kind, 0) + 1
@@ -69,18 +72,26 @@ class CheckSuite:
     # -- set-up -----------------------------------------------------------------------------------
     def set_up(self, start_tree: str) -> None:
         """Sandbox, environment and held-out files; the protected files as they are in `start_tree`."""
-        self.set_up_sandbox()
+        root, commands = self.workspace.root, [c.run for c in self.config.checks]
+        listing: list[list[str]] = []
+
+        def ignored() -> list[str]:  # the secret files and the protected ones ask; nothing writes in between
+            if not listing:
+                listing.append(ignored_entries(root))
+            return listing[0]
+
+        self.set_up_sandbox(ignored)
         if self.sandbox.note:
             self.progress(self.sandbox.note)
-        root, commands = self.workspace.root, [c.run for c in self.config.checks]
         self.protect = protected_patterns(root, self.config.protect, commands, self.config.allow_test_edits)
         self.harness = default_protected(root, commands)
-        self.literals = self.start_literals()
-        self.protected = ProtectedFiles(root, self.protect, start_tree)
+        self.literals = self.start_literals(start_tree)
+        self.protected = ProtectedFiles(root, self.protect, start_tree, ignored)
         self.pristine = True  # taken from the tree as it is now: nothing has run or been written since
 
-    def set_up_sandbox(self) -> None:
-        """The sandbox, the user's ignored environment and the held-out files of this run."""
+    def set_up_sandbox(self, ignored: Callable[[], list[str]] | None = None) -> None:
+        """The sandbox, the user's ignored environment and the held-out files of this run (`ignored`:
+        the workspace's ignored files now, see secret_files)."""
         from agentloop.workspace.isolation import state_dir
 
         root, state = self.workspace.root, state_dir(self.workspace.root)
@@ -88,7 +99,7 @@ class CheckSuite:
                                       [c.run for c in self.config.checks if not c.feedback])
         in_place = self.user_root.resolve() == root.resolve()
         secrets = [] if not in_place else workspace_env.secret_files(
-            root, self.config.workspace.get("hide", workspace_env.SECRET_PATTERNS))
+            root, self.config.workspace.get("hide", workspace_env.SECRET_PATTERNS), ignored)
         self.sandbox = sandbox.resolve(self.config.sandbox, root, _git_dirs(self.workspace),
                                        self.trajectory.run_dir.parent, user_root=self.user_root, state_dir=state,
                                        hidden=secrets)
@@ -100,10 +111,14 @@ class CheckSuite:
         if self.environment.needed:
             self.trajectory.event("environment", dirs=[{"name": d.name, "build": d.build} for d in dirs])
 
-    def start_literals(self) -> frozenset[str]:
+    def start_literals(self, start_tree: str) -> frozenset[str]:
+        """The literals of the test files at the start. Their paths come from `start_tree`, the
+        workspace's files as they are now (nothing has run or been written since it was taken; the
+        protected files' look reads the same listing), not from another `git ls-files`."""
         texts = []
-        for path in self.workspace.list_files():
-            if TEST_PATH.search(path) and path.endswith(".py"):
+        for item in tree_listing(self.workspace.root, start_tree).split("\0"):
+            path = item.split("\t", 1)[-1]
+            if item and TEST_PATH.search(path) and path.endswith(".py"):
                 try:
                     texts.append((self.workspace.root / path).read_text(encoding="utf-8", errors="replace"))
                 except OSError:
@@ -152,6 +167,7 @@ class CheckSuite:
         timeout = max(1.0, min(check.timeout or self.config.check_timeout, remaining))
         self.keep_pristine(None)
         self.pristine = False  # code runs now
+        self._listed = None
         log = self.trajectory.check_log()
         hidden = not check.feedback  # an acceptance-only check: held-out files laid in, its traces swept after
         protected = list(self.protected.readonly_paths() if self.protected else ())
@@ -224,6 +240,7 @@ class CheckSuite:
         """Undo a change the check made to the repository's git config; its verdict then does not count."""
         changed = self.git_config.restore_changed()
         if changed:
+            self._listed = None  # what git ignores may have been changed back
             self.flag("git_config_changed")
             self.trajectory.event("guard", turn=self.turn, kind="git_config_changed", paths=changed,
                                   unrestored=[], check=check.label)
@@ -237,8 +254,15 @@ class CheckSuite:
         and `was_pristine` (the state before the write), the look is needed only if one of them is
         protected. A write that went wrong some other way still meets the look after the check."""
         protected = self.protected
+        self._listed = None
         self.pristine = (paths is not None and was_pristine and protected is not None
                          and not any(p in protected.start or is_protected(p, protected.patterns) for p in paths))
+
+    def files_now(self) -> list[str] | None:
+        """Workspace.list_files() as it would answer now, when the look after the last check took
+        it and nothing has run, been written or restored since (the opening prompt asks right after
+        the first checks); else None."""
+        return None if self._listed is None else list(self._listed)
 
     def keep_pristine(self, check: Check | None) -> list[str]:
         """Put protected files back to their start content; report the ones that had changed.
@@ -249,10 +273,13 @@ class CheckSuite:
         """
         if self.protected is None or not self.protected.patterns or (check is None and self.pristine):
             return []
-        changed = self.protected.changed(self.workspace.list_files())
+        files = self.workspace.list_files()
+        changed = self.protected.changed(files)
         self.pristine = not changed
         if not changed:
+            self._listed = files
             return []
+        self._listed = None
         unrestored = self.protected.restore(changed)
         self.pristine = not unrestored
         self.flag("protected_changed")

@@ -1,0 +1,249 @@
+"""The processes a rollout starts, counted: each one cut for throughput stays cut, and each answer
+reused instead of asked again is still the right one. Real git repositories, real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from conftest import BUGGY_CALC, CALC_TEST, git, make_repo
+
+from agentloop.workspace.repo import Workspace, tree_changes
+
+
+@contextlib.contextmanager
+def spawned() -> Iterator[list[list[str]]]:
+    """Every process started meanwhile, as its argv (git's `-c` options left out)."""
+    started: list[list[str]] = []
+    real = subprocess.Popen.__init__
+
+    def counting(self, args, *rest, **kwargs):
+        argv = [str(a) for a in ([args] if isinstance(args, str) else args)]
+        if argv and argv[0] == "git":
+            while len(argv) > 2 and argv[1] == "-c":
+                del argv[1:3]
+        started.append(argv)
+        return real(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = counting
+    try:
+        yield started
+    finally:
+        subprocess.Popen.__init__ = real
+
+
+def test_a_tree_against_itself_differs_in_nothing_without_asking_git(tmp_path: Path):
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "test_calc.py": CALC_TEST})
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    with spawned() as started:
+        assert tree_changes(repo, tree, tree) == []
+        assert Workspace(repo).diff(tree, tree) == ""
+    assert [a for a in started if a[:2] != ["git", "rev-parse"]] == []  # (Workspace() asks for its git dir)
+    (repo / "calc.py").write_text("changed\n")
+    now = Workspace(repo).snapshot()
+    assert [c.path for c in tree_changes(repo, tree, now)] == ["calc.py"]
+
+
+def test_a_job_carries_its_resolved_commit_and_the_rollout_does_not_resolve_it_again(tmp_path: Path):
+    from agentloop.batch.tasks import validate_row
+    from agentloop.batch.worker import job_for, row_of
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC})
+    head = git(repo, "rev-parse", "HEAD").strip()
+    row, problems = validate_row({"id": "t", "task": "x", "source": {"path": str(repo), "commit": "main"},
+                                  "checks": ["true"]}, "row", tmp_path)
+    assert row is not None and not problems and row.source.revision == head
+    job = job_for(row, 0, tmp_path / "out", {}, "t", tmp_path / "result.json")
+    with spawned() as started:
+        again = row_of(job)
+    assert started == [] and again.source.revision == head and again.source.commit == head
+    del job["revision"]  # a job written by hand: its commit is resolved as a task file's is
+    with spawned() as started:
+        assert row_of(job).source.revision == head
+    assert [a[:2] for a in started] == [["git", "rev-parse"]]
+
+
+def test_set_up_lists_the_ignored_files_once_for_the_secrets_and_the_protected_files(tmp_path: Path):
+    """In place, the hidden secrets (`.env`) and the protected files git ignores (a local test)
+    come from one `git ls-files --ignored` at set-up; each still finds its own."""
+    from dataclasses import replace
+
+    from agentloop.config import Check, Config
+    from agentloop.record.trajectory import Trajectory
+    from agentloop.workspace.suite import CheckSuite
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, ".gitignore": ".env\ntest_local.py\n"})
+    (repo / ".env").write_text("KEY=1\n")
+    (repo / "test_local.py").write_text("def test_x():\n    assert 1 == 1\n")
+    config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run="true"),))
+    workspace = Workspace(repo)
+    trajectory = Trajectory(tmp_path / "runs" / "run")
+    try:
+        suite = CheckSuite(config, workspace, trajectory)
+        start = workspace.snapshot()
+        seen: list[list[Path]] = []
+        real = suite.set_up_sandbox
+
+        def set_up_sandbox(ignored=None):
+            from agentloop.workspace import environment
+
+            seen.append(environment.secret_files(repo, [".env"], ignored))
+            real(ignored)
+
+        suite.set_up_sandbox = set_up_sandbox
+        with spawned() as started:
+            suite.set_up(start)
+    finally:
+        trajectory.close()
+    assert seen == [[repo / ".env"]]
+    assert suite.protected is not None and "test_local.py" in suite.protected.start  # kept, not "new"
+    assert sum("--ignored" in a for a in started) == 1
+
+
+def test_set_up_takes_the_test_files_literals_from_the_start_tree_listing(tmp_path: Path):
+    """The test files whose literals flag special-cased code are found in the start tree's listing
+    (which the protected files' look reads anyway), untracked ones included, without `git ls-files`."""
+    from dataclasses import replace
+
+    from agentloop.config import Check, Config
+    from agentloop.record.trajectory import Trajectory
+    from agentloop.workspace.suite import CheckSuite
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "tests/test_calc.py": "assert f(1234) == 'abc'\n"})
+    (repo / "test_new.py").write_text("assert g(5678) == 99\n")  # untracked, not ignored: in the start tree
+    config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run="true"),))
+    workspace = Workspace(repo)
+    trajectory = Trajectory(tmp_path / "runs" / "run")
+    try:
+        suite = CheckSuite(config, workspace, trajectory)
+        start = workspace.snapshot()
+        with spawned() as started:
+            suite.set_up(start)
+    finally:
+        trajectory.close()
+    assert {"1234", "abc", "5678", "99"} <= suite.literals
+    assert [a for a in started if "ls-files" in a and "--cached" in a] == []
+    assert sum("ls-tree" in a for a in started) == 1
+
+
+def one_turn_rollout(tmp_path: Path, **row) -> tuple[dict, list[list[str]]]:
+    """A one-turn rollout that passes (the scripted fix, one check), in process; its result and the
+    processes it started."""
+    from fake_llm import FakeLLM
+
+    from agentloop.batch.rollout import run_rollout
+    from agentloop.batch.tasks import validate_row
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": "def add(a, b):\n    return a - b\n"})
+    fix = "calc.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n"
+    task, problems = validate_row({"id": "t", "task": "add must add", "source": {"path": str(repo)},
+                                   "checks": ["grep -q 'a + b' calc.py"], "limits": {"max_turns": 2}, **row},
+                                  "row", tmp_path)
+    assert task is not None, problems
+    with FakeLLM([{"content": fix}]) as server, spawned() as started:
+        result = run_rollout(task, 0, tmp_path / "out", model="openai/fake", api_base=server.api_base, sandbox="off")
+    assert result["status"] == "passed", result
+    return result, started
+
+
+def test_a_one_turn_rollout_asks_git_nothing_it_already_knows(tmp_path: Path):
+    """The processes of a one-turn rollout (two checks: the first look, the fix), pinned: each cut
+    one (see the commits that cut them) stays cut. Its repository's git directories and HEAD are
+    what the rollout made, not asked of git."""
+    import json
+
+    result, started = one_turn_rollout(tmp_path)
+    git_calls = [a[1] for a in started if a[0] == "git"]
+    assert "rev-parse" not in git_calls
+    header = json.loads((Path(result["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
+    assert header["base_commit"] == git(tmp_path / "repo", "rev-parse", "HEAD").strip()
+    assert ["git", "ls-files", "-z", "--others", "--exclude-standard"] not in started  # the snapshot's listing
+    listing = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    assert started.count(listing) == 2  # the looks after the two checks, nothing more
+    assert len(started) <= 28, started  # 34 before the cuts of issue 15
+    moved, with_setup = one_turn_rollout(tmp_path / "setup", setup=["git commit -q --allow-empty -m moved"])
+    assert [a[1] for a in with_setup if a[0] == "git"].count("rev-parse") == 2  # setup may move HEAD: asked
+    header = json.loads((Path(moved["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
+    made = tmp_path / "setup" / "out" / "rollouts" / "t" / "0" / "repo"
+    assert header["base_commit"] == git(made, "rev-parse", "agentloop-task").strip()
+    assert header["base_commit"] != git(tmp_path / "setup" / "repo", "rev-parse", "HEAD").strip()
+
+
+def test_the_untracked_files_the_model_is_not_shown_come_from_the_snapshots_listing(tmp_path: Path):
+    from dataclasses import replace
+
+    from agentloop.config import Config
+    from agentloop.run.session import private_files
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, ".gitignore": "*.log\n"})
+    (repo / "notes.txt").write_text("mine\n")
+    (repo / "debug.log").write_text("ignored\n")
+    (repo / "calc.py").write_text("changed\n")
+    workspace = Workspace(repo)
+    tree, untracked = workspace.snapshot_and_untracked()
+    assert untracked == ["notes.txt"] and tree == workspace.snapshot()
+    config = replace(Config(), files=())
+    with spawned() as started:
+        assert private_files(workspace, config, untracked) == {"notes.txt"}
+    assert started == []
+    assert private_files(workspace, config) == {"notes.txt"}  # as git lists them itself
+
+
+def test_the_opening_prompt_reuses_the_listing_of_the_look_after_the_first_checks_only_while_it_holds(
+        tmp_path: Path):
+    """After a check, the look at the protected files lists the workspace; the opening prompt
+    takes that listing instead of its own, unless something ran, was written or restored since."""
+    from dataclasses import replace
+
+    from agentloop.config import Check, Config
+    from agentloop.record.trajectory import Trajectory
+    from agentloop.workspace.suite import CheckSuite
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "test_calc.py": CALC_TEST})
+    workspace = Workspace(repo)
+
+    made: list[Trajectory] = []
+
+    def suite_after(command: str) -> CheckSuite:
+        config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run=command),))
+        made.append(Trajectory(tmp_path / "runs" / str(len(made))))
+        suite = CheckSuite(config, workspace, made[-1])
+        suite.set_up(workspace.snapshot())
+        suite.run()
+        return suite
+
+    try:
+        _look_at(suite_after, workspace, repo)
+    finally:
+        for trajectory in made:
+            trajectory.close()
+
+
+def _look_at(suite_after, workspace: Workspace, repo: Path) -> None:
+
+    quiet = suite_after("echo > scratch.txt")  # a check that writes an unprotected file: no restore
+    assert quiet.files_now() == workspace.list_files() and "scratch.txt" in quiet.files_now()
+    quiet.touched(["calc.py"], was_pristine=True)  # an edit was written
+    assert quiet.files_now() is None
+    again = suite_after("true")
+    assert again.files_now() is not None
+    import agentloop.workspace.suite as suite_module
+
+    during: list[object] = []
+    real = suite_module.run_command
+
+    def watching(*args, **kwargs):
+        during.append(again.files_now())  # while the check runs, the listing no longer holds
+        return real(*args, **kwargs)
+
+    suite_module.run_command = watching
+    try:
+        again.run()
+    finally:
+        suite_module.run_command = real
+    assert during == [None] and again.files_now() is not None
+    assert suite_after("echo 'def test_x(): pass' > test_planted.py").files_now() is None  # restored: removed
+    assert not (repo / "test_planted.py").exists()
+    assert suite_after("git config core.excludesFile /dev/null").files_now() is None  # config put back
