@@ -106,8 +106,8 @@ class Config:
     output_cap: int = 10_000  # characters of check output shown per check (head + tail)
     max_format_errors: int = 3  # unusable replies in a row before giving up
     max_tool_rounds: int = 8  # tool calls answered within one turn before the model must edit
-    # Request parameters; per-model defaults (max_tokens) come from prompts/models.yaml, these win over them.
-    # Over prompts/models.yaml's per-model params (temperature 0 unless a rule says otherwise).
+    # Request parameters; per-model defaults (max_tokens, temperature) come from prompts/models.yaml, these
+    # win over them.
     model_params: dict[str, Any] = field(default_factory=dict)
     retries: int = 4  # extra attempts on transient provider errors
     retry_max_wait: float = 30.0

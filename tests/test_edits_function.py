@@ -298,3 +298,8 @@ def test_a_block_that_copies_other_definitions_of_the_file_is_refused(repo):
     result = apply_reply(repo, reply("shapes.py::area", helper))
     assert result.applied, render_failures(result)
     assert "def _product(w, h):" in (repo / "shapes.py").read_text()
+    method = "def volume(self, d):\n    return 1\n\n\ndef label(self):\n    return 'box'\n"  # Box has label
+    result = apply_reply(repo, reply("shapes.py::Box.volume", method))
+    assert not result.applied and "also holds label" in result.failures[0].message
+    helper = "def label(x):\n    return x\n\n\ndef area(w, h):\n    return label(w * h)\n"  # a method's name
+    assert apply_reply(repo, reply("shapes.py::area", helper)).applied  # ... is free at the top level

@@ -219,7 +219,9 @@ def replacement(path: str, lines: list[str], name: str, code: str, partial: str 
         raise DefinitionRefused("malformed", f"the block for {path}::{name} defines {defined[0].name!r}, not "
                                 f"{node.name!r}; the header must name the definition the block replaces")
     own = next(n for n in defined if n.name == node.name)
-    known = {qual.rsplit(".", 1)[-1] for qual in _qualified(ast.parse("\n".join(lines)))}
+    scope = name.rsplit(".", 1)[0] + "." if "." in name else ""  # a method's siblings, or the top level
+    known = {q[len(scope):] for q in _qualified(ast.parse("\n".join(lines))) if q.startswith(scope)
+             and "." not in q[len(scope):]}
     copies = list(dict.fromkeys(n.name for n in defined if n is not own and n.name in known))
     if copies:  # a helper the file lacks may come along; a second copy of existing code may not
         raise DefinitionRefused("malformed", f"the block for {path}::{name} also holds {', '.join(copies)}, which "
