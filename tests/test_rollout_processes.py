@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import BUGGY_CALC, CALC_TEST, git, make_repo
 
 from agentloop.workspace.repo import Workspace, tree_changes
+from agentloop.workspace.suite import CheckSuite
 
 
 @contextlib.contextmanager
@@ -32,6 +33,28 @@ def spawned() -> Iterator[list[list[str]]]:
         yield started
     finally:
         subprocess.Popen.__init__ = real
+
+
+def set_up_suite(repo: Path, tmp_path: Path, before=lambda suite: None) -> tuple[CheckSuite, list[list[str]]]:
+    """A check suite (one passing check, sandbox off) set up on `repo` from its snapshot, `before(suite)`
+    first; the suite and the processes its set-up started."""
+    from dataclasses import replace
+
+    from agentloop.config import Check, Config
+    from agentloop.record.trajectory import Trajectory
+
+    config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run="true"),))
+    workspace = Workspace(repo)
+    trajectory = Trajectory(tmp_path / "runs" / "run")
+    try:
+        suite = CheckSuite(config, workspace, trajectory)
+        start = workspace.snapshot()
+        before(suite)
+        with spawned() as started:
+            suite.set_up(start)
+    finally:
+        trajectory.close()
+    return suite, started
 
 
 def test_a_tree_against_itself_differs_in_nothing_without_asking_git(tmp_path: Path):
@@ -68,22 +91,12 @@ def test_a_job_carries_its_resolved_commit_and_the_rollout_does_not_resolve_it_a
 def test_set_up_lists_the_ignored_files_once_for_the_secrets_and_the_protected_files(tmp_path: Path):
     """In place, the hidden secrets (`.env`) and the protected files git ignores (a local test)
     come from one `git ls-files --ignored` at set-up; each still finds its own."""
-    from dataclasses import replace
-
-    from agentloop.config import Check, Config
-    from agentloop.record.trajectory import Trajectory
-    from agentloop.workspace.suite import CheckSuite
-
     repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, ".gitignore": ".env\ntest_local.py\n"})
     (repo / ".env").write_text("KEY=1\n")
     (repo / "test_local.py").write_text("def test_x():\n    assert 1 == 1\n")
-    config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run="true"),))
-    workspace = Workspace(repo)
-    trajectory = Trajectory(tmp_path / "runs" / "run")
-    try:
-        suite = CheckSuite(config, workspace, trajectory)
-        start = workspace.snapshot()
-        seen: list[list[Path]] = []
+    seen: list[list[Path]] = []
+
+    def spy(suite: CheckSuite) -> None:
         real = suite.set_up_sandbox
 
         def set_up_sandbox(ignored=None):
@@ -92,11 +105,9 @@ def test_set_up_lists_the_ignored_files_once_for_the_secrets_and_the_protected_f
             seen.append(environment.secret_files(repo, [".env"], ignored))
             real(ignored)
 
-        suite.set_up_sandbox = set_up_sandbox
-        with spawned() as started:
-            suite.set_up(start)
-    finally:
-        trajectory.close()
+        suite.set_up_sandbox = set_up_sandbox  # type: ignore[method-assign]
+
+    suite, started = set_up_suite(repo, tmp_path, spy)
     assert seen == [[repo / ".env"]]
     assert suite.protected is not None and "test_local.py" in suite.protected.start  # kept, not "new"
     assert sum("--ignored" in a for a in started) == 1
@@ -105,24 +116,9 @@ def test_set_up_lists_the_ignored_files_once_for_the_secrets_and_the_protected_f
 def test_set_up_takes_the_test_files_literals_from_the_start_tree_listing(tmp_path: Path):
     """The test files whose literals flag special-cased code are found in the start tree's listing
     (which the protected files' look reads anyway), untracked ones included, without `git ls-files`."""
-    from dataclasses import replace
-
-    from agentloop.config import Check, Config
-    from agentloop.record.trajectory import Trajectory
-    from agentloop.workspace.suite import CheckSuite
-
     repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "tests/test_calc.py": "assert f(1234) == 'abc'\n"})
     (repo / "test_new.py").write_text("assert g(5678) == 99\n")  # untracked, not ignored: in the start tree
-    config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run="true"),))
-    workspace = Workspace(repo)
-    trajectory = Trajectory(tmp_path / "runs" / "run")
-    try:
-        suite = CheckSuite(config, workspace, trajectory)
-        start = workspace.snapshot()
-        with spawned() as started:
-            suite.set_up(start)
-    finally:
-        trajectory.close()
+    suite, started = set_up_suite(repo, tmp_path)
     assert {"1234", "abc", "5678", "99"} <= suite.literals
     assert [a for a in started if "ls-files" in a and "--cached" in a] == []
     assert sum("ls-tree" in a for a in started) == 1
