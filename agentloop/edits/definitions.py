@@ -219,11 +219,8 @@ def replacement(path: str, lines: list[str], name: str, code: str, partial: str 
         raise DefinitionRefused("malformed", f"the block for {path}::{name} defines {defined[0].name!r}, not "
                                 f"{node.name!r}; the header must name the definition the block replaces")
     own = next(n for n in defined if n.name == node.name)
-    scope = name.rsplit(".", 1)[0] + "." if "." in name else ""  # a method's siblings, or the top level
-    known = {q[len(scope):] for q in _qualified(ast.parse("\n".join(lines))) if q.startswith(scope)
-             and "." not in q[len(scope):]}
-    copies = list(dict.fromkeys(n.name for n in defined if n is not own and n.name in known))
-    if copies:  # a helper the file lacks may come along; a second copy of existing code may not
+    # A helper the file lacks may come along; a second copy of existing code may not.
+    if len(defined) > 1 and (copies := _copies(lines, name, [n.name for n in defined if n is not own])):
         raise DefinitionRefused("malformed", f"the block for {path}::{name} also holds {', '.join(copies)}, which "
                                 f"{path} already defines: it would define them twice. Send only the definition of "
                                 f"{node.name}, and each other changed definition under its own header")
@@ -232,6 +229,16 @@ def replacement(path: str, lines: list[str], name: str, code: str, partial: str 
     indent = first[: len(first) - len(first.lstrip())]
     body = [indent + ln if ln.strip() else "" for ln in new]
     return Replacement(start - 1, node.end_lineno or node.lineno, body, name)
+
+
+def _copies(lines: list[str], name: str, others: list[str]) -> list[str]:
+    """Which of `others` (the other definitions of a block for `name`) the file already defines in the
+    same scope: a method's siblings, or the top level. (The file is parsed again only for a block that
+    holds more than the one definition.)"""
+    scope = name.rsplit(".", 1)[0] + "." if "." in name else ""
+    known = {q[len(scope):] for q in _qualified(ast.parse("\n".join(lines))) if q.startswith(scope)
+             and "." not in q[len(scope):]}
+    return list(dict.fromkeys(n for n in others if n in known))
 
 
 def single_definitions(path: str, lines: list[str], code: str) -> list[str] | None:
