@@ -94,35 +94,82 @@ def test_edits_that_change_nothing_are_wrong_answers_not_format_errors(repo):
     assert "changes nothing" in model.queries[1].messages[-1]["content"]
 
 
-def test_a_fresh_retry_model_is_not_shown_its_refused_reply_until_an_edit_applies(repo, tmp_path):
-    """models.yaml `fresh_retry` (the small Qwen coders): after a refused reply the next request is the
-    first prompt and why the reply was refused, not the conversation with the reply in it; once an edit
-    has applied, the conversation goes on as usual (the first prompt no longer shows the code as it is)."""
+def test_a_fresh_retry_model_is_not_shown_its_refused_reply_nor_its_failed_fix(repo, tmp_path):
+    """models.yaml `fresh_retry` and `undo_failed` (the small Qwen coders): after a refused reply the next
+    request is the first prompt and why the reply was refused, not the conversation with the reply in it;
+    an applied fix after which the check still fails is undone, and the next request is the first prompt
+    and how the check failed (the first prompt shows the code as it is again)."""
     same = f"calc.py::add\n```python\n{BUGGY}```\n"
-    model = ScriptedModel([NO_EDIT, same, WRONG, FIX_WRONG], name="openai/qwen2.5-coder-1.5b")
+    model = ScriptedModel([NO_EDIT, same, WRONG, FIX], name="openai/qwen2.5-coder-1.5b")
     result = run_loop(repo, model, max_format_errors=5)
-    assert result.outcome == "accepted" and model.served == 4
+    assert result.outcome == "accepted" and model.served == 4 and result.totals.turns == 4
+    assert "return a + b" in (repo / "calc.py").read_text()
     first = model.queries[0].messages
     second, third, fourth = (q.messages for q in model.queries[1:])
     assert second[:-1] == first and "no edit that I could find" in second[-1]["content"]
     assert third[:-1] == first and "changes nothing" in third[-1]["content"]
-    assert fourth[: len(third)] == third and fourth[len(third)]["content"] == WRONG  # then as usual
-    assert "return a * b" in fourth[-1]["content"]  # the checks' feedback on WRONG
+    assert fourth[:-1] == first and "has been undone" in fourth[-1]["content"]
+    assert "calc.py" in fourth[-1]["content"] and "AssertionError" in fourth[-1]["content"]  # how WRONG failed
     events = read_events(tmp_path / "runs" / "run" / "trajectory.jsonl")
-    assert [e.get("fresh_retry") for e in events if e["type"] == "feedback"] == [True, True, None]
+    feedback = [e for e in events if e["type"] == "feedback"]
+    assert [e.get("fresh_retry") for e in feedback] == [True, True, True]
+    assert [e.get("undone") for e in feedback] == [None, None, ["calc.py"]]
     assert all(validate_event(e) == [] for e in events)
+    # The turn event keeps the tree the checks judged; the result is the accepted fix alone.
+    assert result.diff.count("+    return a + b") == 1 and "a * b" not in result.diff
     # Exports: each turn holds its own reply and the message the model got after it.
     from agentloop.record.exporters import atif, rlef
     from agentloop.record.runlog import Run
 
     run = Run.load(tmp_path / "runs" / "run")
     turns = next(rlef([run]))["turns"]
-    assert [[m["content"] for m in t["messages"]] for t in turns] == [[NO_EDIT], [same], [WRONG], [FIX_WRONG]]
+    assert [[m["content"] for m in t["messages"]] for t in turns] == [[NO_EDIT], [same], [WRONG], [FIX]]
     assert [t["feedback"] for t in turns[:3]] == [second[-1]["content"], third[-1]["content"], fourth[-1]["content"]]
+    assert [t["edit_applied"] for t in turns] == [False, False, True, True]
     assert [s["source"] for s in next(atif([run]))["steps"]] == ["system", "user"] + ["agent", "user"] * 3 + ["agent"]
-    other = ScriptedModel([NO_EDIT, FIX])  # any other model: the conversation goes on with the reply in it
+    other = ScriptedModel([NO_EDIT, WRONG, FIX_WRONG])  # any other model: the conversation goes on
     run_loop(make_repo(tmp_path / "other" / "repo", {"calc.py": BUGGY}), other)
     assert other.queries[1].messages[-2] == {"role": "assistant", "content": NO_EDIT}
+    assert other.queries[2].messages[-2] == {"role": "assistant", "content": WRONG}  # not undone
+
+
+def test_a_fix_that_passes_more_checks_is_kept_and_the_conversation_goes_on(tmp_path):
+    """`undo_failed` undoes only a fix made from the starting code that passes no more checks than it
+    did: one that mends one of two checks stays, and from then on the conversation goes on as usual."""
+    repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY + "def mul(a, b):\n    return a + b\n"})
+    mul = f'{sys.executable} -c "from calc import mul; assert mul(2, 3) == 6"'
+    checks = (Check(run=CHECK, kind="command"), Check(run=mul, kind="command"))
+    fix_mul = "calc.py\n<<<<<<< SEARCH\n    return a + b\n=======\n    return a * b\n>>>>>>> REPLACE\n"
+    model = ScriptedModel([NO_EDIT, fix_mul, NO_EDIT + " Again.", FIX], name="openai/qwen2.5-coder-1.5b")
+    result = run_loop(repo, model, checks=checks, max_format_errors=5)
+    assert result.outcome == "accepted" and model.served == 4
+    third, fourth = model.queries[2].messages, model.queries[3].messages
+    assert third[-2] == {"role": "assistant", "content": fix_mul}  # kept: the conversation goes on
+    assert "has been undone" not in third[-1]["content"]
+    assert fourth[-2] == {"role": "assistant", "content": NO_EDIT + " Again."}  # no fresh retry after an edit
+    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\ndef mul(a, b):\n    return a * b\n"
+
+
+def test_an_interrupt_during_an_undo_leaves_the_result_as_the_disk_has_it(repo, monkeypatch):
+    """Nothing lost: an interrupt that lands once the undo has written the file, before the loop notes
+    it, still settles to what the disk holds (the starting code), as for an edit being written."""
+    real_put = Workspace.put
+
+    def put_then_interrupt(self, from_tree, to_tree, paths=None):
+        real_put(self, from_tree, to_tree, paths)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Workspace, "put", put_then_interrupt)
+    config = replace(Config(), sandbox="off", in_place=True, checks=(Check(run=CHECK, kind="command"),))
+    trajectory, workspace = Trajectory(repo.parent / "runs" / "run"), Workspace(repo)
+    checks = CheckSuite(config, workspace, trajectory)
+    model = ScriptedModel([WRONG, FIX], name="openai/qwen2.5-coder-1.5b")
+    loop = Loop(config, model, workspace, checks, "Fix add.", trajectory, start_tree=workspace.snapshot())
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(first_checks(checks, loop.start_tree))
+    result = settle(config, trajectory, Ending("interrupted", "Ctrl-C", 130), loop, started=checks.started)
+    trajectory.close()
+    assert (repo / "calc.py").read_text() == BUGGY and result.diff == ""  # the disk and the result agree
 
 
 def test_tool_rounds_answer_the_model_within_one_turn(repo):

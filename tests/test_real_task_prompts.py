@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from agentloop.edits import apply_reply, render_failures
@@ -160,19 +161,30 @@ def fix_run(task: Task, replies: list[str], *extra: str) -> tuple[dict, list[dic
     return json.loads(result.stdout.strip().splitlines()[-1]), server.requests
 
 
-def test_the_message_after_an_applied_edit_is_capped_like_the_first(tmp_path):
+@pytest.mark.parametrize("undo", [True, False], ids=["undone", "kept"])
+def test_the_message_after_an_applied_edit_is_capped_like_the_first(tmp_path, monkeypatch, undo):
     """tabulate: the model's rewrite of `_align_header` broke 47 tests; the next message held 12,028
     characters of failing output and an outline (4,890 tokens, read in 136 s). It is now cut to the
-    model's cap, the error and traceback lines and the changed code kept."""
+    model's cap, the error and traceback lines (and, when the edit is kept, the changed code) kept.
+    The small Qwen coders' wrong fix is undone (models.yaml undo_failed): the message then follows
+    the first prompt and says so; without that rule it follows the reply and shows the changed code."""
+    if not undo:
+        monkeypatch.setattr(rules, "undo_failed", lambda model: False)
     task = Task("tabulate_afterpoint", tmp_path)
     summary, requests = fix_run(task, [BREAK_ALIGN_HEADER, "I cannot tell."], "--max-turns", "2")
     assert len(requests) == 2, summary
     after = requests[1]["messages"][-1]["content"]
     (tmp_path / "after.txt").write_text(after)
-    assert after.startswith("Your edits were applied to: tabulate/__init__.py.")
     cap = rules.first_prompt_tokens(SMALL_QWEN)
     assert budget.estimate_tokens(after) <= cap, budget.estimate_tokens(after)
     assert "NameError: name 'headr' is not defined" in after  # the error the edit caused
+    if undo:
+        assert requests[1]["messages"][:-1] == requests[0]["messages"]
+        assert after.startswith("Your last reply changed tabulate/__init__.py, and the checks still failed:")
+        assert after.rstrip().endswith("send a different fix.") and "has been undone" in after
+        assert "headr" not in (task.root / "tabulate" / "__init__.py").read_text()
+        return
+    assert after.startswith("Your edits were applied to: tabulate/__init__.py.")
     assert "as it is now:\n```python\ndef _align_header(" in after  # the changed function, whole
     assert "    ninvisible = len(headr) - visible_width\n" in after
 

@@ -61,6 +61,8 @@ class Loop:
         self.last_reply = ""
         self.opening: list[dict[str, Any]] = []  # the first request's messages (see rules.fresh_retry)
         self.fresh_retry = rules.fresh_retry(model.name)
+        self.undo_failed = rules.undo_failed(model.name)
+        self.at_start = True  # the files are as the first prompt showed them (no edit, or every edit undone)
 
     def run(self, results: list[CommandResult]) -> Ending:
         """The turns, from the first checks' `results`. A KeyboardInterrupt goes to the caller."""
@@ -88,18 +90,39 @@ class Loop:
             raise Stop(BUDGET, f"max_turns ({self.config.budget.max_turns}) reached")
         t.turns = self.checks.turn = t.turns + 1
         self.turn_model_s, self.turn_calls, self.turn_replies = 0.0, 0, 0
+        from_start = self.at_start
         applied = self.apply(self.ask(messages), messages)
         if applied is not None:
             results = self.checks.run()
             if self.checks.accepted(results):
                 self.report_turn(applied, results)
                 raise Stop(ACCEPTED, "all acceptance checks pass")
+            failed = sum(not r.passed for r in results)
+            self.outcome_of_reply(f"was applied, and then {plural(failed, 'check')} still failed")
+            if self.undo_failed and from_start and len(results) - failed <= self.turn_trees[0].checks_passed:
+                # A small model rarely mends a wrong fix; a fresh sample of the first prompt may get it right.
+                told = self.prompt.undone_message(applied, results, turn=t.turns, tampered=self.checks.tampered)
+                self.report_turn(applied, results)
+                self.undo()
+                messages[:] = [*self.opening, {"role": "user", "content": told}]
+                return
             messages.append({"role": "user", "content": self.prompt.feedback_message(
                 applied, results, turn=t.turns, accepted=False, tampered=self.checks.tampered,
                 applied_diff=self.applied_diff)})
-            failed = sum(not r.passed for r in results)
-            self.outcome_of_reply(f"was applied, and then {plural(failed, 'check')} still failed")
         self.report_turn(applied, self.checks.last_results)
+
+    def undo(self) -> None:
+        """Put the files the edits changed back as they were at the start (rules.undo_failed). An
+        interrupt in between leaves the result as the disk has it (`pending`), as for an edit."""
+        edited = self.edited
+        paths = [c.path for c in self.workspace.changes(edited.base, edited.tree)]
+        was_pristine = self.checks.pristine
+        self.checks.touched()
+        edited.pending = paths
+        self.workspace.put(edited.tree, edited.base)
+        edited.tree, edited.pending = edited.base, []
+        self.checks.touched(paths, was_pristine=was_pristine)
+        self.at_start = True
 
     def ask(self, messages: list[dict[str, Any]]) -> ModelReply:
         """One model reply for this turn, answering read-only tool calls in between."""
@@ -202,7 +225,7 @@ class Loop:
             t.replies_with_edits += 1
         if result.applied:
             t.replies_applied += 1
-            self.unusable_in_a_row = 0
+            self.unusable_in_a_row, self.at_start = 0, False
             self.prompt.in_play.extend(p for p in dict.fromkeys(result.changed_files) if p not in self.prompt.in_play)
             return result
         t.unusable_turns += 1
@@ -214,7 +237,7 @@ class Loop:
             raise Stop(GAVE_UP, f"{self.unusable_in_a_row} replies in a row had no edit that could be applied")
         refused = next((f.message for f in result.failures), "")
         self.outcome_of_reply(f"was refused ({refused})" if refused else "held no edit that could be applied")
-        fresh = self.fresh_retry and t.replies_applied == 0  # the first prompt still shows the code as it is
+        fresh = self.fresh_retry and self.at_start  # the first prompt still shows the code as it is
         repeated = None if earlier is None or fresh else (earlier[0], self.replies_seen[said][1])
         told = {"role": "user", "content": self.prompt.unusable_message(
             result, cut_off=reply.finish_reason == "length", copied=copied, turn=t.turns, fresh=fresh,

@@ -73,6 +73,20 @@ class Prompt:
         self.trajectory.event("feedback", turn=turn, content=text)
         return text
 
+    def undone_message(self, applied: ApplyResult, results: list[CommandResult], *, turn: int,
+                       tampered: list[str]) -> str:
+        """After an applied reply that is undone (rules.undo_failed): how the checks failed, sent after the
+        first prompt, which shows the code as it is again; recorded with `fresh_retry` and `undone`."""
+
+        def render(checks: list[dict[str, Any]], shown: list[feedback.ShownFile]) -> str:
+            return feedback.render("undone.j2", changed_files=applied.changed_files, checks=checks,
+                                   tampered=sorted(set(tampered)))
+
+        checks = [feedback.check_view(r) for r in self.visible(results)]
+        text = followup.fit(render, checks, [], rules.first_prompt_tokens(self.model.name))
+        self.trajectory.event("feedback", turn=turn, content=text, fresh_retry=True, undone=applied.changed_files)
+        return text
+
     def visible(self, results: list[CommandResult]) -> list[CommandResult]:
         shown = {c.run for c in self.config.feedback_checks}
         return [r for r in results if r.command in shown]

@@ -14,6 +14,7 @@ from typing import Any
 from agentloop.data import data_dir
 
 DEFAULT_REPEAT_TEMPERATURE = 0.7
+FLAGS = ("tools", "give_up", "fresh_retry", "undo_failed")  # the yes/no keys of a rule
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ModelRule:
     tools: bool = True  # offer the read-only tools when `tools: auto`
     give_up: bool = True  # offer the GIVE UP line in the prompt
     fresh_retry: bool = False  # after an unusable reply (nothing applied yet): the first prompt + why, again
+    undo_failed: bool = False  # an applied reply that passed no more checks than the start is undone
     params: dict[str, Any] = field(default_factory=dict)  # request parameters (a copy is handed out)
     repeat_temperature: float = DEFAULT_REPEAT_TEMPERATURE
     first_prompt_tokens: int | None = None  # cap on the first prompt (estimated tokens); None: no cap
@@ -47,7 +49,7 @@ def rule_for(model: str) -> ModelRule:
         if re.search(rule["match"], model or ""):
             edit_format = rule.get("format", edit_format)
             params.update(rule.get("params") or {})
-            flags = {key: bool(rule[key]) for key in ("tools", "give_up", "fresh_retry") if key in rule}
+            flags = {key: bool(rule[key]) for key in FLAGS if key in rule}
             cap = rule.get("first_prompt_tokens", cap)
             break
     return ModelRule(edit_format, params=params,
@@ -81,6 +83,13 @@ def fresh_retry(model: str) -> bool:
     and the reason it was refused, without the reply itself (rather than by the conversation with the
     refused reply in it): a small model shown its own reply copies it."""
     return rule_for(model).fresh_retry
+
+
+def undo_failed(model: str) -> bool:
+    """Whether an applied reply after which no more checks pass than at the start is undone, the next
+    request being the first prompt and how that reply failed: a small model rarely mends a wrong fix
+    over turns, but a fresh sample of the first prompt often gets it right."""
+    return rule_for(model).undo_failed
 
 
 def first_prompt_tokens(model: str) -> int | None:
