@@ -63,6 +63,25 @@ def test_skyrl_shape_wrong_then_right(row, tmp_path):
     assert "return a - b" in (tmp_path / "repo" / "calc.py").read_text()  # the source untouched
 
 
+def test_a_policy_whose_wrong_fix_is_undone_still_gets_the_feedback_as_its_observation(row, tmp_path):
+    """For a policy named like a small Qwen coder (models.yaml fresh_retry, undo_failed) the loop's next
+    request is the opening messages and a new one, not a continuation: the observation is that new
+    message (it was empty), and the episode goes on from the starting code."""
+    env = AgentloopEnv({"out": str(tmp_path / "out"), "sandbox": "off", "model": "qwen2.5-coder-1.5b"},
+                       {"task": row})
+    try:
+        env.init([])
+        for wrong in (WRONG, FIX_ADD.replace("a + b", "a * b")):
+            step = env.step(wrong)
+            assert [m["role"] for m in step["observations"]] == ["user"]
+            assert "has been undone" in step["observations"][0]["content"]
+            assert "exit code 1" in step["observations"][0]["content"]
+        last = env.step(FIX_ADD)  # from the starting code again: FROM_WRONG would not apply
+        assert last["done"] is True and last["reward"] == 1.0
+    finally:
+        env.close()
+
+
 def test_trainer_prompt_is_kept_and_budget_ends_with_zero_reward(row, tmp_path):
     row["limits"] = {"max_turns": 2}
     env = AgentloopEnv({"out": str(tmp_path / "out"), "sandbox": "off"}, {"task": row})

@@ -55,6 +55,16 @@ def episode_reward(result: dict[str, Any]) -> float:
     return 1.0 if result.get("status") == PASSED else 0.0
 
 
+def _common_prefix(before: list[dict[str, Any]], now: list[dict[str, Any]]) -> int:
+    """How many leading messages two requests share. The next request usually goes on from the last
+    one; after a refused or undone reply (models.yaml fresh_retry, undo_failed) it is the opening
+    messages and a new one, and that new message is the observation."""
+    k = 0
+    while k < min(len(before), len(now)) and before[k] == now[k]:
+        k += 1
+    return k
+
+
 class _Channel:
     """The loop's model: each request goes to the trainer; the trainer's action comes back as the reply."""
 
@@ -96,7 +106,7 @@ class AgentloopEnv:
         self.channel = _Channel(self.policy_name)
         self.result: dict[str, Any] | None = None
         self.turns = 0
-        self._seen = 0
+        self._sent: list[dict[str, Any]] = []  # the loop's last request
         self._thread: threading.Thread | None = None
 
     # -- the episode's thread ------------------------------------------------------------------
@@ -130,7 +140,7 @@ class AgentloopEnv:
             self.result = value
             info |= {"done": True, "status": value["status"], "reward": episode_reward(value)}
             return list(prompt or []), info
-        self._seen = len(value)
+        self._sent = value
         return (list(prompt) if prompt else value), info
 
     def step(self, action: str) -> dict[str, Any]:
@@ -146,8 +156,8 @@ class AgentloopEnv:
             self.result = value
             self._thread.join()
             return self._final([])
-        new = [m for m in value[self._seen:] if m.get("role") != "assistant"]
-        self._seen = len(value)
+        new = [m for m in value[_common_prefix(self._sent, value):] if m.get("role") != "assistant"]
+        self._sent = value
         return {"observations": new, "reward": 0.0, "done": False,
                 "metadata": {"turn": self.turns, "status": None}}
 
