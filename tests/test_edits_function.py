@@ -303,3 +303,26 @@ def test_a_block_that_copies_other_definitions_of_the_file_is_refused(repo):
     assert not result.applied and "also holds label" in result.failures[0].message
     helper = "def label(x):\n    return x\n\n\ndef area(w, h):\n    return label(w * h)\n"  # a method's name
     assert apply_reply(repo, reply("shapes.py::area", helper)).applied  # ... is free at the top level
+
+
+def test_a_header_wrapped_in_its_own_fence_and_run_on_definitions_parse(repo):
+    """Qwen2.5-Coder-1.5B on toolz_compose: `path::name` inside a ```python fence of its own, then the
+    definition's fence, and the next header before that fence was closed. Read as a whole-file block,
+    it was refused (the file was shown in part); it is two definitions."""
+    text = ("### Edit 1\n\n```python\nshapes.py::area\n```python\ndef area(w, h):\n    return w * h\n\n"
+            "shapes.py::perimeter\n```python\ndef perimeter(w, h):\n    return 2 * w + 2 * h\n```\n\nDone.\n")
+    edits = parse_edits(text, known_files=["shapes.py"])
+    assert [(e.kind, e.path, e.search) for e in edits] == [("function", "shapes.py", "area"),
+                                                           ("function", "shapes.py", "perimeter")]
+    assert edits[0].replace == "def area(w, h):\n    return w * h\n\n"
+    result = apply_reply(repo, text, known_files=["shapes.py"])
+    assert result.applied, render_failures(result)
+    assert "return w * h" in (repo / "shapes.py").read_text()
+    assert "return 2 * w + 2 * h" in (repo / "shapes.py").read_text()
+    # A fence closed inside a docstring's example, then a proper block: nothing is added or dropped.
+    fine = ('shapes.py::area\n```python\ndef area(w, h):\n    """Area.\n\n    ```pycon\n    >>> area(2, 3)\n'
+            '    6\n    ```\n    """\n    return w * h\n```\n\nshapes.py::perimeter\n```python\n'
+            'def perimeter(w, h):\n    return 2 * w + 2 * h\n```\n')
+    edits = parse_edits(fine, known_files=["shapes.py"])
+    assert [(e.kind, e.search) for e in edits] == [("function", "area"), ("function", "perimeter")]
+    assert "    ```\n" in edits[0].replace and edits[1].replace == "def perimeter(w, h):\n    return 2 * w + 2 * h\n"

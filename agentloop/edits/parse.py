@@ -103,6 +103,39 @@ def _fences(lines: list[str]) -> dict[int, _Fence]:
     return out
 
 
+def _unwrap_definition_headers(lines: list[str]) -> list[str]:
+    """Put the fences where the function format has them when a small model misplaces them.
+
+    Qwen2.5-Coder-1.5B wrote `path::name` inside a ```python fence of its own, then opened the
+    definition's fence (so both fences ran to the reply's last closer, a whole-file block), and ran one
+    definition into the next header without closing it. A `path::name` line directly followed by a
+    fence opener with a language always starts a definition: the opener just before it is dropped,
+    and a fence left open is closed before it."""
+    out: list[str] = []
+    opener: str | None = None  # the open fence's opening line (closed as in _fences)
+    for k, line in enumerate(lines):
+        after = _FENCE.match(lines[k + 1]) if k + 1 < len(lines) else None
+        if after and after.group(2) and _DEFINITION_HEADER.match(line.strip()):
+            if opener is not None:
+                if out and out[-1] == opener:
+                    out.pop()  # the header's own fence
+                else:
+                    out.append(after.group(1))  # the last definition ran on into this header
+                opener = None
+            out.append(line)
+            continue
+        fence = _FENCE.match(line)
+        if fence and opener is None:
+            opener = line
+        elif fence and opener is not None:
+            ticks = _FENCE.match(opener).group(1)  # type: ignore[union-attr]
+            if (not fence.group(2) and fence.group(1)[0] == ticks[0] and len(fence.group(1)) >= len(ticks)
+                    and _indent(line) <= _indent(opener) + 3):
+                opener = None
+        out.append(line)
+    return out
+
+
 def _header_path(text: str, is_file: _IsFile = None) -> str | None:
     """A line that names a file and nothing else: `calc.py`, `**src/x.py**`, `# File: x.py:`."""
     t = text.strip()
@@ -162,7 +195,7 @@ def _look_back_path(lines: list[str], i: int, fences: dict[int, _Fence], is_file
 class _Scanner:
     def __init__(self, reply: str, is_file: _IsFile = None):
         self.is_file = is_file
-        self.lines = reply.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        self.lines = _unwrap_definition_headers(reply.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
         self.fences = _fences(self.lines)
         self.inside = [False] * len(self.lines)
         for f in self.fences.values():
