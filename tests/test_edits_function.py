@@ -326,3 +326,11 @@ def test_a_header_wrapped_in_its_own_fence_and_run_on_definitions_parse(repo):
     edits = parse_edits(fine, known_files=["shapes.py"])
     assert [(e.kind, e.search) for e in edits] == [("function", "area"), ("function", "perimeter")]
     assert "    ```\n" in edits[0].replace and edits[1].replace == "def perimeter(w, h):\n    return 2 * w + 2 * h\n"
+    # A document quoting the format in a SEARCH/REPLACE block is edited as it is.
+    doc = "Write `x.py::name`, then the code:\n\n    x.py::name\n    ```python\n"
+    (repo / "GUIDE.md").write_text(doc)
+    quoting = ("```markdown\nGUIDE.md\n<<<<<<< SEARCH\n    x.py::name\n    ```python\n=======\n    x.py::name\n"
+               "    ```py\n>>>>>>> REPLACE\n```\n")
+    result = apply_reply(repo, quoting, known_files=["GUIDE.md"])
+    assert result.applied, render_failures(result)
+    assert (repo / "GUIDE.md").read_text() == doc.replace("```python", "```py")

@@ -110,12 +110,17 @@ def _unwrap_definition_headers(lines: list[str]) -> list[str]:
     definition's fence (so both fences ran to the reply's last closer, a whole-file block), and ran one
     definition into the next header without closing it. A `path::name` line directly followed by a
     fence opener with a language always starts a definition: the opener just before it is dropped,
-    and a fence left open is closed before it."""
+    and a fence left open is closed before it. (Python files only: the format is for them; and never
+    inside a SEARCH/REPLACE block, whose lines may quote this very format in a document.)"""
     out: list[str] = []
     opener: str | None = None  # the open fence's opening line (closed as in _fences)
+    searching = False  # inside a SEARCH/REPLACE block: its lines are the file's, left as they are
     for k, line in enumerate(lines):
+        if _SR_START.match(line) or _SR_END.match(line):
+            searching = bool(_SR_START.match(line))
         after = _FENCE.match(lines[k + 1]) if k + 1 < len(lines) else None
-        if after and after.group(2) and _DEFINITION_HEADER.match(line.strip()):
+        header = None if searching or not after or not after.group(2) else _DEFINITION_HEADER.match(line.strip())
+        if header and header.group(1).endswith((".py", ".pyi")):
             if opener is not None:
                 if out and out[-1] == opener:
                     out.pop()  # the header's own fence
