@@ -4,6 +4,7 @@ rollouts in real subprocesses."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def test_ctrl_c_kills_running_rollouts_and_leaves_nothing_half_written(world, tm
     import sys
 
     repo, held = world
-    marker = "61.4321"
+    marker = f"61.{os.getpid():08d}"  # this run's own: another run of this test on the machine has another
     tasks = write_tasks(tmp_path, [fixable(repo, held, task_id="slow", setup=[f"sleep {marker}"])])
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "agentloop", "batch", str(tasks), "-o", str(out),
@@ -257,7 +258,7 @@ def test_ctrl_c_kills_running_rollouts_and_leaves_nothing_half_written(world, tm
 def test_what_a_rollout_leaves_running_is_killed_when_it_ends(world, tmp_path):
     """Rollouts are forked from one warm worker; each leads its own process group, swept when it ends."""
     repo, held = world
-    marker = "62.5432"
+    marker = f"62.{os.getpid():08d}"
     tasks = write_tasks(tmp_path, [fixable(repo, held, task_id="leaves", setup=[f"sleep {marker} &"]),
                                    fixable(repo, held, task_id="other")])
     out = tmp_path / "out"
