@@ -88,7 +88,7 @@ def fresh_retry(model: str) -> bool:
 def undo_failed(model: str) -> bool:
     """Whether an applied reply after which no more checks pass than at the start is undone, the next
     request being the first prompt and how that reply failed: a small model rarely mends a wrong fix
-    over turns, but a fresh sample of the first prompt often gets it right."""
+    over turns; a fresh sample of the first prompt may get it right (measured: benchmarks/results/real-suite.md)."""
     return rule_for(model).undo_failed
 
 
