@@ -73,6 +73,14 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+def _closes(opener: str, line: str) -> bool:
+    """Whether fence line `line` closes the fence `opener` opened: no info string, the same character,
+    at least as long, and (as in CommonMark) indented at most 3 columns more than the opener."""
+    m, o = _FENCE.match(line), _FENCE.match(opener)
+    return (m is not None and o is not None and not m.group(2) and m.group(1)[0] == o.group(1)[0]
+            and len(m.group(1)) >= len(o.group(1)) and _indent(line) <= _indent(opener) + 3)
+
+
 def _fences(lines: list[str]) -> dict[int, _Fence]:
     """Pair fence openers with closers; SEARCH/REPLACE bodies are skipped, they may hold fences.
 
@@ -80,7 +88,6 @@ def _fences(lines: list[str]) -> dict[int, _Fence]:
     code (a docstring's indented ``` example) does not end the block."""
     out: dict[int, _Fence] = {}
     cur: _Fence | None = None
-    ticks = ""
     i = 0
     while i < len(lines):
         m = _FENCE.match(lines[i])
@@ -93,10 +100,8 @@ def _fences(lines: list[str]) -> dict[int, _Fence]:
         if m:
             if cur is None:
                 cur = _Fence(i, None, m.group(2))
-                ticks = m.group(1)
                 out[i] = cur
-            elif (not m.group(2) and m.group(1)[0] == ticks[0] and len(m.group(1)) >= len(ticks)
-                  and _indent(lines[i]) <= _indent(lines[cur.open]) + 3):
+            elif _closes(lines[cur.open], lines[i]):
                 cur.close = i
                 cur = None
         i += 1
@@ -132,11 +137,8 @@ def _unwrap_definition_headers(lines: list[str]) -> list[str]:
         fence = _FENCE.match(line)
         if fence and opener is None:
             opener = line
-        elif fence and opener is not None:
-            ticks = _FENCE.match(opener).group(1)  # type: ignore[union-attr]
-            if (not fence.group(2) and fence.group(1)[0] == ticks[0] and len(fence.group(1)) >= len(ticks)
-                    and _indent(line) <= _indent(opener) + 3):
-                opener = None
+        elif fence and opener is not None and _closes(opener, line):
+            opener = None
         out.append(line)
     return out
 
