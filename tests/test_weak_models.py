@@ -6,6 +6,7 @@ that is not quite its path, a whole file with no path line, while a test file is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,37 @@ def test_small_local_models_get_a_reply_length_limit(repo, monkeypatch):
     assert body["max_tokens"] == rules.params("openai/qwen2.5-coder-1.5b")["max_tokens"]
     assert body["temperature"] == 0.8  # sampled: at 0 it copied the function it was shown, unchanged
     assert rules.params("gpt-4.1")["temperature"] == 0.0  # everyone else: the same prompt, the same reply
+
+
+def test_small_local_models_draw_a_fresh_seed_for_every_request_unless_the_user_sets_one(repo, monkeypatch):
+    """llama-cpp-python draws its seeds from a chain that starts again with the server: without a seed of
+    our own, every run of a task (and every sample of a batch group) got the same replies."""
+    from click.testing import CliRunner
+    from conftest import validate_event
+
+    from agentloop.cli import cli
+    from agentloop.record.trajectory import read_events
+
+    monkeypatch.chdir(repo)
+
+    def run(model: str, *extra: str) -> tuple[list[dict], list[dict]]:
+        with FakeLLM([{"content": f"I am not sure ({n})."} for n in range(3)]) as server:
+            result = CliRunner().invoke(cli, ["fix", "-m", model, "--api-base", server.api_base, "--check", PYTEST,
+                                              "--max-turns", "3", "--json", *extra], catch_exceptions=False)
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        calls = [e for e in read_events(Path(summary["trajectory"])) if e["type"] == "model_call"]
+        assert all(validate_event(e) == [] for e in calls)
+        return server.requests, calls
+
+    requests, calls = run("openai/qwen2.5-coder-1.5b")
+    seeds = [r.get("seed") for r in requests]
+    assert len(seeds) == 3 and all(isinstance(s, int) for s in seeds) and len(set(seeds)) == 3
+    assert [c["params_override"]["seed"] for c in calls] == seeds  # the record says which draw it was
+    requests, calls = run("openai/fake")  # every other model: the provider's own seeding
+    assert [r.get("seed") for r in requests] == [None] * 3 and not any("params_override" in c for c in calls)
+    (repo / "seeded.yaml").write_text("model_params: {seed: 7}\n")
+    requests, calls = run("openai/qwen2.5-coder-1.5b", "--config", "seeded.yaml")
+    assert [r.get("seed") for r in requests] == [7] * 3 and not any("params_override" in c for c in calls)
 
 
 def test_the_user_s_model_params_win_over_the_per_model_ones(repo):

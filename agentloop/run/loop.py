@@ -8,6 +8,7 @@ Control flow is by exception (`Stop`).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +63,8 @@ class Loop:
         self.opening: list[dict[str, Any]] = []  # the first request's messages (see rules.fresh_retry)
         self.fresh_retry = rules.fresh_retry(model.name)
         self.undo_failed = rules.undo_failed(model.name)
+        # a seed the user set is theirs to keep; otherwise each request may draw its own (rules.fresh_seed)
+        self.fresh_seed = rules.fresh_seed(model.name) and "seed" not in rules.params(model.name, config.model_params)
         self.at_start = True  # the files are as the first prompt showed them (no edit, or every edit undone)
 
     def run(self, results: list[CommandResult]) -> Ending:
@@ -159,6 +162,8 @@ class Loop:
             override = {"temperature": max(rules.repeat_temperature(model.name), usual)}
         self.repeat_next = False
         self.warm_call = bool(override)
+        if self.fresh_seed:
+            override["seed"] = random.randrange(2**31)
         self.status(f"waiting for the model (turn {t.turns})")
         try:
             reply = model.query(messages, tools, deadline=deadline, overrides=override)

@@ -14,7 +14,7 @@ from typing import Any
 from agentloop.data import data_dir
 
 DEFAULT_REPEAT_TEMPERATURE = 0.7
-FLAGS = ("tools", "give_up", "fresh_retry", "undo_failed")  # the yes/no keys of a rule
+FLAGS = ("tools", "give_up", "fresh_retry", "undo_failed", "fresh_seed")  # the yes/no keys of a rule
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ModelRule:
     give_up: bool = True  # offer the GIVE UP line in the prompt
     fresh_retry: bool = False  # after an unusable reply (nothing applied yet): the first prompt + why, again
     undo_failed: bool = False  # an applied reply that passed no more checks than the start is undone
+    fresh_seed: bool = False  # every request carries a new random `seed` (unless the user's params set one)
     params: dict[str, Any] = field(default_factory=dict)  # request parameters (a copy is handed out)
     repeat_temperature: float = DEFAULT_REPEAT_TEMPERATURE
     first_prompt_tokens: int | None = None  # cap on the first prompt (estimated tokens); None: no cap
@@ -90,6 +91,13 @@ def undo_failed(model: str) -> bool:
     request being the first prompt and how that reply failed: a small model rarely mends a wrong fix
     over turns; a fresh sample of the first prompt may get it right (measured: benchmarks/results/real-suite.md)."""
     return rule_for(model).undo_failed
+
+
+def fresh_seed(model: str) -> bool:
+    """Whether every request carries a new random `seed`: a server that draws its seeds from a fixed
+    chain (llama-cpp-python, from its start) gave the same replies in every run of a task, so repeated
+    runs and a batch's samples of one task were one sample."""
+    return rule_for(model).fresh_seed
 
 
 def first_prompt_tokens(model: str) -> int | None:
