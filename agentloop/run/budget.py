@@ -64,7 +64,7 @@ def estimate_tokens(text: str) -> int:
             count += NEWLINE_TOKENS if "\n" in piece else 0
         else:
             count += math.sqrt(len(piece))
-    return math.ceil(count + sum(ord(c) > 127 for c in text))
+    return math.ceil(count + len(text) - len(text.encode("ascii", "ignore")))  # + the non-ASCII characters
 
 
 def trim_output(output: str, max_tokens: int | None) -> str:
