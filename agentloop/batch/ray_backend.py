@@ -127,10 +127,13 @@ def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], 
                 in_flight[remote.remote(spec, hard_deadline(job.row, settings.defaults, settings.grace))] = job
                 submitted[job.key] = time.monotonic()
                 display.started(job.key, job.attempts)
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            ready, waiting = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            if ready and waiting:  # every rollout already back, not only the first: none waits for another's record
+                ready += ray.wait(waiting, num_returns=len(waiting), timeout=0)[0]
             display.tick()
-            for ref in ready:
-                job = in_flight.pop(ref)
+            results = {}
+            for ref in ready:  # fetched before any is recorded (an fsync each); in flight until recorded (Ctrl-C)
+                job = in_flight[ref]
                 try:
                     result = ray.get(ref)
                     inner = result.pop("ray_inner_seconds", None)
@@ -141,6 +144,9 @@ def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], 
                               "reward": None, "turns": 0, "tokens": 0, "cost": 0.0, "seconds": 0.0,
                               "run_dir": None, "outcome": None, "reason": f"ray: {type(exc).__name__}: {exc}",
                               "flags": []}
+                results[ref] = result
+            for ref, result in results.items():
+                job = in_flight.pop(ref)
                 if should_retry(job, result):
                     queue.insert(0, job)
                     display.retrying(job.key)
