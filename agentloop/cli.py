@@ -95,4 +95,7 @@ def main() -> None:
     from agentloop.interrupts import raise_interrupt
 
     signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM ends a command like Ctrl-C: exit 130, tree in order
+    # A background job of a script starts with SIGINT ignored, and Python then leaves it so: `kill -INT`
+    # would do nothing to `agentloop batch &` (a `fix` run installs its own handler). Ctrl-C always stops.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cli()

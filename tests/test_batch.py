@@ -240,9 +240,11 @@ def test_ctrl_c_kills_running_rollouts_and_leaves_nothing_half_written(world, tm
     marker = f"61.{os.getpid():08d}"  # this run's own: another run of this test on the machine has another
     tasks = write_tasks(tmp_path, [fixable(repo, held, task_id="slow", setup=[f"sleep {marker}"])])
     out = tmp_path / "out"
+    # Started as a script's background job is (`agentloop batch ... &`): with SIGINT ignored.
     proc = subprocess.Popen([sys.executable, "-m", "agentloop", "batch", str(tasks), "-o", str(out),
                              "-m", "openai/fake", "--api-base", "http://127.0.0.1:9/v1", "--sandbox", "off"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 60
     while not _processes_running(f"sleep {marker}") and time.monotonic() < deadline:
         time.sleep(0.1)
