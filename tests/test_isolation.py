@@ -380,11 +380,15 @@ def test_restore_keeps_line_endings_that_git_converts(tmp_path):
     assert tree_bytes(repo) == before and (repo / "a.txt").read_bytes() == b"one\r\ntwo\r\n"
 
 
-def test_the_private_index_of_tree_with_is_kept_per_workspace_and_removed(calc_repo, tmp_path):
+def test_the_private_index_of_tree_with_is_kept_per_workspace_and_removed(calc_repo, tmp_path, monkeypatch):
     """tree_with keeps its index between turns (one `git read-tree` less each), removes it on close,
-    and a later workspace sweeps away the index of a process that was killed before it could."""
+    and a later workspace sweeps away the index of a process that was killed before it could. (The
+    index writes the trees an edit in process cannot: here, every one.)"""
     import tempfile
 
+    from agentloop.workspace import trees
+
+    monkeypatch.setattr(trees, "edit_tree", lambda *args: None)
     dead = Path(tempfile.gettempdir()) / "agentloop-index-999999999-x1"  # above any pid_max
     dead.mkdir(exist_ok=True)
     ws = Workspace(calc_repo)

@@ -158,7 +158,7 @@ def test_a_one_turn_rollout_asks_git_nothing_it_already_knows(tmp_path: Path):
     assert ["git", "ls-files", "-z", "--others", "--exclude-standard"] not in started  # the snapshot's listing
     listing = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
     assert started.count(listing) == 2  # the looks after the two checks, nothing more
-    assert len(started) <= 28, started  # 34 before the cuts of issue 15
+    assert len(started) <= 25, started  # 34 before the cuts of issue 15, 28 before the long-lived git processes
     moved, with_setup = one_turn_rollout(tmp_path / "setup", setup=["git commit -q --allow-empty -m moved"])
     assert [a[1] for a in with_setup if a[0] == "git"].count("rev-parse") == 2  # setup may move HEAD: asked
     header = json.loads((Path(moved["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
@@ -243,3 +243,35 @@ def _look_at(suite_after, workspace: Workspace, repo: Path) -> None:
     assert suite_after("echo 'def test_x(): pass' > test_planted.py").files_now() is None  # restored: removed
     assert not (repo / "test_planted.py").exists()
     assert suite_after("git config core.excludesFile /dev/null").files_now() is None  # config put back
+
+
+def test_later_turns_start_no_git_for_their_tree_their_blobs_or_their_branch(tmp_path: Path):
+    """A turn's tree, the blobs it stores and reads, and its commit's branch move go through the
+    rollout's long-lived git processes (agentloop.workspace.gitbatch): one of each per rollout,
+    however many turns; per turn only the diff, the look after the check and the commit start git."""
+    from fake_llm import FakeLLM
+
+    from agentloop.batch.rollout import run_rollout
+    from agentloop.batch.tasks import validate_row
+
+    repo = make_repo(tmp_path / "repo", {"calc.py": "def add(a, b):\n    return a - b\n"})
+
+    def edit(old: str, new: str) -> dict:
+        return {"content": f"calc.py\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"}
+
+    replies = [edit("    return a - b", "    return a - b  # try 1"),
+               edit("    return a - b  # try 1", "    return a - b  # try 2"),
+               edit("    return a - b  # try 2", "    return a + b")]
+    task, problems = validate_row({"id": "t", "task": "add must add", "source": {"path": str(repo)},
+                                   "checks": ["grep -q 'a + b' calc.py"], "limits": {"max_turns": 4}},
+                                  "row", tmp_path)
+    assert task is not None, problems
+    with FakeLLM(replies) as server, spawned() as started:
+        result = run_rollout(task, 0, tmp_path / "out", model="openai/fake", api_base=server.api_base, sandbox="off")
+    assert result["status"] == "passed" and result["turns"] == 3, result
+    commands = [" ".join(a[1:3]) for a in started if a[0] == "git"]
+    for long_lived in ("hash-object -w", "cat-file --batch", "mktree -z", "update-ref --stdin"):
+        assert commands.count(long_lived) == 1, (long_lived, commands)
+    assert "update-index -z" not in commands and commands.count("write-tree") == 1  # (the start's snapshot)
+    assert sum(c.startswith("diff --no-color") for c in commands) == 3 + 2  # a turn's edit: one (and set-up, end)
+    assert sum(c.startswith("diff --raw") for c in commands) == 0  # its listing comes with its patch

@@ -28,7 +28,7 @@ from typing import Any
 from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
 from agentloop.files import atomic_write, read_json
 from agentloop.outcome import Outcome
-from agentloop.workspace import pool
+from agentloop.workspace import gitbatch, pool
 from agentloop.workspace.repo import (
     Change,
     Workspace,
@@ -287,7 +287,8 @@ class Isolation:
         """One commit per turn on the run's branch, so that every turn's tree stays restorable."""
         if self.tip is not None:
             commit = self.commit(tree, self.tip, f"agentloop {self.run_id}: turn {turn}")
-            git(["update-ref", f"refs/heads/{self.branch}", commit, self.tip], self.user.root)
+            if not gitbatch.update_ref(self.user.root, f"refs/heads/{self.branch}", commit, self.tip):
+                git(["update-ref", f"refs/heads/{self.branch}", commit, self.tip], self.user.root)
             self.tip, self.tip_tree = commit, tree
 
     def commit(self, tree: str, parent: str | None, message: str) -> str:

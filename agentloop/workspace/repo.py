@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agentloop.errors import UsageError
 from agentloop.files import looks_binary, names_git_dir, real_inside
+from agentloop.workspace import gitbatch, trees
 from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env, toplevel
 
 AGENTLOOP_DIR = ".agentloop"
@@ -187,8 +188,14 @@ class Workspace:
         """`base` (or an empty tree) with each of `paths` as it is on disk now, ignored or not: its exact
         bytes (no filter, no line-ending conversion, whatever .gitattributes says), or removed if gone.
 
-        A run asks this once per turn with the tree it got the turn before, so the private index that
-        builds it is kept (in a temporary folder, removed with this object) and not read again then."""
+        Written in process (agentloop.workspace.trees) when the edit is a plain one; otherwise through
+        a private index. A run asks this once per turn with the tree it got the turn before, so that
+        index is kept (in a temporary folder, removed with this object) and not read again then."""
+        new = self._file_entries(paths)
+        if base is None or base == "" or _OBJECT_ID.match(base):
+            tree = trees.edit_tree(self.root, base or None, new)
+            if tree is not None:
+                return tree
         if self._index is None:
             _remove_dead_indexes()
             folder = tempfile.mkdtemp(prefix=f"{_INDEX_PREFIX}{os.getpid()}-")
@@ -197,37 +204,48 @@ class Workspace:
         index, holds = self._index
         env = {**os.environ, "GIT_INDEX_FILE": str(index)}
         self._index = (index, None)  # until the new tree is written: a failure leaves it unknown
-        tree = self._write_tree(env, None if base and base == holds else base or "--empty", paths)
+        tree = self._index_tree(env, None if base and base == holds else base or "--empty", new)
         self._index = (index, tree)
         return tree
 
     def close(self) -> None:
-        """Remove tree_with's private index now (a forked rollout ends with os._exit: no finalizer runs)."""
+        """Remove tree_with's private index and end the long-lived git processes in this tree now (a
+        forked rollout ends with os._exit: no finalizer runs)."""
+        gitbatch.close_all(self.root)
         if self._index is not None:
             self._remove_index()
             self._index = None
 
     def _write_tree(self, env: dict[str, str], read: str | None, paths: Iterable[str]) -> str:
         """Into the index named by `env` (first reset to tree `read`, if given), put `paths` as on disk."""
+        return self._index_tree(env, read, self._file_entries(paths))
+
+    def _file_entries(self, paths: Iterable[str]) -> dict[str, tuple[str, str] | None]:
+        """Each of `paths` as on disk: (mode, blob id), its blob stored, or None for a path that is not
+        a file or a symlink (or holds a newline); links and those first, then the regular files."""
         regular: list[str] = []
-        entries: list[str] = []
+        entries: dict[str, tuple[str, str] | None] = {}
         for rel in dict.fromkeys(paths):
             path = self.root / rel
             if os.path.islink(path):
-                entries.append(f"120000 {link_blob(self.root, rel)}\t{rel}")
+                entries[rel] = ("120000", link_blob(self.root, rel))
             elif "\n" not in rel and os.path.isfile(path):
                 regular.append(rel)
             else:
-                entries.append(f"0 {ZERO_SHA}\t{rel}")
-        if regular:
-            for rel, sha in zip(regular, file_blobs(self.root, regular, store=True), strict=True):
-                executable = os.stat(self.root / rel).st_mode & 0o111
-                entries.append(f"{'100755' if executable else '100644'} {sha}\t{rel}")
+                entries[rel] = None
+        for rel, sha in zip(regular, file_blobs(self.root, regular, store=True), strict=True):
+            executable = os.stat(self.root / rel).st_mode & 0o111
+            entries[rel] = ("100755" if executable else "100644", sha)
+        return entries
+
+    def _index_tree(self, env: dict[str, str], read: str | None, new: dict[str, tuple[str, str] | None]) -> str:
+        """The tree of the index named by `env` (first reset to tree `read`, if given) with `new` in it."""
         if read is not None:
             git(["read-tree", read], self.root, env=env)
-        if entries:
+        if new:
             git(["update-index", "-z", "--index-info"], self.root, env=env,
-                input_text="".join(e + "\0" for e in entries))
+                input_text="".join(f"{mode} {sha}\t{rel}\0" for rel, (mode, sha) in
+                                   ((rel, entry or ("0", ZERO_SHA)) for rel, entry in new.items())))
         return git(["write-tree"], self.root, env=env).strip()
 
     def diff(self, old_tree: str, new_tree: str | None = None) -> str:
@@ -245,20 +263,41 @@ class Workspace:
         return text
 
     def _diff(self, old_tree: str, new_tree: str) -> str:
-        changes = self.changes(old_tree, new_tree)
+        patch = None
+        if (str(self.root), old_tree, new_tree) in _CHANGES or old_tree == new_tree:
+            changes = self.changes(old_tree, new_tree)
+        else:
+            changes, patch = self._changes_and_patch(old_tree, new_tree)
         if not changes:
             return ""
         binary = blobs_binary(self.root, [s for c in changes for s in (c.old_sha, c.new_sha) if s != ZERO_SHA])
         text_paths = [c.path for c in changes if not any(binary.get(s) for s in (c.old_sha, c.new_sha))]
+        if patch is not None and len(text_paths) == len(changes):
+            return patch  # (every file is text: the patch git wrote beside the listing is the one asked for)
         binary_paths = [c.path for c in changes if c.path not in set(text_paths)]
         env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
-        base = ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames"]
         out = ""
         if text_paths:
-            out += git([*base, "--text", old_tree, new_tree, "--", *text_paths], self.root, env=env)
+            out += git([*_DIFF, "--text", old_tree, new_tree, "--", *text_paths], self.root, env=env)
         if binary_paths:
-            out += git([*base, "--binary", old_tree, new_tree, "--", *binary_paths], self.root, env=env)
+            out += git([*_DIFF, "--binary", old_tree, new_tree, "--", *binary_paths], self.root, env=env)
         return out
+
+    def _changes_and_patch(self, old_tree: str, new_tree: str) -> tuple[list[Change], str]:
+        """`changes` and the `--text` patch of every changed file, from one git diff (`--raw -p`: the
+        listing, a NUL, then the patch). The listing is kept as `changes` keeps its own."""
+        out = git_bytes([*_DIFF, *_RAW, "-p", "--text", old_tree, new_tree], self.root)
+        changes, pos = [], 0
+        while out.startswith(b":", pos):
+            meta_end = out.index(b"\0", pos)
+            path_end = out.index(b"\0", meta_end + 1)
+            old_mode, new_mode, old_sha, new_sha, _status = out[pos + 1:meta_end].decode().split(" ")
+            path = out[meta_end + 1:path_end].decode("utf-8", "surrogateescape")
+            changes.append(Change(path, old_mode, new_mode, old_sha, new_sha))
+            pos = path_end + 1
+        patch = out[pos + 1:] if changes else b""  # (after the NUL that ends the listing)
+        _remember(_CHANGES, (str(self.root), old_tree, new_tree), tuple(changes))
+        return changes, patch.decode("utf-8", "surrogateescape")
 
     def changes(self, old_tree: str, new_tree: str) -> list[Change]:
         """The files that differ between two trees, with both sides' mode and blob."""
@@ -293,19 +332,23 @@ def _utf8(data: bytes) -> bool:
 def blobs_binary(cwd: Path, shas: list[str]) -> dict[str, bool]:
     """For each blob, whether its content is binary: a NUL byte in its first 8000 bytes (as git decides
     without attributes), or not UTF-8 (its diff would not be text a patch file can hold)."""
-    unique = list(dict.fromkeys(shas))
-    if not unique:
-        return {}
-    out = git_bytes(["cat-file", "--batch"], cwd, input_bytes="".join(s + "\n" for s in unique).encode())
-    result, pos = {}, 0
-    for sha in unique:
-        end = out.index(b"\n", pos)
-        header = out[pos:end].split()
-        size = int(header[2]) if len(header) == 3 else 0
-        body = out[end + 1:end + 1 + size]
+    result: dict[str, bool] = {}
+    for sha in dict.fromkeys(shas):
+        body = _cat_blob(cwd, sha) if _OBJECT_ID.match(sha) else None
+        if body is None:  # (not a blob's id: asked as before, a missing object read as empty)
+            out = git_bytes(["cat-file", "--batch"], cwd, input_bytes=sha.encode() + b"\n")
+            header, _, rest = out.partition(b"\n")
+            size = int(header.split()[2]) if len(header.split()) == 3 else 0
+            body = rest[:size]
         result[sha] = looks_binary(body) or not _utf8(body)
-        pos = end + 1 + size + (1 if len(header) == 3 else 0)
     return result
+
+
+def _cat_blob(cwd: Path, sha: str) -> bytes | None:
+    """The content of blob `sha` through the long-lived `git cat-file --batch`; None when `sha` names
+    no blob (missing, or another kind of object): the caller asks git the old way."""
+    found = gitbatch.read_object(cwd, sha)
+    return found[1] if found is not None and found[0] == "blob" else None
 
 
 ZERO_SHA = "0" * 40
@@ -370,6 +413,10 @@ def _remember(memo: dict, key: tuple[str, ...], value: object) -> None:
         memo[key] = value
 
 
+_DIFF = ("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
+_RAW = ("--raw", "-z", "--no-abbrev")
+
+
 def _tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
     out = git(["diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", "--no-textconv", old_tree,
                new_tree], cwd)
@@ -385,11 +432,25 @@ def _tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
 
 def file_blobs(cwd: Path, paths: Sequence[str], *, store: bool = False) -> list[str]:
     """The blob ids of files as they are on disk, unconverted (no filter, whatever .gitattributes
-    says); `store` also writes the blobs. (Paths holding a newline cannot be given this way.)"""
+    says); `store` also writes the blobs, through the workspace's long-lived `git hash-object`.
+    (Paths holding a newline cannot be given this way.)"""
     if not paths:
         return []
-    return git(["hash-object", *(["-w"] if store else []), "--no-filters", "--stdin-paths"], cwd,
-               input_text="".join(p + "\n" for p in paths)).split()
+    if not store:
+        return git(["hash-object", "--no-filters", "--stdin-paths"], cwd,
+                   input_text="".join(p + "\n" for p in paths)).split()
+    writer = gitbatch.batch(cwd, gitbatch.HASH_OBJECT)
+    shas: list[str] = []
+    for start in range(0, len(paths), _PATHS_AT_ONCE):
+        chunk = paths[start:start + _PATHS_AT_ONCE]
+        writer.send("".join(p + "\n" for p in chunk).encode("utf-8", "surrogateescape"))
+        shas += [writer.read_line().decode() for _ in chunk]
+    return shas
+
+
+# Paths sent to hash-object before reading their ids: 256 ids (some 10 kB) never fill the pipe back,
+# so git is never blocked writing while agentloop is still writing paths.
+_PATHS_AT_ONCE = 256
 
 
 def link_blob(cwd: Path, rel: str) -> str:
@@ -402,6 +463,9 @@ def read_blob(cwd: Path, sha: str, path: str | None = None) -> bytes:
     """A blob's content exactly as stored: agentloop stores files unconverted (see `tree_with`), so
     writing it back gives the bytes the file had, whatever filters or attributes say. (`path` is
     accepted for older callers and ignored.)"""
+    body = _cat_blob(cwd, sha) if _OBJECT_ID.match(sha) else None
+    if body is not None:
+        return body
     try:
         return git_bytes(["cat-file", "blob", sha], cwd)
     except RuntimeError as exc:

@@ -36,9 +36,10 @@ class EditedResult:
         if self._base_paths is None:
             out = tree_listing(self.workspace.root, self.base)
             self._base_paths = {item.split("\t", 1)[1] for item in out.split("\0") if item}
-        edited = {c.path for c in self.workspace.changes(self.base, self.tree)}
-        unseen = [p for p in self.pending if p not in self._base_paths and p not in edited
-                  and os.path.lexists(self.workspace.root / p)]
+        unseen = [p for p in self.pending if p not in self._base_paths and os.path.lexists(self.workspace.root / p)]
+        if unseen:  # (an edit to files of the start, the usual one, needs no diff of the result for this)
+            edited = {c.path for c in self.workspace.changes(self.base, self.tree)}
+            unseen = [p for p in unseen if p not in edited]
         if unseen:  # as they are now, before the edit
             self.base = self.workspace.tree_with(self.base, unseen)
             self.tree = self.workspace.tree_with(self.tree, unseen)
