@@ -201,8 +201,10 @@ def test_a_forked_child_starts_its_own_and_leaves_the_parents_alone(tmp_path: Pa
     if pid == 0:
         code = 1
         try:
+            # the parent's pipes are closed in the child (else git would wait for the child's copy)
+            inherited = parents.proc.stdin is not None and parents.proc.stdin.closed
             mine = gitbatch.batch(repo, gitbatch.CAT_FILE)
-            code = 0 if mine is not parents and read_blob(repo, blob) == b"a\n" else 2
+            code = 0 if inherited and mine is not parents and read_blob(repo, blob) == b"a\n" else 2
             gitbatch.close_all()
         finally:
             os._exit(code)
@@ -210,6 +212,28 @@ def test_a_forked_child_starts_its_own_and_leaves_the_parents_alone(tmp_path: Pa
     assert os.waitstatus_to_exitcode(status) == 0
     assert parents.alive and gitbatch.batch(repo, gitbatch.CAT_FILE) is parents
     assert read_blob(repo, blob) == b"a\n"
+    gitbatch.close_all(repo)
+
+
+def test_an_exchange_cut_short_drops_the_process_so_no_answer_is_read_for_the_next(tmp_path, monkeypatch):
+    """An interrupt between a request and the end of its answer (Ctrl-C in file_blobs) leaves the rest of
+    the answer in the pipe: read by the next request, it would give a file another file's blob id."""
+    repo = make_repo(tmp_path / "repo", {"a.py": "a\n", "b.py": "b\n", "c.py": "c\n"})
+    writer = gitbatch.batch(repo, gitbatch.HASH_OBJECT)
+    real_read_line, calls = gitbatch.GitBatch.read_line, []
+
+    def interrupted_on_the_second(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_read_line(self)
+
+    monkeypatch.setattr(gitbatch.GitBatch, "read_line", interrupted_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        file_blobs(repo, ["a.py", "b.py"], store=True)
+    monkeypatch.undo()
+    assert writer.proc.poll() is not None  # dropped, not left with b.py's id unread
+    assert file_blobs(repo, ["c.py"], store=True) == [git(repo, "hash-object", "c.py").strip()]
     gitbatch.close_all(repo)
 
 

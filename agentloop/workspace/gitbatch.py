@@ -18,9 +18,11 @@ that started it: a forked child starts its own.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -73,6 +75,33 @@ class GitBatch:
             raise self.failure()
         return data
 
+    @contextlib.contextmanager
+    def exchange(self) -> Iterator[GitBatch]:
+        """One request and its whole answer. One left unfinished (an interrupt, an error) drops the
+        process: the rest of its answer, still in the pipe, would be read as the next request's (a
+        wrong blob id, or a read that never ends)."""
+        try:
+            yield self
+        except BaseException:
+            self.drop()
+            raise
+
+    def drop(self) -> None:
+        """Forget this process and end it now, without waiting for it to finish a request."""
+        if _OPEN.get(self.key) is self:
+            del _OPEN[self.key]
+        if self.pid == os.getpid() and self.proc.poll() is None:
+            self.proc.kill()
+        self.close()
+
+    def forget_inherited(self) -> None:
+        """In a forked child: close this copy of the parent's pipes (the child holding them, git would
+        never see its input end when the parent closes it), and never use them."""
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                if pipe is not None:
+                    pipe.close()
+
     def failure(self) -> GitBatchError:
         """The error to raise once the process stopped answering (it is ended, closed and forgotten)."""
         if _OPEN.get(self.key) is self:
@@ -103,12 +132,12 @@ class GitBatch:
 def read_object(cwd: Path, oid: str) -> tuple[str, bytes] | None:
     """The type and content of object `oid` (an object id, nothing else) in the repository at `cwd`;
     None if it has none."""
-    reader = batch(cwd, CAT_FILE)
-    reader.send(oid.encode() + b"\n")
-    header = reader.read_line().split()
-    if len(header) != 3:  # "<oid> missing"
-        return None
-    return header[1].decode(), reader.read_exactly(int(header[2]) + 1)[:-1]  # (each object ends with a newline)
+    with batch(cwd, CAT_FILE).exchange() as reader:
+        reader.send(oid.encode() + b"\n")
+        header = reader.read_line().split()
+        if len(header) != 3:  # "<oid> missing"
+            return None
+        return header[1].decode(), reader.read_exactly(int(header[2]) + 1)[:-1]  # (each object ends with a newline)
 
 
 _NO_TRANSACTIONS: set[str] = set()  # folders whose git's update-ref --stdin knows no `start` (before 2.27)
@@ -120,18 +149,19 @@ def update_ref(cwd: Path, ref: str, new: str, old: str) -> bool:
     folder = os.path.realpath(cwd)
     if folder in _NO_TRANSACTIONS or "\n" in ref:
         return False
-    writer = batch(cwd, UPDATE_REF)
-    try:
-        writer.send(f"start\nupdate {ref} {new} {old}\ncommit\n".encode())
-        started = writer.read_line()
-    except GitBatchError:
-        started = b""
-    if started != b"start: ok":
-        _NO_TRANSACTIONS.add(folder)
-        return False
-    if writer.read_line() != b"commit: ok":
-        raise writer.failure()
-    return True
+    with batch(cwd, UPDATE_REF).exchange() as writer:
+        try:
+            writer.send(f"start\nupdate {ref} {new} {old}\ncommit\n".encode())
+            started = writer.read_line()
+        except GitBatchError:
+            started = b""
+        if started != b"start: ok":
+            _NO_TRANSACTIONS.add(folder)
+            writer.drop()  # (whatever it still has to say is not read)
+            return False
+        if writer.read_line() != b"commit: ok":
+            raise writer.failure()
+        return True
 
 
 _OPEN: dict[tuple[str, tuple[str, ...]], GitBatch] = {}
@@ -159,4 +189,12 @@ def close_all(cwd: Path | None = None) -> None:
         found.close()
 
 
+def _forget_inherited() -> None:
+    """After a fork, in the child: the parent's processes are the parent's (see GitBatch.forget_inherited)."""
+    for found in _OPEN.values():
+        found.forget_inherited()
+    _OPEN.clear()
+
+
 atexit.register(close_all)
+os.register_at_fork(after_in_child=_forget_inherited)

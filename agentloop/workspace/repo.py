@@ -439,12 +439,12 @@ def file_blobs(cwd: Path, paths: Sequence[str], *, store: bool = False) -> list[
     if not store:
         return git(["hash-object", "--no-filters", "--stdin-paths"], cwd,
                    input_text="".join(p + "\n" for p in paths)).split()
-    writer = gitbatch.batch(cwd, gitbatch.HASH_OBJECT)
     shas: list[str] = []
-    for start in range(0, len(paths), _PATHS_AT_ONCE):
-        chunk = paths[start:start + _PATHS_AT_ONCE]
-        writer.send("".join(p + "\n" for p in chunk).encode("utf-8", "surrogateescape"))
-        shas += [writer.read_line().decode() for _ in chunk]
+    with gitbatch.batch(cwd, gitbatch.HASH_OBJECT).exchange() as writer:
+        for start in range(0, len(paths), _PATHS_AT_ONCE):
+            chunk = paths[start:start + _PATHS_AT_ONCE]
+            writer.send("".join(p + "\n" for p in chunk).encode("utf-8", "surrogateescape"))
+            shas += [writer.read_line().decode() for _ in chunk]
     return shas
 
 

@@ -156,8 +156,8 @@ class _Node:
             return self.tree
         if not self.entries and not root:
             return None
-        writer = gitbatch.batch(self.cwd, gitbatch.MKTREE)
         records = b"".join(b"%s %s %s\t%s\0" % (mode, _TYPES.get(mode, "blob").encode(), oid.encode(), name)
                            for name, (mode, oid) in self.entries.items())
-        writer.send(records + b"\0")
-        return writer.read_line().decode()
+        with gitbatch.batch(self.cwd, gitbatch.MKTREE).exchange() as writer:
+            writer.send(records + b"\0")
+            return writer.read_line().decode()
