@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -350,7 +351,8 @@ def test_a_rollout_forked_after_the_warm_up_makes_its_call_cleanly(tmp_path):
 
 def test_making_a_rollouts_repository_runs_no_hook(world, tmp_path, monkeypatch):
     """A hook installed by the user's git template (init.templateDir) would run at the rollout's
-    checkout, outside any sandbox: agentloop's git runs no hook."""
+    checkout, outside any sandbox: a rollout's own repository copies no template, and where git
+    clones it (a linked worktree as the source) agentloop's git runs no hook."""
     from agentloop.batch.rollout import materialise
 
     repo, held = world
@@ -366,5 +368,11 @@ def test_making_a_rollouts_repository_runs_no_hook(world, tmp_path, monkeypatch)
     row = load_tasks(write_tasks(tmp_path, [fixable(repo, held)]))[0]
     materialise(row, tmp_path / "rollout" / "repo")
     assert (tmp_path / "rollout" / "repo" / "calc.py").exists()
-    assert (tmp_path / "rollout" / "repo" / ".git" / "hooks" / "post-checkout").exists()  # installed, not run
+    assert not (tmp_path / "rollout" / "repo" / ".git" / "hooks").exists()  # no template copied
+    linked = tmp_path / "linked"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(linked)], cwd=repo, check=True)
+    row = load_tasks(write_tasks(tmp_path, [fixable(linked, held)]))[0]
+    materialise(row, tmp_path / "cloned" / "repo")  # a `.git` file: cloned by git, templates and all
+    assert (tmp_path / "cloned" / "repo" / "calc.py").exists()
+    assert (tmp_path / "cloned" / "repo" / ".git" / "hooks" / "post-checkout").exists()  # installed, not run
     assert not marker.exists()

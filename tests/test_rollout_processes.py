@@ -4,6 +4,7 @@ reused instead of asked again is still the right one. Real git repositories, rea
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,7 +159,10 @@ def test_a_one_turn_rollout_asks_git_nothing_it_already_knows(tmp_path: Path):
     assert ["git", "ls-files", "-z", "--others", "--exclude-standard"] not in started  # the snapshot's listing
     listing = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
     assert started.count(listing) == 2  # the looks after the two checks, nothing more
-    assert len(started) <= 25, started  # 34 before the cuts of issue 15, 28 before the long-lived git processes
+    for made_in_process in ("clone", "init", "write-tree", "commit-tree", "config"):  # see rollout.materialise
+        assert made_in_process not in git_calls, started
+    assert len(started) <= 14, started  # 34 before the cuts of issue 15, 28 before the long-lived git processes,
+    # 25 before the rollout's repository, starting state and commits were written without asking git
     moved, with_setup = one_turn_rollout(tmp_path / "setup", setup=["git commit -q --allow-empty -m moved"])
     assert [a[1] for a in with_setup if a[0] == "git"].count("rev-parse") == 2  # setup may move HEAD: asked
     header = json.loads((Path(moved["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
@@ -272,6 +276,97 @@ def test_later_turns_start_no_git_for_their_tree_their_blobs_or_their_branch(tmp
     commands = [" ".join(a[1:3]) for a in started if a[0] == "git"]
     for long_lived in ("hash-object -w", "cat-file --batch", "mktree -z", "update-ref --stdin"):
         assert commands.count(long_lived) == 1, (long_lived, commands)
-    assert "update-index -z" not in commands and commands.count("write-tree") == 1  # (the start's snapshot)
-    assert sum(c.startswith("diff --no-color") for c in commands) == 3 + 2  # a turn's edit: one (and set-up, end)
+    assert "update-index -z" not in commands and "write-tree" not in commands  # (the start: the checkout's tree)
+    assert not any(c.startswith("commit-tree") for c in commands)  # written in process (workspace.objects)
+    assert sum(c.startswith("diff --no-color") for c in commands) == 3 + 1  # a turn's edit: one (and the end)
     assert sum(c.startswith("diff --raw") for c in commands) == 0  # its listing comes with its patch
+
+
+def _files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_rollouts_own_repository_is_exactly_what_the_run_takes_from_it_without_asking(tmp_path: Path):
+    """materialise writes the rollout's repository itself (no clone, no init) and says what it holds
+    (FreshCheckout); the run then takes its starting state from that, not from git. For each kind of
+    source, git's own answers must agree: the snapshot is the commit's tree, nothing untracked or
+    ignored, HEAD the commit, fsck clean; and the source is never written."""
+    from agentloop.batch.rollout import materialise
+    from agentloop.batch.tasks import validate_row
+    from agentloop.workspace.repo import ignored_entries
+
+    files = {"calc.py": "def add(a, b):\n    return a - b\n", ".gitignore": "*.log\nbuild/\n",
+             "tests/test_calc.py": "import calc\n", "run.sh": "#!/bin/sh\n"}
+    root = make_repo(tmp_path / "root", files)
+    subprocess.run(["chmod", "+x", str(root / "run.sh")], check=True)
+    git(root, "commit", "-qam", "exec")
+    (root / "debug.log").write_text("ignored in the source\n")
+    (root / "notes.txt").write_text("untracked in the source\n")
+    (root / "calc.py").write_text("uncommitted in the source\n")
+    borrowing = tmp_path / "borrowing"  # a repository that itself borrows its objects (alternates)
+    git(tmp_path, "clone", "-q", "--shared", str(root), str(borrowing))
+    linked = tmp_path / "linked"
+    git(root, "worktree", "add", "-q", "--detach", str(linked), "HEAD~1")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name, text in files.items():
+        (plain / name).parent.mkdir(parents=True, exist_ok=True)
+        (plain / name).write_text(text)
+    (plain / "debug.log").write_text("left out: .gitignore names it\n")
+    sources = {"root": {"path": str(root)}, "borrowing": {"path": str(borrowing)},
+               "linked worktree": {"path": str(linked)}, "older commit": {"path": str(root), "commit": "HEAD~1"},
+               "plain directory": {"path": str(plain)}}
+    before = {name: _files_under(Path(src["path"])) for name, src in sources.items()}
+    for name, source in sources.items():
+        row, problems = validate_row({"id": "t", "task": "x", "source": source, "checks": ["true"]}, "row", tmp_path)
+        assert row is not None, problems
+        repo = tmp_path / "out" / name.replace(" ", "-") / "repo"
+        fresh = materialise(row, repo)
+        assert fresh is not None, name
+        assert git(repo, "rev-parse", "HEAD").strip() == fresh.commit, name
+        if row.source.is_git:
+            assert fresh.commit == row.source.revision and fresh.remote == source["path"], name
+        assert git(repo, "rev-parse", "HEAD^{tree}").strip() == fresh.tree, name
+        assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/agentloop-task", name
+        assert Workspace(repo).snapshot_and_untracked() == (fresh.tree, []), name
+        assert ignored_entries(repo) == [], name
+        assert git(repo, "status", "--porcelain", "--ignored") == "", name
+        assert subprocess.run(["git", "fsck", "--no-dangling"], cwd=repo, capture_output=True).returncode == 0, name
+        assert os.access(repo / "run.sh", os.X_OK) == git(repo, "ls-tree", "HEAD", "run.sh").startswith("100755"), name
+        assert not (repo / "debug.log").exists() and not (repo / "notes.txt").exists(), name
+    assert "uncommitted" not in (tmp_path / "out" / "root" / "repo" / "calc.py").read_text()
+    assert os.access(tmp_path / "out" / "root" / "repo" / "run.sh", os.X_OK)
+    assert not (tmp_path / "out" / "root" / "repo" / ".git" / "hooks").exists()  # no templates copied
+    for name, source in sources.items():
+        assert _files_under(Path(source["path"])) == before[name], f"{name}: the source was written"
+
+
+def test_commits_written_in_process_are_the_ones_git_writes(tmp_path: Path):
+    """A rollout's commits (its start, one a turn) are written without `git commit-tree`
+    (agentloop.workspace.objects): byte for byte the object git makes of the same input."""
+    from agentloop.workspace.objects import commit_body, write_commit, write_loose
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    parent = git(repo, "rev-parse", "HEAD").strip()
+    objects = repo / ".git" / "objects"
+    for parents, message in (([], "agentloop run: starting state"), ([parent], "agentloop run: turn 1 é")):
+        body = commit_body(tree, parents, message, "agentloop", "agentloop@localhost", when=1_700_000_000)
+        zone = body.split(b"\ncommitter ")[1].split(b"\n")[0].split()[-1].decode()
+        theirs = subprocess.run(
+            ["git", "commit-tree", tree, *[a for p in parents for a in ("-p", p)], "-m", message], cwd=repo,
+            env={**os.environ, "GIT_AUTHOR_NAME": "agentloop", "GIT_AUTHOR_EMAIL": "agentloop@localhost",
+                 "GIT_COMMITTER_NAME": "agentloop", "GIT_COMMITTER_EMAIL": "agentloop@localhost",
+                 "GIT_AUTHOR_DATE": f"1700000000 {zone}", "GIT_COMMITTER_DATE": f"1700000000 {zone}"},
+            capture_output=True, text=True, check=True).stdout.strip()
+        git(repo, "update-ref", "-d", "refs/heads/x") if parents else None
+        ours = write_loose(objects, "commit", body)
+        assert ours == theirs
+    now = write_commit(objects, tree, [parent], "turn 2", "agentloop", "agentloop@localhost")
+    assert now is not None and git(repo, "cat-file", "-t", now).strip() == "commit"
+    assert git(repo, "rev-parse", f"{now}^{{tree}}").strip() == tree
+    assert git(repo, "rev-parse", f"{now}^").strip() == parent
+    git(repo, "update-ref", "refs/heads/check", now)
+    assert subprocess.run(["git", "fsck", "--strict"], cwd=repo, capture_output=True).returncode == 0
+    assert write_commit(objects, "ab" * 32, [], "sha256 ids", "agentloop", "agentloop@localhost") is None
+    assert not list(objects.rglob("tmp_obj_*"))

@@ -19,6 +19,7 @@ from typing import Any
 
 from agentloop.batch.tasks import TaskRow, directory_tree
 from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env
+from agentloop.workspace.repo import FreshCheckout, commit_tree_id
 
 PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR = "passed", "failed", "timeout", "agent_error", "infra_error"
 STATUSES = (PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR)
@@ -53,24 +54,59 @@ def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     return proc.stdout.strip()
 
 
-def materialise(row: TaskRow, repo: Path) -> str | None:
+def materialise(row: TaskRow, repo: Path) -> FreshCheckout | None:
     """A private git repository at `repo` holding the task's starting content, on branch agentloop-task.
-    Returns the commit id checked out (its HEAD), when known without asking git (a resolved commit)."""
+    Returns what is known of it without asking git again (its commit and tree), when known."""
     repo.parent.mkdir(parents=True, exist_ok=True)
     source = row.source
+    tree: str | None = None
+    remote: str | None = None
     if source.is_git:
         revision = source.revision or source.commit or "HEAD"
-        _git(["clone", "-q", "--shared", "--no-checkout", "--", str(source.path), str(repo)], repo.parent)
+        objects = borrowable_objects(source.path) if source.revision and len(source.revision) == 40 else None
+        if objects is not None:
+            init_repository(repo, objects)
+        else:
+            _git(["clone", "-q", "--shared", "--no-checkout", "--", str(source.path), str(repo)], repo.parent)
         _git(["checkout", "-q", "-B", "agentloop-task", revision], repo)
-        head = source.revision  # a commit id (tasks.resolve_commit), or None
+        head, remote = source.revision, str(source.path)  # a commit id (tasks.resolve_commit), or None
     else:
-        _git(["init", "-q", str(repo)], repo.parent)
+        init_repository(repo)
         tree = directory_tree(source.path, git_dir=repo / ".git")
         head = _git(["commit-tree", tree, "-m", f"task {row.id}: snapshot of {source.path}"], repo)
         _git(["checkout", "-q", "-B", "agentloop-task", head], repo)
     with open(repo / ".git" / "config", "a", encoding="utf-8") as config:  # commits in the rollout need an author
         config.write(f"[user]\n\tname = {_GIT_ID['GIT_AUTHOR_NAME']}\n\temail = {_GIT_ID['GIT_AUTHOR_EMAIL']}\n")
-    return head
+    if head is None:
+        return None
+    tree = tree or commit_tree_id(repo, head)
+    return FreshCheckout(head, tree, remote) if tree else None
+
+
+def borrowable_objects(source: Path) -> Path | None:
+    """The object folder of the git repository whose top folder is `source`, when a rollout can borrow
+    it as `git clone --shared` would; None where git should decide (a `.git` file: a linked worktree
+    or a submodule; a folder name git's alternates file cannot hold)."""
+    git_dir = source / ".git"
+    if not (git_dir.is_dir() and (git_dir / "HEAD").is_file() and (git_dir / "objects").is_dir()
+            and (git_dir / "refs").is_dir()):
+        return None
+    objects = (git_dir / "objects").resolve()
+    return None if "\n" in str(objects) else objects
+
+
+def init_repository(repo: Path, borrowed: Path | None = None) -> None:
+    """What `git init` (or, with `borrowed`, `git clone --shared --no-checkout`) makes and a rollout
+    needs, written directly: no git process, no copied templates, no upload-pack round trip. HEAD is
+    on the unborn branch agentloop-task; `borrowed` objects are read through alternates, never written."""
+    git_dir = repo / ".git"
+    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
+        (git_dir / sub).mkdir(parents=True)
+    (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+                                    "\tlogallrefupdates = true\n", encoding="utf-8")
+    if borrowed is not None:
+        (git_dir / "objects" / "info" / "alternates").write_text(f"{borrowed}\n", encoding="utf-8")
+    (git_dir / "HEAD").write_text("ref: refs/heads/agentloop-task\n", encoding="utf-8")  # last: git sees a repository
 
 
 def run_setup(row: TaskRow, repo: Path, log: Path) -> None:
@@ -156,12 +192,12 @@ def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_
             if why:
                 raise InfraError(f"sandbox could not start: {why}")
         repo = base / "repo"
-        head = materialise(row, repo)
+        fresh = materialise(row, repo)
         result["workspace_seconds"] = round(time.monotonic() - started, 3)
         run_setup(row, repo, base / "setup.log")
         session = _session(row, sample, base, repo, model=model, api_base=api_base, sandbox=sandbox,
                            defaults=defaults, group=result["group_id"], model_obj=model_obj, tools=tools,
-                           made=None if row.setup else head)  # setup commands may move HEAD, or more
+                           fresh=None if row.setup else fresh)  # setup commands may write anything
     except InfraError as exc:
         result["reason"] = str(exc)
         result["seconds"] = round(time.monotonic() - started, 3)
@@ -178,14 +214,14 @@ def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_
 
 
 def _session(row: TaskRow, sample: int, base: Path, repo: Path, *, model, api_base, sandbox, defaults, group,
-             model_obj, tools, made: str | None = None):
-    """`made`: the HEAD commit id materialise checked out, when nothing ran in the repository since
-    (its .git is then the plain folder the clone made)."""
+             model_obj, tools, fresh: FreshCheckout | None = None):
+    """`fresh`: the checkout materialise made, when nothing ran in the repository since (its .git is
+    then the plain folder materialise made)."""
     from agentloop.run.session import run_session
     from agentloop.workspace.repo import Workspace
 
     config = build_config(row, model=model, api_base=api_base, sandbox=sandbox, runs_dir=base / "runs",
                           defaults=defaults, tools=tools)
-    workspace = Workspace(repo, git_dir=repo / ".git") if made else Workspace(repo)
+    workspace = Workspace(repo, git_dir=repo / ".git") if fresh else Workspace(repo)
     return run_session(config, workspace, row.task, model=model_obj,
-                       header_extra={"task_id": row.id, "sample": sample, "group_id": group}, head=made)
+                       header_extra={"task_id": row.id, "sample": sample, "group_id": group}, fresh=fresh)

@@ -34,7 +34,7 @@ from agentloop.run.start import first_checks
 from agentloop.run.turns import Ending, ending_of
 from agentloop.workspace.checks import CommandResult
 from agentloop.workspace.isolation import Isolation
-from agentloop.workspace.repo import AGENTLOOP_DIR, Workspace
+from agentloop.workspace.repo import AGENTLOOP_DIR, FreshCheckout, Workspace
 from agentloop.workspace.result import EditedResult
 from agentloop.workspace.suite import CheckSuite
 
@@ -89,7 +89,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
                 started: float | None = None,
                 status: Callable[[str], None] = lambda text: None,
                 check_output: Callable[[bytes], None] | None = None,
-                head: str | None = None) -> Session:
+                fresh: FreshCheckout | None = None) -> Session:
     """Run the loop on `workspace` (in a worktree of it unless config.in_place) and record everything
     under the runs directory.
 
@@ -99,7 +99,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
     `first_results`: the checks as the caller has just run them, so the loop need not run them again.
     `started`: time.monotonic() when the command began; the time limit counts from there.
     `status`, `check_output`: the live status line and -v's check output (agentloop/console.py).
-    `head`: the workspace's HEAD commit id when the caller has just checked it out (a batch rollout).
+    `fresh`: what the caller knows of the workspace, when it has just made it (a batch rollout).
     """
     task = task or DEFAULT_TASK
     workspace.exclude_agentloop_dir()
@@ -112,7 +112,7 @@ def run_session(config: Config, workspace: Workspace, task: str | None, *,
             isolation.prepare()
             result = _run(config, workspace, isolation, guard, run_id, run_dir, task, model, progress, show_reply,
                           header_extra, first_results, started, {"status": status, "check_output": check_output},
-                          head)
+                          fresh)
         except BaseException:
             guard.settle()
             isolation.finish(Outcome.INTERRUPTED, None)  # whatever was set up is cleaned away; the tree is untouched
@@ -173,12 +173,18 @@ class _Ran:
 
 def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: SignalGuard, run_id: str,
          run_dir: Path, task: str, model, progress, show_reply, header_extra, first_results=None,
-         started_at: float | None = None, live: dict[str, Any] | None = None, head: str | None = None) -> _Ran:
+         started_at: float | None = None, live: dict[str, Any] | None = None,
+         fresh: FreshCheckout | None = None) -> _Ran:
     """Header, set-up, turns, settling; an interrupt after the header still ends the trajectory with its footer."""
     from agentloop.run import feedback, toolbox
 
-    base_commit = head or workspace.head()
-    start_tree, untracked = workspace.snapshot_and_untracked()
+    if fresh is not None:  # exactly the commit's files: no snapshot to take, nothing uncommitted, nothing ignored
+        base_commit, start_tree, untracked = fresh.commit, fresh.tree, []
+        identity = {"repo_name": workspace.root.name, "remote": fresh.remote}
+    else:
+        base_commit = workspace.head()
+        start_tree, untracked = workspace.snapshot_and_untracked()
+        identity = repo_identity(workspace)
     trajectory = Trajectory(run_dir)
     started = now_iso()
     started_at = time.monotonic() if started_at is None else started_at  # the time limit counts from here
@@ -187,12 +193,12 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
     try:
         try:
             # Uncommitted changes the run starts from, so that a replay can recreate the starting tree.
-            base_patch = workspace.diff(f"{base_commit}^{{tree}}", start_tree) if base_commit else ""
+            base_patch = workspace.diff(f"{base_commit}^{{tree}}", start_tree) if base_commit and not fresh else ""
             if base_patch:
                 trajectory.write_text("base.patch", base_patch)
             trajectory.event(
                 "header", schema_version=SCHEMA_VERSION, agentloop_version=__version__, run_id=run_id, task=task,
-                repo=str(workspace.root), **repo_identity(workspace), base_commit=base_commit,
+                repo=str(workspace.root), **identity, base_commit=base_commit,
                 config=config.to_dict(), model=config.model, api_base=config.api_base,
                 model_params=rules.params(config.model, config.model_params), python=platform.python_version(),
                 templates=feedback.template_hashes(), tools=toolbox.tool_specs_hash(),
@@ -222,7 +228,8 @@ def _run(config: Config, workspace: Workspace, isolation: Isolation, guard: Sign
                         private_files=private, progress=progress, status=status, show_reply=show_reply,
                         on_turn=isolation.record_turn)
             try:
-                ending = loop.run(first_checks(checks, start_tree, first_results, prefetch=bool(config.model)))
+                ending = loop.run(first_checks(checks, start_tree, first_results, prefetch=bool(config.model),
+                                               ignored=[] if fresh else None))
             except Exception as exc:  # noqa: BLE001 - a check that cannot start, or a bug of ours: recorded
                 ending = ending_of(exc, trajectory)
         except KeyboardInterrupt:

@@ -11,10 +11,11 @@ from agentloop.workspace.suite import CheckSuite
 
 
 def first_checks(checks: CheckSuite, start_tree: str, first_results: list[CommandResult] | None = None, *,
-                 prefetch: bool = False) -> list[CommandResult]:
+                 prefetch: bool = False, ignored: list[str] | None = None) -> list[CommandResult]:
     """Set the checks up on `start_tree` and run them (or record `first_results`, the checks as the
-    caller has just run them: the pre-commit hook). `prefetch`: import litellm meanwhile."""
-    checks.set_up(start_tree)
+    caller has just run them: the pre-commit hook). `prefetch`: import litellm meanwhile. `ignored`:
+    the workspace's ignored files, when the caller knows them (see CheckSuite.set_up)."""
+    checks.set_up(start_tree, ignored)
     if prefetch and not first_results:
         prefetch_litellm()  # while the first checks run: it takes seconds, and they will likely fail
     results = checks.record_first(first_results) if first_results else checks.run()

@@ -114,6 +114,11 @@ class GitBatch:
 
     def close(self) -> None:
         """End of input: git finishes the request it is on, if any, and exits; waited for."""
+        self.end_input()
+        self.wait()
+
+    def end_input(self) -> None:
+        """Close the pipes: git finishes the request it is on, if any, and exits."""
         if self.pid != os.getpid():
             return
         for pipe in (self.proc.stdin, self.proc.stdout):
@@ -122,6 +127,11 @@ class GitBatch:
                     pipe.close()
             except OSError:  # (a flush into a dead process)
                 pass
+
+    def wait(self) -> None:
+        """Wait for the process to exit (after end_input); killed if it has not in 10 s."""
+        if self.pid != os.getpid():
+            return
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -184,9 +194,11 @@ def batch(cwd: Path, args: tuple[str, ...]) -> GitBatch:
 def close_all(cwd: Path | None = None) -> None:
     """Close this process's long-lived git processes (only those in `cwd`, if given)."""
     folder = None if cwd is None else os.path.realpath(cwd)
-    for key in [k for k in _OPEN if folder is None or k[0] == folder]:
-        found = _OPEN.pop(key)
-        found.close()
+    closing = [_OPEN.pop(key) for key in [k for k in _OPEN if folder is None or k[0] == folder]]
+    for found in closing:  # all told first, then waited for: they exit side by side
+        found.end_input()
+    for found in closing:
+        found.wait()
 
 
 def _forget_inherited() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from agentloop.errors import EXIT_FAILED, AgentloopError, UsageError
 from agentloop.files import atomic_write, read_json
 from agentloop.outcome import Outcome
-from agentloop.workspace import gitbatch, pool
+from agentloop.workspace import gitbatch, objects, pool
 from agentloop.workspace.repo import (
     Change,
     Workspace,
@@ -251,7 +251,9 @@ class Isolation:
         self.start_tree = start_tree
         head = head or self.user.head()
         self.start_commit = self.commit(self.start_tree, head, f"agentloop {self.run_id}: starting state")
-        git(["update-ref", f"refs/heads/{self.branch}", self.start_commit, ""], self.user.root)
+        unborn = "0" * len(self.start_commit)  # the branch must not exist yet
+        if not gitbatch.update_ref(self.user.root, f"refs/heads/{self.branch}", self.start_commit, unborn):
+            git(["update-ref", f"refs/heads/{self.branch}", self.start_commit, ""], self.user.root)
         self.tip, self.tip_tree = self.start_commit, self.start_tree
         write_json(self.run_dir / WORKSPACE_FILE, {
             "run_id": self.run_id, "mode": self.mode, "root": str(self.user.root), "branch": self.branch,
@@ -292,6 +294,13 @@ class Isolation:
             self.tip, self.tip_tree = commit, tree
 
     def commit(self, tree: str, parent: str | None, message: str) -> str:
+        """A commit of `tree` on `parent`: written in process in a repository agentloop made (see
+        agentloop.workspace.objects), else by `git commit-tree`."""
+        if self.user.made:
+            made = objects.write_commit(self.user.git_dir / "objects", tree, [parent] if parent else [], message,
+                                        IDENTITY["GIT_AUTHOR_NAME"], IDENTITY["GIT_AUTHOR_EMAIL"])
+            if made is not None:
+                return made
         env = {**os.environ, **IDENTITY}
         args = ["commit-tree", tree, *(["-p", parent] if parent else []), "-m", message]
         return git(args, self.user.root, env=env).strip()

@@ -107,6 +107,25 @@ def forget_worktrees(root: Path, under: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class FreshCheckout:
+    """What a caller knows of a working tree it has just made from one commit, with nothing run in it
+    since (a batch rollout's): its files are exactly `tree`, that commit's, with nothing untracked and
+    nothing ignored beside them. A run then takes its starting state from this, not from git."""
+
+    commit: str
+    tree: str
+    remote: str | None = None  # where it came from, for the run's header
+
+
+def commit_tree_id(cwd: Path, commit: str) -> str | None:
+    """The tree id of commit `commit` (an object id), read through the long-lived `git cat-file`."""
+    found = gitbatch.read_object(cwd, commit)
+    if found is None or found[0] != "commit" or not found[1].startswith(b"tree "):
+        return None
+    return found[1][5:found[1].index(b"\n")].decode()
+
+
 class Workspace:
     """A git working tree that agentloop edits and runs checks in."""
 
@@ -115,6 +134,7 @@ class Workspace:
         batch rollout's), so also its common directory: not asked of git."""
         self.root = root.resolve()
         self._index: tuple[Path, str | None] | None = None  # tree_with's private index, and the tree it holds
+        self.made = git_dir is not None  # agentloop made this repository: see agentloop.workspace.objects
         if git_dir is not None:
             self.git_dir = git_dir.resolve()
             _keep_common_dir(str(self.root), str(self.git_dir))

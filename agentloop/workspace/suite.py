@@ -70,10 +70,12 @@ class CheckSuite:
         self.flags[kind] = self.flags.get(kind, 0) + 1
 
     # -- set-up -----------------------------------------------------------------------------------
-    def set_up(self, start_tree: str) -> None:
-        """Sandbox, environment and held-out files; the protected files as they are in `start_tree`."""
+    def set_up(self, start_tree: str, ignored_now: list[str] | None = None) -> None:
+        """Sandbox, environment and held-out files; the protected files as they are in `start_tree`.
+        `ignored_now`: the workspace's ignored files, when the caller knows them (a tree it has just
+        made holds none); else git lists them."""
         root, commands = self.workspace.root, [c.run for c in self.config.checks]
-        listing: list[list[str]] = []
+        listing: list[list[str]] = [] if ignored_now is None else [ignored_now]
 
         def ignored() -> list[str]:  # the secret files and the protected ones ask; nothing writes in between
             if not listing:
