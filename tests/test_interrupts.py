@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+from pathlib import Path
 
 import pytest
 from interrupt_scenarios import run_many, run_once
@@ -36,3 +37,28 @@ def test_a_signal_while_the_result_is_written_back(tmp_path, sig):
         assert result["how"] == "journal repaired by the next run"
     else:
         assert result["exit_code"] == 0 and result["outcome"] == "accepted"
+
+
+def test_ctrl_c_while_the_cli_is_still_importing_ends_with_130_and_one_line(tmp_path):
+    """Before agentloop.cli is imported (click and the rest: a tenth of a second or more), Ctrl-C
+    must not print a traceback. A `click` that announces itself and then hangs holds the import
+    there, so the interrupt lands inside it every time."""
+    import subprocess
+    import sys
+    import time
+
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    marker = tmp_path / "importing"
+    (shim / "click.py").write_text(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(Path(__file__).resolve().parents[1])])}
+    proc = subprocess.Popen([sys.executable, "-m", "agentloop", "runs"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert marker.exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.decode() == "agentloop: interrupted\n" and out == b""

@@ -250,9 +250,11 @@ def _look_at(suite_after, workspace: Workspace, repo: Path) -> None:
 
 
 def test_later_turns_start_no_git_for_their_tree_their_blobs_or_their_branch(tmp_path: Path):
-    """A turn's tree, the blobs it stores and reads, and its commit's branch move go through the
-    rollout's long-lived git processes (agentloop.workspace.gitbatch): one of each per rollout,
-    however many turns; per turn only the diff, the look after the check and the commit start git."""
+    """A turn's blobs and tree are written in process in the rollout's own repository
+    (agentloop.workspace.objects), the trees read and the branch moved through the rollout's
+    long-lived git processes (agentloop.workspace.gitbatch): one of each per rollout, however many
+    turns; per turn only the diff and the look after the check start git. What was written is git's
+    own: fsck passes, and each turn's tree is the one git writes of the files."""
     from fake_llm import FakeLLM
 
     from agentloop.batch.rollout import run_rollout
@@ -274,8 +276,17 @@ def test_later_turns_start_no_git_for_their_tree_their_blobs_or_their_branch(tmp
         result = run_rollout(task, 0, tmp_path / "out", model="openai/fake", api_base=server.api_base, sandbox="off")
     assert result["status"] == "passed" and result["turns"] == 3, result
     commands = [" ".join(a[1:3]) for a in started if a[0] == "git"]
-    for long_lived in ("hash-object -w", "cat-file --batch", "mktree -z", "update-ref --stdin"):
+    for long_lived in ("cat-file --batch", "update-ref --stdin"):
         assert commands.count(long_lived) == 1, (long_lived, commands)
+    assert not any(c.startswith(("hash-object", "mktree")) for c in commands), commands
+    made = tmp_path / "out" / "rollouts" / "t" / "0" / "repo"
+    assert subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=made, capture_output=True).returncode == 0
+    index = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / "index")}
+    subprocess.run(["git", "add", "-A"], cwd=made, env=index, check=True)
+    theirs = subprocess.run(["git", "write-tree"], cwd=made, env=index, capture_output=True, text=True).stdout.strip()
+    branch = [r for r in git(made, "for-each-ref", "--format=%(refname)", "refs/heads/agentloop/").split() if r]
+    assert git(made, "rev-parse", f"{branch[0]}^{{tree}}").strip() == theirs
+    assert git(made, "rev-list", "--count", branch[0]).strip() == str(1 + 1 + 3)  # task, start, a commit a turn
     assert "update-index -z" not in commands and "write-tree" not in commands  # (the start: the checkout's tree)
     assert not any(c.startswith("commit-tree") for c in commands)  # written in process (workspace.objects)
     assert sum(c.startswith("diff --no-color") for c in commands) == 3 + 1  # a turn's edit: one (and the end)
@@ -370,3 +381,49 @@ def test_commits_written_in_process_are_the_ones_git_writes(tmp_path: Path):
     assert subprocess.run(["git", "fsck", "--strict"], cwd=repo, capture_output=True).returncode == 0
     assert write_commit(objects, "ab" * 32, [], "sha256 ids", "agentloop", "agentloop@localhost") is None
     assert not list(objects.rglob("tmp_obj_*"))
+
+
+def test_trees_and_blobs_written_in_process_are_the_ones_git_writes(tmp_path: Path):
+    """Names git sorts in its own way (a folder sorts as if it ended in a slash), every file mode,
+    bytes that are not text: the in-process tree and blob ids are `git mktree`'s and
+    `git hash-object`'s."""
+    from agentloop.workspace.objects import write_blob, write_tree
+
+    repo = make_repo(tmp_path / "repo", {"x": "x\n"})
+    objects = repo / ".git" / "objects"
+    data = bytes(range(256)) * 3 + "é\r\n".encode()
+    (repo / "data.bin").write_bytes(data)
+    blob = subprocess.run(["git", "hash-object", "-w", "--no-filters", "data.bin"], cwd=repo, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert write_blob(objects, data) == blob
+    sub = write_tree(objects, {b"inner": (b"100644", blob)})
+    entries = {b"a": (b"40000", sub), b"a.b": (b"100644", blob), b"a-": (b"100755", blob), b"a0": (b"120000", blob),
+               b"A": (b"100644", blob), "ü".encode(): (b"100644", blob), b"b": (b"40000", sub)}
+    listing = "".join(f"{m.decode()} {'tree' if m == b'40000' else 'blob'} {oid}\t{n.decode()}\0"
+                      for n, (m, oid) in entries.items())
+    theirs = subprocess.run(["git", "mktree", "-z"], cwd=repo, input=listing, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert write_tree(objects, entries) == theirs
+    assert subprocess.run(["git", "cat-file", "-p", theirs], cwd=repo, capture_output=True).returncode == 0
+
+
+def test_the_look_after_a_check_lists_files_and_ignored_ones_side_by_side_with_gits_answers(tmp_path: Path):
+    """keep_pristine's two listings (the files; the ignored ones) run at the same time, and answer as
+    the two commands run one after the other do; a failing one still raises with git's message."""
+    import pytest
+
+    from agentloop.workspace.repo import ignored_entries
+
+    repo = make_repo(tmp_path / "repo", {".gitignore": "*.log\nbuild/\n", "a.py": "a\n", "tests/test_a.py": "t\n"})
+    for name in ("new.py", "debug.log", "build/out.o", "tests/conftest.py", "tests/x.log"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x\n")
+    workspace = Workspace(repo)
+    with spawned() as started:
+        files, ignored = workspace.files_and_ignored()
+    assert (files, ignored) == (workspace.list_files(), ignored_entries(repo))
+    assert "tests/conftest.py" in files and "build/" in ignored and "tests/x.log" in ignored
+    assert len(started) == 2
+    (repo / ".git" / "index").write_bytes(b"not an index")
+    with pytest.raises(RuntimeError, match="git ls-files"):
+        workspace.files_and_ignored()

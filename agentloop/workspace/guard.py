@@ -120,8 +120,9 @@ class ProtectedFiles:
         for path in links:
             self.start[path] = _Entry(SYMLINK_MODE, link_blob(self.root, path))
 
-    def changed(self, current_files: Sequence[str]) -> list[str]:
-        """Protected paths whose content differs from the start (changed, deleted or new)."""
+    def changed(self, current_files: Sequence[str], ignored: list[str] | None = None) -> list[str]:
+        """Protected paths whose content differs from the start (changed, deleted or new). `ignored`:
+        ignored_entries(root) as it is now, when the caller has just listed it."""
         if not self.patterns:
             return []
         differ: list[str] = []
@@ -137,7 +138,8 @@ class ProtectedFiles:
         for path, blob in zip(regular, file_blobs(self.root, regular), strict=True):
             if blob != self.start[path].blob or not _mode_matches(self.root / path, self.start[path].mode):
                 differ.append(path)
-        differ += [p for p in (*current_files, *self._ignored()) if p not in self.start
+        differ += [p for p in (*current_files, *self._ignored(None if ignored is None else lambda: ignored))
+                   if p not in self.start
                    and not CHECK_OUTPUT.search(p) and is_protected(p, self.patterns)]
         return sorted(set(differ))
 

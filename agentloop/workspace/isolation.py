@@ -296,8 +296,8 @@ class Isolation:
     def commit(self, tree: str, parent: str | None, message: str) -> str:
         """A commit of `tree` on `parent`: written in process in a repository agentloop made (see
         agentloop.workspace.objects), else by `git commit-tree`."""
-        if self.user.made:
-            made = objects.write_commit(self.user.git_dir / "objects", tree, [parent] if parent else [], message,
+        if self.user.store is not None:
+            made = objects.write_commit(self.user.store, tree, [parent] if parent else [], message,
                                         IDENTITY["GIT_AUTHOR_NAME"], IDENTITY["GIT_AUTHOR_EMAIL"])
             if made is not None:
                 return made

@@ -1,12 +1,13 @@
-"""Commit objects written in process, in repositories agentloop has just made (a batch rollout's).
+"""Git objects written in process, in repositories agentloop has just made (a batch rollout's).
 
-A run commits its starting state, and each turn's tree, on its branch: with `git commit-tree` that
-is a process (2-3 ms) each time. In a repository agentloop made itself (agentloop.batch.rollout:
-SHA-1 ids, a plain object folder of its own, no configuration that signs or shares), a commit is a
-few lines of text stored as a zlib-compressed loose object; it is written here as git writes one: to
-a temporary file in the object's folder, then linked into place, so a kill mid-write leaves no
-half-written object. In any other repository (a user's, where configuration may sign commits, share
-the object folder or change the hash) git writes it.
+A run stores each turn's files and trees, and commits its starting state and each turn on its
+branch: through git, each is a process (2-3 ms) or a long-lived one to start. In a repository
+agentloop made itself (agentloop.batch.rollout: SHA-1 ids, a plain object folder of its own, no
+configuration that signs or shares), an object is its bytes behind a short header, zlib-compressed
+into a loose object file; it is written here as git writes one: to a temporary file in the object's
+folder, then linked into place, so a kill mid-write leaves no half-written object. In any other
+repository (a user's, where configuration may sign commits, share the object folder or change the
+hash) git writes it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ def write_commit(objects: Path, tree: str, parents: list[str], message: str, nam
     if any(len(oid) != _SHA1 for oid in (tree, *parents)) or "\n" in name + email or "<" in name + email:
         return None
     return write_loose(objects, "commit", commit_body(tree, parents, message, name, email))
+
+
+def write_blob(objects: Path, data: bytes) -> str:
+    """Store a file's bytes as they are (`git hash-object -w --no-filters`); its blob id."""
+    return write_loose(objects, "blob", data)
+
+
+def write_tree(objects: Path, entries: dict[bytes, tuple[bytes, str]]) -> str:
+    """Store a tree of `entries` (name -> (mode as git stores it, object id)) as `git mktree` does:
+    in git's order, where a folder sorts as if its name ended with a slash."""
+    ordered = sorted(entries.items(), key=lambda item: item[0] + b"/" if item[1][0] == b"40000" else item[0])
+    return write_loose(objects, "tree", b"".join(b"%s %s\0%s" % (mode, name, bytes.fromhex(oid))
+                                                  for name, (mode, oid) in ordered))
 
 
 def write_loose(objects: Path, kind: str, body: bytes) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from agentloop.errors import UsageError
 from agentloop.files import looks_binary, names_git_dir, real_inside
-from agentloop.workspace import gitbatch, trees
+from agentloop.workspace import gitbatch, objects, trees
 from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env, toplevel
 
 AGENTLOOP_DIR = ".agentloop"
@@ -43,10 +43,26 @@ def git(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check:
     return out.decode("utf-8", "surrogateescape")
 
 
+_IGNORED = ["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"]
+_LISTED = ["ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+
+
 def ignored_entries(root: Path) -> list[str]:
     """The untracked files git ignores under `root`, each ignored folder as one `name/` entry."""
-    out = git(["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"], root, check=False)
+    out = git(_IGNORED, root, check=False)
     return [p for p in out.split("\0") if p]
+
+
+def git_side_by_side(commands: list[list[str]], cwd: Path) -> list[str]:
+    """The outputs of several read-only git commands, run at the same time (each raising as `git` does)."""
+    procs = [subprocess.Popen(["git", *SAFE_CONFIG, *args], cwd=cwd, env=git_env(None), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) for args in commands]
+    outs = [proc.communicate() for proc in procs]
+    for args, proc, (_, err) in zip(commands, procs, outs, strict=True):
+        if proc.returncode != 0:
+            message = (err.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
+            raise RuntimeError(f"git {' '.join(args[:2])} failed: {message}")
+    return [out.decode("utf-8", "surrogateescape") for out, _ in outs]
 
 
 def find_repo_root(start: Path) -> Path:
@@ -134,9 +150,12 @@ class Workspace:
         batch rollout's), so also its common directory: not asked of git."""
         self.root = root.resolve()
         self._index: tuple[Path, str | None] | None = None  # tree_with's private index, and the tree it holds
-        self.made = git_dir is not None  # agentloop made this repository: see agentloop.workspace.objects
+        # The object folder of a repository agentloop made, where objects are written in process
+        # (agentloop.workspace.objects); None in any other.
+        self.store: Path | None = None
         if git_dir is not None:
             self.git_dir = git_dir.resolve()
+            self.store = self.git_dir / "objects"
             _keep_common_dir(str(self.root), str(self.git_dir))
             return
         both = git(["rev-parse", "--absolute-git-dir", "--git-common-dir"], self.root).splitlines()
@@ -155,8 +174,15 @@ class Workspace:
 
     def list_files(self) -> list[str]:
         """Tracked files plus untracked ones git does not ignore, repo-relative, sorted."""
-        out = git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], self.root)
-        files = {f for f in out.split("\0") if f and not f.startswith(AGENTLOOP_DIR + "/")}
+        return self._files(git(_LISTED, self.root))
+
+    def files_and_ignored(self) -> tuple[list[str], list[str]]:
+        """list_files and ignored_entries together, their two git commands run side by side."""
+        listed, ignored = git_side_by_side([_LISTED, _IGNORED], self.root)
+        return self._files(listed), [p for p in ignored.split("\0") if p]
+
+    def _files(self, listed: str) -> list[str]:
+        files = {f for f in listed.split("\0") if f and not f.startswith(AGENTLOOP_DIR + "/")}
         return sorted(f for f in files if (self.root / f).is_file())
 
     def head(self) -> str | None:
@@ -213,7 +239,7 @@ class Workspace:
         index is kept (in a temporary folder, removed with this object) and not read again then."""
         new = self._file_entries(paths)
         if base is None or base == "" or _OBJECT_ID.match(base):
-            tree = trees.edit_tree(self.root, base or None, new)
+            tree = trees.edit_tree(self.root, base or None, new, self.store)
             if tree is not None:
                 return tree
         if self._index is None:
@@ -253,7 +279,11 @@ class Workspace:
                 regular.append(rel)
             else:
                 entries[rel] = None
-        for rel, sha in zip(regular, file_blobs(self.root, regular, store=True), strict=True):
+        if self.store is not None:  # a repository agentloop made: written in process
+            blobs = [objects.write_blob(self.store, (self.root / rel).read_bytes()) for rel in regular]
+        else:
+            blobs = file_blobs(self.root, regular, store=True)
+        for rel, sha in zip(regular, blobs, strict=True):
             executable = os.stat(self.root / rel).st_mode & 0o111
             entries[rel] = ("100755" if executable else "100644", sha)
         return entries

@@ -275,8 +275,8 @@ class CheckSuite:
         """
         if self.protected is None or not self.protected.patterns or (check is None and self.pristine):
             return []
-        files = self.workspace.list_files()
-        changed = self.protected.changed(files)
+        files, ignored = self.workspace.files_and_ignored()
+        changed = self.protected.changed(files, ignored)
         self.pristine = not changed
         if not changed:
             self._listed = files

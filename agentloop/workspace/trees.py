@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from agentloop.workspace import gitbatch
+from agentloop.workspace import gitbatch, objects
 
 TREE, GITLINK = b"40000", b"160000"
 _FILE_MODES = {b"100644", b"100755", b"120000"}
@@ -65,16 +65,19 @@ def plain_path(rel: str) -> bool:
     return True
 
 
-def edit_tree(cwd: Path, base: str | None, new: Mapping[str, tuple[str, str] | None]) -> str | None:
+def edit_tree(cwd: Path, base: str | None, new: Mapping[str, tuple[str, str] | None],
+              store: Path | None = None) -> str | None:
     """`base` (None: the empty tree) with each path of `new` set to (mode, blob id), or removed (None),
     written as `git update-index --index-info` and `git write-tree` write it; None when that needs
-    git (see the module's docstring)."""
+    git (see the module's docstring). `store`: the object folder of a repository agentloop made,
+    where new trees are written in process (agentloop.workspace.objects), not by `git mktree`."""
     paths = sorted(new)
     if not all(map(plain_path, paths)) or any(b.startswith(a + "/") for a, b in zip(paths, paths[1:], strict=False)):
         return None  # (sorted: a path that is a folder of another one comes right before some path under it)
     root = _Node.open(cwd, base)
     if root is None:
         return None
+    root.store = store
     for rel in paths:
         *folders, name = (part.encode("utf-8", "surrogateescape") for part in rel.split("/"))
         node = root
@@ -96,6 +99,7 @@ class _Node:
 
     def __init__(self, cwd: Path, tree: str | None, entries: Entries):
         self.cwd, self.tree, self.entries = cwd, tree, dict(entries)
+        self.store: Path | None = None  # see edit_tree
         self.children: dict[bytes, _Node] = {}
         self.changed = False
         self.invalid = False  # an edit here needs git
@@ -120,6 +124,7 @@ class _Node:
         if node is None and entry is not None:  # a file where a folder is wanted, or an unreadable tree
             self.invalid = True
         if node is not None:
+            node.store = self.store
             self.children[name] = node
         return node
 
@@ -156,6 +161,8 @@ class _Node:
             return self.tree
         if not self.entries and not root:
             return None
+        if self.store is not None:
+            return objects.write_tree(self.store, self.entries)
         records = b"".join(b"%s %s %s\t%s\0" % (mode, _TYPES.get(mode, "blob").encode(), oid.encode(), name)
                            for name, (mode, oid) in self.entries.items())
         with gitbatch.batch(self.cwd, gitbatch.MKTREE).exchange() as writer:
