@@ -11,9 +11,10 @@ warm worker's imports, is amortised), p50/p95 rollout latency, workspace set-up 
 (cloning the source), framework overhead per step (a rollout's time minus the model's delay and the
 checks' time, per turn: set-up, forking, litellm's client, applying the edit, git, the record) and its
 share of the rollout's time, and scaling efficiency against ideal (workers x the 1-worker rate),
-from the steady-state rates. Ray is measured after a start-up pass of the same batch (its worker
-processes and their warm workers then exist; the pass's wall time is printed), and also shows what
-Ray adds per rollout, median and p95 (the driver's round trip minus the time inside the task). The
+from the steady-state rates. Ray is measured after a start-up pass of the same batch (the pass's
+wall time is printed; each batch starts its own actors, whose warm-up counts in its wall time), and
+also shows what Ray adds per rollout, median and p95 (the driver's round trip minus the time inside
+the actor call). The
 load average is printed first: on a shared machine the figures move with it.
 
 Run:  .venv/bin/python benchmarks/bench_batch.py [--tasks 32] [--delay 1.0] [--workers 1,2,4,8] [--turns 1] [--ray]

@@ -220,6 +220,24 @@ def test_ray_backend_runs_resumes_and_retries(world, tmp_path, ray_session):
     assert line["status"] == "infra_error" and line["attempts"] == 3
 
 
+@pytest.mark.slow
+def test_ray_backend_kills_a_stuck_rollout_whole(world, tmp_path, ray_session):
+    """On its actor: the rollout past its deadline loses its whole process group (its setup's `sleep`
+    too), the actor starts another warm worker, and the next rollout runs."""
+    repo, held = world
+    marker = f"62.{os.getpid():08d}"
+    stuck = fixable(repo, held, task_id="stuck", setup=[f"sleep {marker}"])
+    stuck["limits"] = {"rollout_timeout": 1, "verify_timeout": 1}
+    tasks = write_tasks(tmp_path, [stuck, fixable(repo, held, task_id="fine")])
+    out = tmp_path / "out"
+    with FakeLLM([{"content": FIX_ADD}]) as server:
+        result = batch(tasks, out, server.api_base, "--backend", "ray", "-w", "1", "--kill-grace", "2")
+    assert result.exit_code == 0, result.output
+    statuses = {r["id"]: r["status"] for r in read_results(out / "results.jsonl")}
+    assert statuses == {"stuck": "timeout", "fine": "passed"}
+    assert not _processes_running(f"sleep {marker}")
+
+
 def _processes_running(marker: str) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():

@@ -19,12 +19,12 @@ import click
 @click.option("--filter", "pattern", metavar="REGEX", help="Only tasks whose id matches REGEX (re.search).")
 @click.option("--slice", "slice_text", metavar="A:B", help="Only rows A to B-1 (after --filter), e.g. 0:100.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: rollouts forked from one warm worker process; ray: one Ray task per rollout "
-                   "(pip install 'agentloop[ray]').")
+              help="local: rollouts forked from one warm worker process; ray: a pool of -w Ray actors, "
+                   "one call per rollout (pip install 'agentloop[ray]').")
 @click.option("--ray-address", metavar="ADDR",
               help="Ray cluster to join (`auto` for the local one); default: start one.")
 @click.option("--ray-cpus", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
-              help="CPUs Ray reserves for each rollout (--backend ray).")
+              help="CPUs Ray reserves for each actor, one rollout at a time (--backend ray).")
 @click.option("--redo-existing", is_flag=True,
               help="Run everything again even if OUT holds results (earlier results.jsonl kept as results.N.jsonl).")
 @click.option("--sandbox", type=click.Choice(["bwrap", "off"]), default="bwrap", show_default=True,
