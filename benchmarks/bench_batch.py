@@ -8,7 +8,7 @@ Prints per backend and worker count: rollouts per hour and environment steps (tu
 the batch's whole wall time (start-up included), rollouts per hour in the steady state (workers /
 mean rollout latency, Little's law: what a long batch approaches once the one-time start-up, the
 warm worker's imports, is amortised), p50/p95 rollout latency, workspace set-up time
-(cloning the source), framework overhead per step (a rollout's time minus the model's delay and the
+(making the rollout's repository), framework overhead per step (a rollout's time minus the model's delay and the
 checks' time, per turn: set-up, forking, litellm's client, applying the edit, git, the record) and its
 share of the rollout's time, and scaling efficiency against ideal (workers x the 1-worker rate),
 from the steady-state rates. Ray is measured after a start-up pass of the same batch (the pass's
