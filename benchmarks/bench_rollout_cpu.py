@@ -6,7 +6,7 @@ The task is bench_batch.py's: the scripted server (no reply delay) fixes the bug
 the check is a `grep`, so almost all the CPU is the framework's. Count the processes of one rollout
 with `strace -f -qq -e trace=execve -o FILE` around `... bench_rollout_cpu.py TURNS 1`.
 
-Run:  PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_rollout_cpu.py [TURNS=1] [N=25]
+Run:  PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_rollout_cpu.py [TURNS=1] [N=25] [SANDBOX=off|bwrap]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ CHECK = "grep -q 'a + b' calc.py"
 def main() -> None:
     turns = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 25
+    box = sys.argv[3] if len(sys.argv) > 3 else "off"
     preload()
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-cpu-"))
     repo = tmp / "repo"
@@ -46,7 +47,7 @@ def main() -> None:
             row, problems = validate_row({"id": f"t{i}", "task": "add must add", "source": {"path": str(repo)},
                                           "checks": [CHECK], "limits": {"max_turns": turns + 1}}, "row", tmp)
             assert row is not None, problems
-            settings = {"model": "openai/fake", "api_base": server.api_base, "sandbox": "off"}
+            settings = {"model": "openai/fake", "api_base": server.api_base, "sandbox": box}
             job = job_for(row, 0, tmp / "out", settings, row.id, tmp / f"r{i}.json")
             pid = os.fork()
             if pid == 0:
@@ -63,7 +64,8 @@ def main() -> None:
             assert status == 0, f"rollout {i} did not pass in {turns} turn(s)"
             total.append((usage.ru_utime + usage.ru_stime) * 1000)
             own.append(float((tmp / f"own{i}").read_text()))
-    print(f"{n} rollouts of {turns} turn(s): CPU ms median {statistics.median(total):.0f} (min {min(total):.0f}, "
+    print(f"{n} rollouts of {turns} turn(s), sandbox {box}: CPU ms median {statistics.median(total):.0f} "
+          f"(min {min(total):.0f}, "
           f"max {max(total):.0f}); the rollout's own {statistics.median(own):.0f}, its children "
           f"{statistics.median(t - o for t, o in zip(total, own, strict=True)):.0f}; load {os.getloadavg()[0]:.1f}")
 

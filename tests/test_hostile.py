@@ -246,13 +246,19 @@ def test_setsid_child_is_killed_on_timeout(repo, tmp_path):
     assert not marker.exists()
 
 
-def test_checks_die_when_agentloop_is_killed(repo):
-    """SIGKILL to agentloop mid-check (no cleanup code runs): the reaper's parent-death signal
-    still takes the check's whole tree down, setsid children included."""
-    marker = f"hostile-orphan-{os.getpid()}"
+@pytest.mark.parametrize("box", ["off", "bwrap"])
+def test_checks_die_when_agentloop_is_killed(repo, box):
+    """SIGKILL to agentloop mid-check (no cleanup code runs): the reaper's parent-death signal, or
+    the sandbox's (--die-with-parent: its PID namespace dies), still takes the check's whole tree
+    down, setsid children included."""
+    from agentloop.workspace import sandbox
+
+    if box == "bwrap" and sandbox.probe() is not None:
+        pytest.skip(f"bubblewrap cannot run here: {sandbox.probe()}")
+    marker = f"hostile-orphan-{os.getpid()}-{box}"
     check = f"setsid sh -c 'sleep 41; : {marker}' & sh -c 'sleep 42; : {marker}'; true"
     proc = subprocess.Popen([sys.executable, "-m", "agentloop", "fix", "-m", "openai/fake", "--check", check,
-                             "--sandbox", "off"],
+                             "--sandbox", box],
                             cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while len([p for p in _alive(marker) if "sleep" in p]) < 2 and time.monotonic() < deadline:

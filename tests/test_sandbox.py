@@ -194,3 +194,39 @@ def test_every_run_sees_its_workspace_at_one_stable_path(repo: Path):
         assert f"{run}.txt" in result.output and "true" in result.output, result.output
         seen.append(result.output.splitlines()[0])
     assert seen == [str(state / sandbox.STABLE_NAME)] * 2
+
+
+@needs_bwrap
+def test_in_the_sandbox_every_process_of_a_check_dies_with_it_and_no_reaper_is_started(repo: Path, monkeypatch):
+    """The sandbox's PID namespace does the reaper's work (checks.reaped_by), so no reaper starts:
+    a setsid straggler of a passing check, or of one that timed out, dies with it; exit codes keep
+    the reaper's meaning (128 + N for a signal)."""
+    import time
+
+    from agentloop.workspace.checks import reaped_by
+
+    box = sandbox.resolve("bwrap", repo, [repo / ".git"])
+    assert reaped_by(box.wrapper()) and not reaped_by([])
+    started: list[list[str]] = []
+    real = subprocess.Popen.__init__
+
+    def recording(self, args, *rest, **kwargs):
+        started.append([str(a) for a in args])
+        return real(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", recording)
+
+    def alive(name: str) -> list[str]:
+        found = subprocess.run(["pgrep", "-fa", name], capture_output=True, text=True).stdout
+        return [line for line in found.splitlines() if "pgrep" not in line]
+
+    result = boxed(repo, "setsid sh -c 'sleep 1; touch survivor' & (setsid sleep 61 &) ; echo started")
+    assert result.passed and "started" in result.output
+    assert not any("reaper" in " ".join(argv) for argv in started) and started[-1][0].endswith("bwrap")
+    timed = run_command("setsid sh -c 'sleep 1.5; touch survivor2' & sleep 30", repo, timeout=0.5,
+                        wrapper=box.wrapper())
+    assert timed.timed_out
+    time.sleep(1.8)
+    assert not (repo / "survivor").exists() and not (repo / "survivor2").exists()
+    assert alive("sleep 61") == [] and alive("sleep 30") == []
+    assert boxed(repo, "kill -9 $$").exit_code == 137 and boxed(repo, "exit 3").exit_code == 3

@@ -136,11 +136,21 @@ def _set_dumpable(on: bool) -> None:
         _prctl(PR_SET_DUMPABLE, int(on))
 
 
+def reaped_by(wrapper: Sequence[str]) -> bool:
+    """Whether the sandbox in `wrapper` already does the reaper's work: bwrap with a PID namespace of
+    its own and --die-with-parent. When the command ends, or bwrap is signalled, bwrap's init (pid 1
+    there) exits and the kernel kills every process left in the namespace, setsid and double-forked
+    ones too; when agentloop dies, so does the sandbox. The reaper's Python start (11-15 ms of CPU a
+    check) is then saved. Exit codes are the same: the command's, 128 + N for a signal."""
+    return bool(wrapper) and "--unshare-pid" in wrapper and "--die-with-parent" in wrapper
+
+
 def _end_tree(proc: subprocess.Popen) -> None:
     """Make sure the command and everything it started are gone, within a second.
 
-    SIGTERM asks the reaper to SIGKILL all its descendants (setsid ones included); if it has not
-    exited soon after, its whole process group is killed as a fallback.
+    SIGTERM asks the reaper to SIGKILL all its descendants (setsid ones included), or ends the
+    sandbox, whose PID namespace then dies whole; if it has not exited soon after, its whole process
+    group is killed as a fallback.
     """
     if proc.poll() is None:
         try:
@@ -169,11 +179,13 @@ def run_command(
     Output is read as it comes (so a chatty child never blocks on a full pipe) and only the head
     and tail are kept, so memory stays bounded whatever the command prints. `output_sink`, if
     given, receives every chunk as it is read (the trajectory streams the output to a file).
-    `wrapper` is put before `/bin/sh -c command` (the sandbox's bwrap arguments). The command runs
-    under reaper.py, which kills every descendant when it ends, even ones that left the group.
+    `wrapper` is put before `/bin/sh -c command` (the sandbox's bwrap arguments). Every descendant
+    of the command dies when it ends, even ones that left the group: it runs under reaper.py, or in
+    a sandbox with a PID namespace of its own, which does the same (see `reaped_by`).
     """
     start = time.monotonic()
-    argv = [sys.executable, "-I", "-S", "-c", REAPER_MAIN, *wrapper, "/bin/sh", "-c", command]
+    reaper = [] if reaped_by(wrapper) else [sys.executable, "-I", "-S", "-c", REAPER_MAIN]
+    argv = [*reaper, *wrapper, "/bin/sh", "-c", command]
     _set_dumpable(False)
     try:
         return _run(argv, command, cwd, timeout, output_cap, env, output_sink, start)

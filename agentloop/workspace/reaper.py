@@ -1,6 +1,7 @@
 """Run one command and make sure every process it started is gone when it ends.
 
-agentloop.workspace.checks runs each check as `python -I -S -c "import reaper; reaper.main(ARGV)"`.
+agentloop.workspace.checks runs each check as `python -I -S -c "import reaper; reaper.main(ARGV)"`
+(unless the sandbox runs it in a PID namespace of its own, which does the same: checks.reaped_by).
 A process group alone is not enough: a `setsid` or double-forked grandchild leaves the group and
 would outlive a timeout. This wrapper marks itself a child subreaper (prctl), so every orphaned
 descendant is re-parented to it rather than to init; when the command exits, or on SIGTERM (the
