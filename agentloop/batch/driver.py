@@ -26,7 +26,7 @@ from typing import Any
 from agentloop.batch.display import Display
 from agentloop.batch.jobs import Job, Settings, settings_for_job, should_retry
 from agentloop.batch.pool import ForkServer, WorkerDied
-from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, group_id, hard_deadline, rollout_dir
+from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, group_id, hard_deadline, rollout_dir, unfinished
 from agentloop.batch.tasks import TaskRow
 from agentloop.errors import UsageError
 
@@ -286,10 +286,8 @@ class LocalBackend:
     def _base(self, item: _Running, status: str, reason: str) -> dict[str, Any]:
         folder = rollout_dir(self.out, *item.job.key)
         runs = sorted((folder / "runs").glob("*/trajectory.jsonl")) if folder.exists() else []
-        return {"id": item.job.row.id, "sample": item.job.sample, "group_id": item.job.group, "status": status,
-                "reward": None, "turns": 0, "tokens": 0, "cost": 0.0,
-                "seconds": round(time.monotonic() - item.started, 3),
-                "run_dir": str(runs[-1].parent) if runs else None, "outcome": None, "reason": reason, "flags": []}
+        return unfinished(item.job.row.id, item.job.sample, item.job.group, status, reason,
+                          time.monotonic() - item.started, str(runs[-1].parent) if runs else None)
 
     def _cleanup(self, item: _Running) -> None:
         (self.work / f"{item.name}.result.json").unlink(missing_ok=True)

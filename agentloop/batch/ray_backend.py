@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, hard_deadline
+from agentloop.batch.rollout import INFRA_ERROR, TIMEOUT, hard_deadline, unfinished
 from agentloop.errors import UsageError
 from agentloop.workspace.reaper import _prctl
 
@@ -50,14 +50,6 @@ def _own_group_dying_with_parent() -> None:
     in a forked copy of it."""
     os.setsid()
     _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def failed_row(row_id: str, sample: int, group: str | None, status: str, reason: str,
-               seconds: float) -> dict[str, Any]:
-    """The results.jsonl row of a rollout that produced no result of its own."""
-    return {"id": row_id, "sample": sample, "group_id": group, "status": status, "reward": None, "turns": 0,
-            "tokens": 0, "cost": 0.0, "seconds": round(seconds, 3), "run_dir": None, "outcome": None,
-            "reason": reason, "flags": []}
 
 
 class RolloutActor:
@@ -126,7 +118,7 @@ class RolloutActor:
                         tail = ""
                     status, reason = INFRA_ERROR, f"rollout exited {code} without a result: {tail}"
         row = job["row"]
-        return failed_row(row["id"], job["sample"], job.get("group"), status, reason, time.monotonic() - started)
+        return unfinished(row["id"], job["sample"], job.get("group"), status, reason, time.monotonic() - started)
 
 
 @dataclass
@@ -194,7 +186,7 @@ def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], 
                         if queue:
                             job = queue.pop(0)
                             job.attempts += 1
-                            failed = failed_row(job.row.id, job.sample, job.group, INFRA_ERROR,
+                            failed = unfinished(job.row.id, job.sample, job.group, INFRA_ERROR,
                                                 f"ray: the actor did not start: {type(exc).__name__}: {exc}", 0.0)
                             in_flight[ref] = _Call(job, None, time.monotonic(), 0.0)
                             results[ref] = failed
@@ -208,14 +200,14 @@ def run_ray(jobs: list, out: Path, settings, record: Callable[[dict[str, Any]], 
                     idle.append(call.actor)
                 except Exception as exc:  # noqa: BLE001 - a lost node, a crashed actor: the infrastructure's
                     replace(call.actor)
-                    result = failed_row(call.job.row.id, call.job.sample, call.job.group, INFRA_ERROR,
+                    result = unfinished(call.job.row.id, call.job.sample, call.job.group, INFRA_ERROR,
                                         f"ray: {type(exc).__name__}: {exc}", time.monotonic() - call.submitted)
                 results[ref] = result
             now = time.monotonic()
             for ref, call in in_flight.items():  # the actor kills a rollout past its deadline; if it has not answered
                 if ref not in results and now - call.submitted > call.deadline_s + UNANSWERED_S:
                     replace(call.actor)
-                    results[ref] = failed_row(call.job.row.id, call.job.sample, call.job.group, TIMEOUT,
+                    results[ref] = unfinished(call.job.row.id, call.job.sample, call.job.group, TIMEOUT,
                                               f"killed after {now - call.submitted:.0f}s: past the rollout's time "
                                               "limit (its Ray actor did not answer and was replaced)",
                                               now - call.submitted)

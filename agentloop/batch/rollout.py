@@ -39,6 +39,15 @@ def rollout_dir(out: Path, task_id: str, sample: int) -> Path:
     return Path(out) / "rollouts" / task_id / str(sample)
 
 
+def unfinished(row_id: str, sample: int, group: str | None, status: str, reason: str, seconds: float = 0.0,
+               run_dir: str | None = None) -> dict[str, Any]:
+    """The result of a rollout that produced none of its own (it could not start, was killed or died),
+    in the shape of a finished one (see run_rollout)."""
+    return {"id": row_id, "sample": sample, "group_id": group, "status": status, "reward": None, "turns": 0,
+            "tokens": 0, "cost": 0.0, "seconds": round(seconds, 3), "run_dir": run_dir, "outcome": None,
+            "reason": reason, "flags": []}
+
+
 def group_id(row: TaskRow) -> str:
     """Samples of one task form a group, named by the task id, as exports name it (the header's task_id)."""
     return row.id
@@ -179,9 +188,7 @@ def run_rollout(row: TaskRow, sample: int, out: Path, *, model: str | None, api_
     if base.exists():
         shutil.rmtree(base)
     base.mkdir(parents=True)
-    result: dict[str, Any] = {"id": row.id, "sample": sample, "group_id": group or group_id(row),
-                              "status": INFRA_ERROR, "reward": None, "turns": 0, "tokens": 0, "cost": 0.0,
-                              "seconds": 0.0, "run_dir": None, "outcome": None, "reason": "", "flags": []}
+    result = unfinished(row.id, sample, group or group_id(row), INFRA_ERROR, "")
     if row.meta:
         result["meta"] = row.meta
     try:

@@ -30,9 +30,14 @@ def git_bytes(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, 
     proc = subprocess.run(["git", *SAFE_CONFIG, *args], cwd=cwd, env=git_env(env), input=input_bytes,
                           capture_output=True)
     if check and proc.returncode != 0:
-        message = (proc.stderr.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
-        raise RuntimeError(f"git {' '.join(args[:2])} failed: {message}")
+        raise _failure(args, proc.stderr)
     return proc.stdout
+
+
+def _failure(args: list[str], stderr: bytes) -> RuntimeError:
+    """A failed git command as one line: the command and git's own last word."""
+    message = (stderr.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
+    return RuntimeError(f"git {' '.join(args[:2])} failed: {message}")
 
 
 def git(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, check: bool = True,
@@ -60,8 +65,7 @@ def git_side_by_side(commands: list[list[str]], cwd: Path) -> list[str]:
     outs = [proc.communicate() for proc in procs]
     for args, proc, (_, err) in zip(commands, procs, outs, strict=True):
         if proc.returncode != 0:
-            message = (err.decode(errors="replace").strip().splitlines() or ["(no message)"])[-1]
-            raise RuntimeError(f"git {' '.join(args[:2])} failed: {message}")
+            raise _failure(args, err)
     return [out.decode("utf-8", "surrogateescape") for out, _ in outs]
 
 
