@@ -18,6 +18,7 @@ the actor call). The
 load average is printed first: on a shared machine the figures move with it.
 
 Run:  .venv/bin/python benchmarks/bench_batch.py [--tasks 32] [--delay 1.0] [--workers 1,2,4,8] [--turns 1] [--ray]
+          [--sandbox off|bwrap]
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(tasks: Path, out: Path, workers: int, backend: str, api_base: str, delay: float,
-            ray_cpus: float = 1.0) -> dict:
-    settings = Settings(model="openai/fake", api_base=api_base, sandbox="off", workers=workers)
+            ray_cpus: float = 1.0, sandbox: str = "off") -> dict:
+    settings = Settings(model="openai/fake", api_base=api_base, sandbox=sandbox, workers=workers)
     started = time.monotonic()
     run_batch(tasks, out, settings, backend=backend, say=lambda line: None, ray_cpus=ray_cpus)
     wall = time.monotonic() - started
@@ -139,12 +140,14 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4,8")
     parser.add_argument("--turns", type=int, default=1, help="the turn at which the scripted reply fixes the bug")
     parser.add_argument("--ray", action="store_true", help="also the Ray backend (needs agentloop[ray])")
+    parser.add_argument("--sandbox", choices=["off", "bwrap"], default="off",
+                        help="the checks' sandbox (off by default, as in the figures in docs/batch.md)")
     args = parser.parse_args()
     backends = ["local"] + (["ray"] if args.ray else [])
     cores = os.cpu_count() or 1
     workers_list = [int(w) for w in args.workers.split(",")]
-    print(f"{args.tasks} rollouts of {args.turns} turn(s), model delay {args.delay}s, sandbox off, {cores} cores, "
-          f"load average {os.getloadavg()[0]:.1f}; fork server start-up {server_start_s():.1f}s")
+    print(f"{args.tasks} rollouts of {args.turns} turn(s), model delay {args.delay}s, sandbox {args.sandbox}, "
+          f"{cores} cores, load average {os.getloadavg()[0]:.1f}; fork server start-up {server_start_s():.1f}s")
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp, \
             TurnsLLM(args.turns, args.delay) as server:
         tasks = make_tasks(Path(tmp), args.tasks, args.turns)
@@ -164,10 +167,10 @@ def main() -> None:
             for workers in workers_list:
                 if backend == "ray":  # Ray's start-up: its worker processes and their warm workers
                     warm = measure(tasks, Path(tmp) / f"warm-{workers}", workers, backend, server.api_base,
-                                   args.delay)
+                                   args.delay, sandbox=args.sandbox)
                     print(f"ray start-up pass, {workers} workers: {warm['wall']:.1f}s", flush=True)
                 m = measure(tasks, Path(tmp) / f"out-{backend}-{workers}", workers, backend, server.api_base,
-                            args.delay)
+                            args.delay, sandbox=args.sandbox)
                 base_rate = base_rate or m["steady_per_hour"]
                 scaling = m["steady_per_hour"] / (base_rate * workers)
                 ray_ms = (f"{m['ray_overhead_ms']:.1f}/{m['ray_overhead_p95_ms']:.0f}"

@@ -40,8 +40,8 @@ class ForkServer:
         os.set_blocking(self.fileno(), False)
         self.log = log
         self.ready = False
-        self.pids: dict[str, int] = {}    # running rollouts by name: their process groups
-        self.doomed: set[str] = set()     # killed before the server said they started
+        self.pids: dict[str, int] = {}    # running rollouts by name: their runners' process groups
+        self._ended: dict[str, int] = {}  # ends read while waiting on a kill, for the next pump()
         self._buffer = b""
 
     def fileno(self) -> int:
@@ -79,12 +79,10 @@ class ForkServer:
                 self.ready = True
             elif "started" in event:
                 self.pids[event["name"]] = int(event["started"])
-                if event["name"] in self.doomed:
-                    self.kill_rollout(event["name"])
             elif "ended" in event:
                 self.pids.pop(event["name"], None)
-                self.doomed.discard(event["name"])
                 ended[event["name"]] = int(event["code"])
+        ended, self._ended = {**self._ended, **ended}, {}
         return ended
 
     def wait_for(self, name: str, deadline: float) -> int | None:
@@ -98,16 +96,25 @@ class ForkServer:
                 return None
             select.select([self], [], [], min(remaining, 1.0))
 
-    def kill_rollout(self, name: str) -> None:
-        """Kill a rollout's whole process group (the server reaps it and reports it ended)."""
-        pid = self.pids.get(name)
-        if pid is None:
-            self.doomed.add(name)
-            return
+    def kill_rollout(self, name: str, within: float = 5.0) -> bool:
+        """Have the server kill a rollout's whole process group (or drop it if it has not started), and
+        wait, `within` seconds at most, until it says the rollout ended: then nothing of it runs on
+        while the caller cleans up. Asked of the server, which alone knows whether the runner that
+        ran `name` has moved on to another job. Other rollouts' ends are kept for the next pump().
+        True once the server said it ended; False if it did not in time, or the server is gone."""
+        assert self.proc.stdin is not None
         try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            self.proc.stdin.write(json.dumps({"kill": name}).encode() + b"\n")
+            self.proc.stdin.flush()
+            deadline = time.monotonic() + within
+            while True:
+                ended = self.pump()  # (first: pump() replaces self._ended)
+                self._ended.update(ended)
+                if name in self._ended or time.monotonic() >= deadline:
+                    return self._ended.pop(name, None) is not None
+                select.select([self], [], [], max(0.0, deadline - time.monotonic()))
+        except (BrokenPipeError, OSError, WorkerDied):
+            return False  # the server is gone: the next pump() says so
 
     def kill(self) -> None:
         """Every running rollout's process group, then the server's own; reaped."""

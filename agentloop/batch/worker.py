@@ -1,19 +1,24 @@
 """Rollouts in their own processes: `python -m agentloop.batch.worker --serve` (or `... JOB.json`).
 
 `--serve` is a warm fork server: it imports agentloop's rollout path and litellm once, then reads
-jobs, one JSON line each (`{"name": ..., "job": {...}}`), from stdin, and may run many at once. For
-each job it forks a child that becomes the leader of a new session (its own process group) and dies
-with the server (PDEATHSIG), runs the rollout there with its output going to the job's log, writes
-the result atomically to the job's `result` path, and exits; the server then kills whatever the
-rollout left in its group and reports. So a rollout costs a fork, not a Python start-up and a 2-3 s
-litellm import, yet each still has its own process group, workspace and sandbox, and a fresh copy of
-the interpreter's state; a stuck one is killed whole by the driver (its process group) while the
-others go on.
+jobs, one JSON line each (`{"name": ..., "job": {...}}`), from stdin, and may run many at once. It
+hands each job to an idle *runner*, forking one when none is idle. A runner is the leader of a new
+session (its own process group), dies with the server (PDEATHSIG), and is a child subreaper: it runs
+rollouts one at a time, each with its output going to the job's log and its result written
+atomically to the job's `result` path; after each it kills and reaps whatever the rollout left
+running and puts back the signal handlers, environment and working folder, and after
+ROLLOUTS_PER_RUNNER of them (or one that raised) it exits. So a rollout costs neither a Python
+start-up and a 2-3 s litellm import nor a fork (whose copy-on-write faults made a forked rollout's
+first model call some 13 ms slower), yet each has its own workspace, sandbox and process group (its
+runner's, which runs nothing else meanwhile); a stuck one is killed whole, its runner with it, while
+the others go on.
 
-Protocol on stdout, one JSON line each: `{"ready": true}` once the imports are done,
-`{"started": PID, "name": NAME}` when a job's child runs (PID is its process group), and
-`{"ended": PID, "name": NAME, "code": N}` when it has exited (N: exit status, negative for a signal).
-The server exits when stdin closes and its children have ended.
+Protocol on stdin besides jobs: `{"kill": NAME}` drops a job not yet started, or kills the process
+group of the runner running it (the server alone knows whether that runner has moved on). On stdout,
+one JSON line each: `{"ready": true}` once the imports are done, `{"started": PID, "name": NAME}`
+when a runner takes a job (PID is its process group), and `{"ended": PID, "name": NAME, "code": N}`
+when the job has ended (N: 0 with a result written, else the runner's exit status, negative for a
+signal). The server exits when stdin closes and its runners have ended.
 
 `python -m agentloop.batch.worker JOB.json` runs one job in this process (the one-shot form).
 The driver alone turns result files into lines of results.jsonl.
@@ -25,6 +30,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +105,7 @@ def preload() -> None:
 
 
 _PROTOCOL: Any = None  # the server's events go here (stdout as the server started); stray prints to stderr
+ROLLOUTS_PER_RUNNER = 100  # then a fresh runner: what a rollout leaves in memory (caches, pools) stays bounded
 
 
 def _say(event: dict[str, Any]) -> None:
@@ -106,52 +113,115 @@ def _say(event: dict[str, Any]) -> None:
     _PROTOCOL.flush()
 
 
-def _child(job: dict[str, Any]) -> int:
-    """In the forked child: own session, death with the server, output to the job's log, the rollout."""
-    from agentloop.workspace.reaper import _prctl
+def _runner(jobs: int, reports: int) -> int:
+    """In a forked runner: own session, death with the server, every descendant its own to reap; then
+    rollouts one after another, each job read from `jobs`, each end reported on `reports`."""
+    from agentloop.workspace.reaper import PR_SET_CHILD_SUBREAPER, _prctl
 
     os.setsid()
     parent = os.getppid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the server died between fork and prctl
         return 1
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # what a rollout leaves behind stays below us, to be killed
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    low, high = sorted((jobs, reports))  # the server's other pipes and pidfds are not ours
+    for start, end in ((3, low), (low + 1, high), (high + 1, os.sysconf("SC_OPEN_MAX"))):
+        os.closerange(start, end)
+    reader = os.fdopen(jobs, "rb")
+    for served in range(1, ROLLOUTS_PER_RUNNER + 1):
+        line = reader.readline()
+        if not line:
+            return 0  # the server is done with us
+        code = _one_rollout(json.loads(line)["job"])
+        if code:
+            return code  # a rollout that raised may have left anything behind: no other runs here
+        last = served == ROLLOUTS_PER_RUNNER
+        os.write(reports, json.dumps({"done": code, "last": last}).encode() + b"\n")
+    return 0
+
+
+def _one_rollout(job: dict[str, Any]) -> int:
+    """One rollout in the runner, its output to the job's log; then whatever it left running killed and
+    reaped, and the process as it was before (signal handlers, environment, working folder)."""
+    from agentloop.workspace.reaper import kill_all
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)}
+    environment, folder = dict(os.environ), os.getcwd()
     log = os.open(job.get("log") or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)  # the server's pidfds
+    os.close(log)
+    code = 0
     try:
         run_and_write(job)
     except BaseException:  # noqa: BLE001 - reported through the log; the driver sees no result file
         import traceback
 
         traceback.print_exc()
-        return 1
-    return 0
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)  # the log is the driver's once the rollout is reported
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+    kill_all()
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+    if os.environ != environment:
+        os.environ.clear()
+        os.environ.update(environment)
+    os.chdir(folder)
+    return code
 
 
-def _fork(job: dict[str, Any]) -> int:
+@dataclass
+class _Runner:
+    """The server's view of one runner."""
+
+    pid: int
+    jobs: int            # the runner reads its jobs from here
+    reports: int | None  # and says here when one ended (None once it closed)
+    pidfd: int | None    # readable when the runner exits (None without pidfd_open: polled)
+    name: str | None = None  # the job it runs
+    last: bool = False       # it said it takes no more
+    buffer: bytes = b""
+
+
+def _fork_runner() -> _Runner:
+    jobs_r, jobs_w = os.pipe()
+    reports_r, reports_w = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            code = _child(job)
+            os.close(jobs_w)
+            os.close(reports_r)
+            code = _runner(jobs_r, reports_w)
         finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
-    return pid
+            os._exit(code)
+    os.close(jobs_r)
+    os.close(reports_w)
+    os.set_blocking(reports_r, False)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    return _Runner(pid, jobs_w, reports_r, pidfd)
 
 
 def serve() -> int:
-    """The fork server's loop: a child per job line; reap and report children; until stdin closes."""
+    """The fork server's loop: jobs and kills from stdin; each job to an idle runner (forked when none
+    is idle); runners' ends reported; until stdin closes and every runner has exited."""
     import select
 
     global _PROTOCOL
@@ -160,12 +230,18 @@ def serve() -> int:
     os.dup2(2, 1)
     preload()
     _say({"ready": True})
-    children: dict[int, str] = {}
-    pidfds: dict[int, int] = {}  # wake-up on a child's exit; without pidfd_open, a short poll
+    runners: dict[int, _Runner] = {}
+    queue: list[tuple[str, dict[str, Any]]] = []
     pending, reading = b"", True
-    while reading or children:
-        watch = ([0] if reading else []) + list(pidfds.values())
-        polling = len(pidfds) < len(children)
+    while reading or queue or runners:
+        if not reading and not queue:  # nothing more will come: idle runners may go
+            for runner in runners.values():
+                if runner.name is None and runner.jobs >= 0:
+                    os.close(runner.jobs)
+                    runner.jobs = -1
+        watch = ([0] if reading else []) + [r.reports for r in runners.values() if r.reports is not None]
+        watch += [r.pidfd for r in runners.values() if r.pidfd is not None]
+        polling = any(r.pidfd is None for r in runners.values())
         select.select(watch, [], [], 0.05 if polling else None)
         if reading:
             os.set_blocking(0, False)
@@ -179,30 +255,84 @@ def serve() -> int:
         *lines, pending = pending.split(b"\n")
         for line in filter(bytes.strip, lines):
             message = json.loads(line)
-            pid = _fork(message["job"])
-            children[pid] = message["name"]
+            if "kill" in message:
+                _kill(message["kill"], queue, runners)
+            else:
+                queue.append((message["name"], message["job"]))
+        for runner in runners.values():
+            _read_reports(runner)
+        while queue:
+            runner = next((r for r in runners.values() if r.name is None and not r.last and r.jobs >= 0), None)
+            if runner is None:
+                runner = _fork_runner()
+                runners[runner.pid] = runner
+            runner.name, job = queue.pop(0)
+            os.write(runner.jobs, json.dumps({"job": job}).encode() + b"\n")  # (it is idle: it reads)
+            _say({"started": runner.pid, "name": runner.name})
+        _reap(runners)
+    return 0
+
+
+def _kill(name: str, queue: list[tuple[str, dict[str, Any]]], runners: dict[int, _Runner]) -> None:
+    """A job the driver gave up on: dropped if it has not started, else its runner's whole group killed."""
+    for i, (queued, _) in enumerate(queue):
+        if queued == name:
+            del queue[i]
+            _say({"ended": 0, "name": name, "code": -signal.SIGKILL})
+            return
+    for runner in runners.values():
+        if runner.name == name:
             try:
-                pidfds[pid] = os.pidfd_open(pid)
-            except (AttributeError, OSError):
-                pass
-            _say({"started": pid, "name": message["name"]})
-        while children:
-            try:  # which child ended, without reaping it: its pid (its group's id) cannot be reused yet
-                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                break
-            if ended is None or not ended.si_pid:
-                break
-            pid = ended.si_pid
-            try:
-                os.killpg(pid, signal.SIGKILL)  # whatever the rollout left running in its group
+                os.killpg(runner.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            _, status = os.waitpid(pid, 0)
-            if pid in pidfds:
-                os.close(pidfds.pop(pid))
-            _say({"ended": pid, "name": children.pop(pid, ""), "code": os.waitstatus_to_exitcode(status)})
-    return 0
+
+
+def _read_reports(runner: _Runner) -> None:
+    if runner.reports is None:
+        return
+    while True:
+        try:
+            chunk = os.read(runner.reports, 1 << 12)
+        except BlockingIOError:
+            break
+        if not chunk:  # it exited (or is exiting): _reap reports it
+            os.close(runner.reports)
+            runner.reports = None
+            break
+        runner.buffer += chunk
+    *lines, runner.buffer = runner.buffer.split(b"\n")
+    for line in lines:
+        report = json.loads(line)
+        if runner.name is not None:
+            _say({"ended": runner.pid, "name": runner.name, "code": int(report["done"])})
+        runner.name, runner.last = None, bool(report.get("last"))
+
+
+def _reap(runners: dict[int, _Runner]) -> None:
+    """Runners that exited: their groups killed, reaped, the job one was running reported ended."""
+    while runners:
+        try:  # which runner ended, without reaping it: its pid (its group's id) cannot be reused yet
+            ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            break
+        if ended is None or not ended.si_pid:
+            break
+        pid = ended.si_pid
+        try:
+            os.killpg(pid, signal.SIGKILL)  # whatever its last rollout left running in its group
+        except (ProcessLookupError, PermissionError):
+            pass
+        _, status = os.waitpid(pid, 0)
+        runner = runners.pop(pid, None)
+        if runner is None:
+            continue
+        _read_reports(runner)  # a rollout it finished before exiting
+        for fd in (runner.jobs, runner.reports, runner.pidfd):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        if runner.name is not None:
+            _say({"ended": pid, "name": runner.name, "code": os.waitstatus_to_exitcode(status)})
 
 
 def main(argv: list[str]) -> int:
