@@ -99,3 +99,16 @@ FIX_ADD = """calc.py
     return a + b
 >>>>>>> REPLACE
 """
+
+
+@pytest.fixture(params=["a reaper per check", "one reaper"])
+def reaping(request, monkeypatch):
+    """Checks run the two ways agentloop runs them with the sandbox off: each under a reaper of its
+    own (`fix`, the hook), or all under one long-lived reaper (a batch runner: reaper_client)."""
+    from agentloop.workspace import reaper_client
+
+    if request.param == "one reaper":
+        monkeypatch.setattr(reaper_client, "_wanted", True)
+    yield request.param
+    if reaper_client._reaper is not None:
+        reaper_client._reaper.close()

@@ -8,13 +8,13 @@ import time
 from agentloop.workspace.checks import check_env, run_command
 
 
-def test_exit_code_and_output(tmp_path):
+def test_exit_code_and_output(tmp_path, reaping):
     result = run_command("echo hello; echo oops >&2; exit 3", tmp_path)
     assert result.exit_code == 3 and not result.passed
     assert "hello" in result.output and "oops" in result.output
 
 
-def test_timeout_kills_grandchildren(tmp_path):
+def test_timeout_kills_grandchildren(tmp_path, reaping):
     marker = tmp_path / "alive"
     # A grandchild in the background would write the marker after 2 s if it survived.
     started = time.monotonic()
@@ -25,7 +25,7 @@ def test_timeout_kills_grandchildren(tmp_path):
     assert not marker.exists()
 
 
-def test_background_stragglers_do_not_outlive_a_passing_check(tmp_path):
+def test_background_stragglers_do_not_outlive_a_passing_check(tmp_path, reaping):
     marker = tmp_path / "late"
     result = run_command(f"(sleep 1; touch {marker}) > /dev/null 2>&1 & exit 0", tmp_path, timeout=10)
     assert result.passed
@@ -33,7 +33,7 @@ def test_background_stragglers_do_not_outlive_a_passing_check(tmp_path):
     assert not marker.exists()
 
 
-def test_output_is_capped_head_and_tail(tmp_path):
+def test_output_is_capped_head_and_tail(tmp_path, reaping):
     result = run_command("seq 1 200000", tmp_path, output_cap=1000)
     assert result.output.startswith("1\n2\n")
     assert result.output.rstrip().endswith("200000")
@@ -42,7 +42,7 @@ def test_output_is_capped_head_and_tail(tmp_path):
     assert len(result.output) < 1100
 
 
-def test_stdin_is_closed(tmp_path):
+def test_stdin_is_closed(tmp_path, reaping):
     result = run_command("cat", tmp_path, timeout=5)
     assert result.passed and result.output == ""
 
@@ -54,7 +54,7 @@ def test_secrets_are_not_passed_to_checks():
     assert check_env(["GITHUB_TOKEN"], base={"GITHUB_TOKEN": "x"}) == {"GITHUB_TOKEN": "x"}
 
 
-def test_check_sees_only_allowed_environment(tmp_path, monkeypatch):
+def test_check_sees_only_allowed_environment(tmp_path, monkeypatch, reaping):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-very-secret")
     result = run_command("env", tmp_path, env=check_env())
     assert "sk-ant-very-secret" not in result.output
@@ -82,3 +82,42 @@ def test_the_reaper_reads_proc_only_when_a_descendant_is_left(tmp_path):
     assert out.returncode == 0, out.stderr
     time.sleep(1.5)
     assert not marker.exists()
+
+
+def test_a_check_that_closes_its_output_is_waited_for_until_its_timeout(tmp_path, reaping):
+    """The end of its output is not its end: its exit code, or the timeout, decides."""
+    marker = tmp_path / "finished"
+    result = run_command(f"exec >/dev/null 2>&1; sleep 0.3; touch {marker}; exit 4", tmp_path, timeout=10)
+    assert result.exit_code == 4 and not result.timed_out and marker.exists()
+    result = run_command("exec >/dev/null 2>&1; sleep 30", tmp_path, timeout=1)
+    assert result.timed_out and result.exit_code == -1
+
+
+def test_one_reaper_serves_checks_in_turn_with_no_environment_of_its_own(tmp_path, monkeypatch):
+    from agentloop.workspace import reaper_client
+
+    monkeypatch.setattr(reaper_client, "_wanted", True)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak")
+    try:
+        first = run_command("echo $PPID", tmp_path, env=check_env())
+        second = run_command("echo $PPID; cat /proc/$PPID/environ | tr '\\0' '\\n'", tmp_path, env=check_env())
+        reaper = reaper_client.reaper_pid()
+        assert first.passed and second.passed
+        assert int(first.output.split()[0]) == int(second.output.split()[0]) == reaper  # one reaper, forking each
+        assert "sk-must-not-leak" not in second.output and second.output.split() == [str(reaper)]
+    finally:
+        reaper_client._reaper.close()
+
+
+def test_a_check_that_kills_its_reaper_fails_and_the_next_check_gets_a_new_one(tmp_path, monkeypatch):
+    from agentloop.workspace import reaper_client
+
+    monkeypatch.setattr(reaper_client, "_wanted", True)
+    try:
+        first = run_command("true", tmp_path)
+        killed = run_command("kill -9 $PPID; exit 0", tmp_path, timeout=20)
+        assert not killed.passed and killed.exit_code != 0
+        after = run_command("echo $PPID", tmp_path)
+        assert first.passed and after.passed and int(after.output) == reaper_client.reaper_pid()
+    finally:
+        reaper_client._reaper.close()

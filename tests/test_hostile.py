@@ -220,7 +220,7 @@ def _alive(marker: str) -> list[str]:
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
 
 
-def test_infinite_loop_is_killed_within_a_second(repo):
+def test_infinite_loop_is_killed_within_a_second(repo, reaping):
     marker = f"hostile-loop-{os.getpid()}"
     started = time.monotonic()
     result = run_command(f"while :; do : {marker}; done", repo, timeout=1)
@@ -228,7 +228,7 @@ def test_infinite_loop_is_killed_within_a_second(repo):
     assert _alive(marker) == []
 
 
-def test_setsid_child_outliving_its_parent_is_killed(repo, tmp_path):
+def test_setsid_child_outliving_its_parent_is_killed(repo, tmp_path, reaping):
     marker = tmp_path / "survivor"
     result = run_command(f"setsid sh -c 'sleep 1; touch {marker}' & (setsid sleep 61 &) ; echo started",
                          repo, timeout=10)
@@ -237,7 +237,7 @@ def test_setsid_child_outliving_its_parent_is_killed(repo, tmp_path):
     assert not marker.exists() and _alive("sleep 61") == []
 
 
-def test_setsid_child_is_killed_on_timeout(repo, tmp_path):
+def test_setsid_child_is_killed_on_timeout(repo, tmp_path, reaping):
     marker = tmp_path / "survivor"
     started = time.monotonic()
     result = run_command(f"setsid sh -c 'sleep 1.5; touch {marker}' & sleep 30", repo, timeout=0.5)
@@ -246,20 +246,27 @@ def test_setsid_child_is_killed_on_timeout(repo, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("box", ["off", "bwrap"])
+@pytest.mark.parametrize("box", ["off", "bwrap", "one reaper"])
 def test_checks_die_when_agentloop_is_killed(repo, box):
     """SIGKILL to agentloop mid-check (no cleanup code runs): the reaper's parent-death signal, or
     the sandbox's (--die-with-parent: its PID namespace dies), still takes the check's whole tree
-    down, setsid children included."""
+    down, setsid children included. ("one reaper": a process whose checks share one long-lived
+    reaper, as a batch runner's do.)"""
     from agentloop.workspace import sandbox
 
     if box == "bwrap" and sandbox.probe() is not None:
         pytest.skip(f"bubblewrap cannot run here: {sandbox.probe()}")
-    marker = f"hostile-orphan-{os.getpid()}-{box}"
+    marker = f"hostile-orphan-{os.getpid()}-{box.replace(' ', '-')}"
     check = f"setsid sh -c 'sleep 41; : {marker}' & sh -c 'sleep 42; : {marker}'; true"
-    proc = subprocess.Popen([sys.executable, "-m", "agentloop", "fix", "-m", "openai/fake", "--check", check,
-                             "--sandbox", box],
-                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if box == "one reaper":
+        argv = [sys.executable, "-c", "import sys\n"
+                "from agentloop.workspace import checks, reaper_client\n"
+                "reaper_client.use_one_reaper()\n"
+                "checks.run_command('true', '.')\n"
+                "checks.run_command(sys.argv[1], '.')\n", check]
+    else:
+        argv = [sys.executable, "-m", "agentloop", "fix", "-m", "openai/fake", "--check", check, "--sandbox", box]
+    proc = subprocess.Popen(argv, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while len([p for p in _alive(marker) if "sleep" in p]) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -287,7 +294,7 @@ time.sleep(60)
 """
 
 
-def test_fork_storm_kept_small_is_wiped_out(repo):
+def test_fork_storm_kept_small_is_wiped_out(repo, reaping):
     marker = f"hostile-storm-{os.getpid()}"
     (repo / "storm.py").write_text(FORK_STORM)
     started = time.monotonic()

@@ -170,7 +170,8 @@ def test_kill_drops_a_job_not_started_and_kills_a_running_one_whole(tmp_path):
 
 
 def test_real_rollouts_one_after_another_share_a_runner(tmp_path):
-    """Through the driver's own handle on the real server: two rollouts, the same runner, both pass."""
+    """Through the driver's own handle on the real server: two rollouts, the same runner (and the same
+    long-lived reaper for their checks: agentloop.workspace.reaper_client), both pass."""
     repo = make_repo(tmp_path / "repo", {"calc.py": BUGGY_CALC, "test_calc.py": CALC_TEST})
     row, problems = validate_row({"id": "calc", "task": "add() must return the sum", "source": {"path": str(repo)},
                                   "checks": [f"{PYTEST} test_calc.py"], "limits": {"max_turns": 2}}, "row", tmp_path)
@@ -179,7 +180,7 @@ def test_real_rollouts_one_after_another_share_a_runner(tmp_path):
     try:
         with FakeLLM([{"content": FIX_ADD}, {"content": FIX_ADD}]) as llm:
             settings = {"model": "openai/fake", "api_base": llm.api_base, "sandbox": "off"}
-            runners, results = [], []
+            runners, reapers, results = [], [], []
             for sample in (0, 1):
                 result = tmp_path / f"r{sample}.json"
                 server.send(f"calc/{sample}", job_for(row, sample, tmp_path / "out", settings, "calc", result,
@@ -188,8 +189,10 @@ def test_real_rollouts_one_after_another_share_a_runner(tmp_path):
                     (tmp_path / f"r{sample}.log").read_text()
                 results.append(json.loads(result.read_text()))
                 runners.append(_children(server.proc.pid))
+                reapers.append(_children(int(runners[-1][0])))
         assert [r["status"] for r in results] == ["passed", "passed"]
         assert len(runners[0]) == 1 and runners[1] == runners[0]  # the same runner, still waiting
+        assert len(reapers[0]) == 1 and reapers[1] == reapers[0]  # and its checks' one reaper, nothing else
     finally:
         server.close()
 

@@ -5,7 +5,7 @@ long-lived Ray worker process that owns one warm worker, the same as the local b
 (`agentloop.batch.worker --serve`), started and warmed in its constructor: a rollout goes only to an
 actor that is ready, so Ray never starts a worker process while rollouts wait (with one Ray task per
 rollout it did, seconds at a time on a busy node), and an actor call costs Ray less than a task
-(benchmarks/bench_ray_calls.py). Each rollout is a forked child in its own process group, killed whole
+(benchmarks/bench_ray_calls.py). Each rollout runs in a runner in its own process group, killed whole
 on its node past its deadline; an actor that has not answered some time after that is killed
 (`ray.kill`) and replaced. The actor returns the result and the driver alone writes results.jsonl,
 so resume works the same on both backends.
@@ -85,7 +85,7 @@ class RolloutActor:
         return os.getpid()
 
     def run(self, job: dict[str, Any], deadline_s: float) -> dict[str, Any]:
-        """Run one job on the warm fork server (a forked child in its own process group); past
+        """Run one job on the warm fork server (in a runner, its own process group); past
         `deadline_s` kill the rollout's group and the server, and start another server."""
         from agentloop.batch.pool import WorkerDied
 

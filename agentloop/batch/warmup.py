@@ -72,7 +72,7 @@ def _forget_event_loop() -> None:
 
 def warm_caches() -> None:
     """Fill, once in the warm worker, the per-process caches every rollout would otherwise fill again
-    in its forked child (some 40 ms of CPU each): models.yaml and the tool definitions (read once per
+    in its runner (some 40 ms of CPU each): models.yaml and the tool definitions (read once per
     process anyway, see agentloop.run.rules and load_tool_specs), the prompt templates compiled by
     jinja (which still checks each file's mtime on use, so an edited template is read again), and
     the compiled regexes of models.yaml's rules and of the default protected patterns."""

@@ -77,7 +77,7 @@ def run_and_write(job: dict[str, Any]) -> None:
 
 
 # What a rollout's first model call and first check import (found with `python -X importtime`): done
-# once in the warm worker, not in every forked child (about 1 s each). Missing ones are skipped.
+# once in the warm worker, not in every runner (about 1 s each). Missing ones are skipped.
 FIRST_CALL_MODULES = ("openai.resources.chat", "litellm.proxy.openai_files_endpoints.common_utils", "httpcore",
                       "tenacity", "litellm._service_logger", "litellm.llms.openai_like.dynamic_config",
                       "litellm.llms.custom_httpx.aiohttp_transport", "agentloop.workspace.reaper", "ctypes")
@@ -117,6 +117,7 @@ def _runner(jobs: int, reports: int) -> int:
     """In a forked runner: own session, death with the server, every descendant its own to reap; then
     rollouts one after another, each job read from `jobs`, each end reported on `reports`."""
     from agentloop.workspace.reaper import PR_SET_CHILD_SUBREAPER, _prctl
+    from agentloop.workspace.reaper_client import use_one_reaper
 
     os.setsid()
     parent = os.getppid()
@@ -124,6 +125,7 @@ def _runner(jobs: int, reports: int) -> int:
     if os.getppid() != parent:  # the server died between fork and prctl
         return 1
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # what a rollout leaves behind stays below us, to be killed
+    use_one_reaper()  # checks in turn, under one reaper for all our rollouts (agentloop.workspace.reaper_client)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     null = os.open(os.devnull, os.O_RDWR)
@@ -149,6 +151,7 @@ def _one_rollout(job: dict[str, Any]) -> int:
     """One rollout in the runner, its output to the job's log; then whatever it left running killed and
     reaped, and the process as it was before (signal handlers, environment, working folder)."""
     from agentloop.workspace.reaper import kill_all
+    from agentloop.workspace.reaper_client import reaper_pid
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE)}
     environment, folder = dict(os.environ), os.getcwd()
@@ -171,7 +174,7 @@ def _one_rollout(job: dict[str, Any]) -> int:
         os.dup2(null, 1)
         os.dup2(null, 2)
         os.close(null)
-    kill_all()
+    kill_all(spare=reaper_pid())  # (the checks' reaper, idle now, serves the next rollout too)
     for sig, handler in handlers.items():
         if handler is not None:
             signal.signal(sig, handler)

@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from agentloop.workspace.reaper_client import ReaperGone, one_reaper
 
 # Environment variables a check may see. Everything else is dropped unless `pass_env` names it.
 SAFE_ENV = (
@@ -180,33 +182,69 @@ def run_command(
     and tail are kept, so memory stays bounded whatever the command prints. `output_sink`, if
     given, receives every chunk as it is read (the trajectory streams the output to a file).
     `wrapper` is put before `/bin/sh -c command` (the sandbox's bwrap arguments). Every descendant
-    of the command dies when it ends, even ones that left the group: it runs under reaper.py, or in
-    a sandbox with a PID namespace of its own, which does the same (see `reaped_by`).
+    of the command dies when it ends, even ones that left the group: it runs under reaper.py (its
+    own, or the process's one long-lived reaper: reaper_client), or in a sandbox with a PID
+    namespace of its own, which does the same (see `reaped_by`).
     """
     start = time.monotonic()
-    reaper = [] if reaped_by(wrapper) else [sys.executable, "-I", "-S", "-c", REAPER_MAIN]
-    argv = [*reaper, *wrapper, "/bin/sh", "-c", command]
+    argv = [*wrapper, "/bin/sh", "-c", command]
     _set_dumpable(False)
     try:
-        return _run(argv, command, cwd, timeout, output_cap, env, output_sink, start)
+        return _run(_start(argv, cwd, env, reaped_by(wrapper)), command, timeout, output_cap, output_sink, start)
     finally:
         _set_dumpable(True)
 
 
-def _run(argv: list[str], command: str, cwd: Path, timeout: float, output_cap: int,
-         env: Mapping[str, str] | None, output_sink: Callable[[bytes], None] | None,
-         start: float) -> CommandResult:
-    proc = subprocess.Popen(
-        argv,
+class _Started(Protocol):
+    """A running check as _run sees it: subprocess.Popen under reaper.py, or reaper_client.Served."""
+
+    stdout: Any
+
+    def wait(self, timeout: float) -> int | None: ...
+
+    def stop(self) -> int: ...
+
+
+class _Popened:
+    """A check started by subprocess.Popen: under reaper.py of its own, or in a sandbox that reaps."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.stdout = proc, proc.stdout
+
+    def wait(self, timeout: float) -> int | None:
+        # The reaper (or bwrap) holds the pipe: its end is the end of the command and of the
+        # stragglers the reaper killed (`sleep &`, setsid ones); _end_tree is then a safety net.
+        return self.stop()
+
+    def stop(self) -> int:
+        _end_tree(self.proc)
+        return self.proc.wait()
+
+
+def _start(argv: list[str], cwd: Path, env: Mapping[str, str] | None, reaped: bool) -> _Started:
+    """The check started: by the process's one long-lived reaper if it uses one (reaper_client), else
+    under a reaper of its own (a Python start), or as it is when the sandbox reaps."""
+    if not reaped and (reaper := one_reaper()) is not None:
+        try:
+            return reaper.start(argv, cwd, env)
+        except ReaperGone:
+            pass  # the reaper is given up: this check gets its own
+    reaper_argv = [] if reaped else [sys.executable, "-I", "-S", "-c", REAPER_MAIN]
+    return _Popened(subprocess.Popen(
+        [*reaper_argv, *argv],
         cwd=cwd,
         env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-    )
+    ))
+
+
+def _run(proc: _Started, command: str, timeout: float, output_cap: int,
+         output_sink: Callable[[bytes], None] | None, start: float) -> CommandResult:
     kept = _HeadTail(output_cap)
-    timed_out = False
+    timed_out, exit_code = False, None
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
     with selectors.DefaultSelector() as sel:
@@ -221,16 +259,17 @@ def _run(argv: list[str], command: str, cwd: Path, timeout: float, output_cap: i
                     continue
                 chunk = proc.stdout.read(65536)
                 if not chunk:  # EOF: every writer (grandchildren too) closed the pipe
+                    exit_code = proc.wait(max(0.0, timeout - (time.monotonic() - start)))
+                    timed_out = exit_code is None  # (it closed its output but ran on)
                     break
                 kept.feed(chunk)
                 if output_sink is not None:
                     output_sink(chunk)
         finally:
-            # On timeout or interruption: end the whole tree. (After a normal exit the reaper has
-            # already killed any stragglers, `sleep &` or setsid ones, before closing the pipe.)
-            _end_tree(proc)
+            # On timeout or interruption: end the whole tree.
+            if exit_code is None:
+                exit_code = proc.stop()
             proc.stdout.close()
-            exit_code = proc.wait()
     if timed_out:
         exit_code = -1
     return CommandResult(

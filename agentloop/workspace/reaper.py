@@ -1,7 +1,8 @@
 """Run one command and make sure every process it started is gone when it ends.
 
 agentloop.workspace.checks runs each check as `python -I -S -c "import reaper; reaper.main(ARGV)"`
-(unless the sandbox runs it in a PID namespace of its own, which does the same: checks.reaped_by).
+(unless the sandbox runs it in a PID namespace of its own, which does the same: checks.reaped_by),
+or, in a batch runner, hands it to one long-lived `reaper.serve(FD)` (see serve and reaper_client).
 A process group alone is not enough: a `setsid` or double-forked grandchild leaves the group and
 would outlive a timeout. This wrapper marks itself a child subreaper (prctl), so every orphaned
 descendant is re-parented to it rather than to init; when the command exits, or on SIGTERM (the
@@ -70,8 +71,9 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def kill_all() -> None:
-    """SIGKILL every descendant and reap it; loop because a dying fork storm re-parents to us.
+def kill_all(spare: int | None = None) -> None:
+    """SIGKILL every descendant (but `spare`, a child, itself) and reap it; loop because a dying
+    fork storm re-parents to us.
 
     With no child left (the usual end of a check) no process has us as its parent, so no descendant
     can exist or appear: /proc, a file per process on the machine, is then not read."""
@@ -80,7 +82,8 @@ def kill_all() -> None:
     if not _has_children():
         return
     while True:
-        for pid in descendants(me):
+        victims = [pid for pid in descendants(me) if pid != spare]
+        for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -92,8 +95,8 @@ def kill_all() -> None:
                 return  # no child left: as subreaper, that means no descendant left
             if pid == 0:
                 break
-        if time.monotonic() > deadline:
-            return
+        if not victims or time.monotonic() > deadline:
+            return  # (with `spare` alive, no other descendant was left: none can appear)
         time.sleep(0.005)
 
 
@@ -146,6 +149,91 @@ def main(argv: list[str]) -> int:
             signal.signal(sig, signal.SIG_IGN)
         kill_all()
     return code
+
+
+def serve(sock_fd: int) -> int:
+    """The long-lived form, `reaper.serve(FD)`: the commands of one caller, one at a time, each
+    ended as main() ends its one (every descendant killed and reaped before the exit code is
+    sent), which saves a Python start per command.
+
+    FD is a SOCK_SEQPACKET socket. A request is `{"argv": [...], "cwd": ..., "env": {...}}` with
+    the file descriptor for the command's output (stdout and stderr) attached; the reply is
+    `{"pid": N}` once it started, then `{"exit": CODE}` once it and all it started are gone. While a
+    command runs, `{"kill": true}` ends it now (CODE 137). The end of the socket, SIGTERM, or the
+    caller's death (PDEATHSIG) kills whatever runs and ends the reaper.
+    """
+    import json
+    import select
+    import socket
+
+    parent = os.getppid()
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        if os.getppid() != parent:
+            raise _Stop
+        while True:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+            if not data:
+                break  # the caller closed its end
+            request = json.loads(data)
+            if "argv" not in request or not fds:  # a late kill, for a command that already ended
+                for fd in fds:
+                    os.close(fd)
+                continue
+            pid = os.fork()
+            if pid == 0:
+                _exec(request, fds[0])
+            os.close(fds[0])
+            sock.send(json.dumps({"pid": pid}).encode())
+            code = _wait_or_kill(sock, pid, select)
+            kill_all()
+            sock.send(json.dumps({"exit": code}).encode())
+    except (_Stop, OSError):
+        pass
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        kill_all()
+    return 0
+
+
+def _exec(request: dict, out: int) -> None:
+    """In the forked child: the command in a session of its own, its output to `out`."""
+    try:
+        os.setsid()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.chdir(request["cwd"])
+        os.execvpe(request["argv"][0], request["argv"], request["env"])
+    except BaseException as exc:  # noqa: BLE001 - anything here must end the child
+        os.write(2, f"agentloop: cannot run {request['argv'][0]}: {exc}\n".encode())
+    os._exit(127)
+
+
+def _wait_or_kill(sock, pid: int, select) -> int:
+    """The command's exit code (128 + N for signal N) once it exits, or 137 when the caller says kill
+    (kill_all, after, ends it); _Stop when the caller is gone."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            ready = select.select([sock, pidfd], [], [])[0]
+            if pidfd in ready:
+                _, status = os.waitpid(pid, 0)
+                code = os.waitstatus_to_exitcode(status)
+                return 128 - code if code < 0 else code
+            if not sock.recv(1 << 16):
+                raise _Stop
+            return 137  # (the only other message is a kill)
+    finally:
+        os.close(pidfd)
 
 
 if __name__ == "__main__":
