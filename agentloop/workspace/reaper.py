@@ -211,6 +211,8 @@ def _exec(request: dict, out: int) -> None:
         os.dup2(null, 0)
         os.dup2(out, 1)
         os.dup2(out, 2)
+        if out > 2:
+            os.close(out)  # (received inheritable: the command would hold a second copy of its output)
         os.chdir(request["cwd"])
         os.execvpe(request["argv"][0], request["argv"], request["env"])
     except BaseException as exc:  # noqa: BLE001 - anything here must end the child
@@ -223,15 +225,13 @@ def _wait_or_kill(sock, pid: int, select) -> int:
     (kill_all, after, ends it); _Stop when the caller is gone."""
     pidfd = os.pidfd_open(pid)
     try:
-        while True:
-            ready = select.select([sock, pidfd], [], [])[0]
-            if pidfd in ready:
-                _, status = os.waitpid(pid, 0)
-                code = os.waitstatus_to_exitcode(status)
-                return 128 - code if code < 0 else code
-            if not sock.recv(1 << 16):
-                raise _Stop
-            return 137  # (the only other message is a kill)
+        if pidfd in select.select([sock, pidfd], [], [])[0]:
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else code
+        if not sock.recv(1 << 16):
+            raise _Stop
+        return 137  # (the only other message is a kill)
     finally:
         os.close(pidfd)
 
