@@ -59,15 +59,37 @@ class TurnsLLM(FakeLLM):
                 "delay": self.delay}
 
 
+def make_buggy_repo(repo: Path) -> Path:
+    """A git repository whose one commit holds calc.py with the bug the scripted model fixes."""
+    repo.mkdir(parents=True)
+    (repo / "calc.py").write_text(BUGGY)
+    for args in (["init", "-q"], ["add", "-A"],
+                 ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+def runner_jobs(tmp: Path, count: int, turns: int, check: str, api_base: str, sandbox: str) -> list[dict]:
+    """`count` jobs (as agentloop.batch.worker runs them) of one task over one buggy repository, for
+    the scripts that run rollouts in a runner of their own (bench_rollout_cpu, profile_rollout)."""
+    from agentloop.batch.tasks import validate_row
+    from agentloop.batch.worker import job_for
+
+    repo = make_buggy_repo(tmp / "repo")
+    jobs = []
+    for i in range(count):
+        row, problems = validate_row({"id": f"t{i}", "task": "add must add", "source": {"path": str(repo)},
+                                      "checks": [check], "limits": {"max_turns": turns + 1}}, "row", tmp)
+        assert row is not None, problems
+        settings = {"model": "openai/fake", "api_base": api_base, "sandbox": sandbox}
+        jobs.append(job_for(row, 0, tmp / "out", settings, row.id, tmp / f"r{i}.json"))
+    return jobs
+
+
 def make_tasks(folder: Path, n: int, turns: int = 1) -> Path:
     rows = []
     for i in range(n):
-        repo = folder / f"repo{i}"
-        repo.mkdir(parents=True)
-        (repo / "calc.py").write_text(BUGGY)
-        for args in (["init", "-q"], ["add", "-A"],
-                     ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start"]):
-            subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+        repo = make_buggy_repo(folder / f"repo{i}")
         rows.append({"id": f"t{i}", "task": "add must add", "source": {"path": str(repo)}, "checks": [CHECK],
                      "limits": {"max_turns": turns + 1}})
     path = folder / "tasks.jsonl"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,10 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bench_batch import BUGGY, TurnsLLM  # noqa: E402
+from bench_batch import TurnsLLM, runner_jobs  # noqa: E402
 
-from agentloop.batch.tasks import validate_row  # noqa: E402
-from agentloop.batch.worker import job_for, preload, run_job  # noqa: E402
+from agentloop.batch.worker import preload, run_job  # noqa: E402
 from agentloop.workspace.reaper_client import one_reaper, reaper_pid, use_one_reaper  # noqa: E402
 
 CHECK = "grep -q 'a + b' calc.py"
@@ -42,19 +40,8 @@ def main() -> None:
     box = sys.argv[3] if len(sys.argv) > 3 else "off"
     preload()
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-cpu-"))
-    repo = tmp / "repo"
-    repo.mkdir()
-    (repo / "calc.py").write_text(BUGGY)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "s"]):
-        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-    jobs = []
     with TurnsLLM(turns, 0.0) as server:
-        for i in range(n + 1):  # the first, a runner's first, is left out of the figures
-            row, problems = validate_row({"id": f"t{i}", "task": "add must add", "source": {"path": str(repo)},
-                                          "checks": [CHECK], "limits": {"max_turns": turns + 1}}, "row", tmp)
-            assert row is not None, problems
-            settings = {"model": "openai/fake", "api_base": server.api_base, "sandbox": box}
-            jobs.append(job_for(row, 0, tmp / "out", settings, row.id, tmp / f"r{i}.json"))
+        jobs = runner_jobs(tmp, n + 1, turns, CHECK, server.api_base, box)  # the first, a runner's first, left out
         pid = os.fork()
         if pid == 0:  # the runner: rollouts one after another, as agentloop.batch.worker's
             code = 1

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,10 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bench_batch import BUGGY, CHECK, TurnsLLM  # noqa: E402
+from bench_batch import CHECK, TurnsLLM, runner_jobs  # noqa: E402
 
-from agentloop.batch.tasks import validate_row  # noqa: E402
-from agentloop.batch.worker import job_for, preload, run_job  # noqa: E402
+from agentloop.batch.worker import preload, run_job  # noqa: E402
 from agentloop.workspace.reaper_client import use_one_reaper  # noqa: E402
 
 SHOWN_MS = 2.0
@@ -37,19 +35,8 @@ def main() -> None:
     box = sys.argv[3] if len(sys.argv) > 3 else "off"
     preload()
     tmp = Path(tempfile.mkdtemp(prefix="profile-rollout-"))
-    repo = tmp / "repo"
-    repo.mkdir()
-    (repo / "calc.py").write_text(BUGGY)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "s"]):
-        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
     with TurnsLLM(1, delay) as server:
-        jobs = []
-        for i in range(n + 1):
-            row, problems = validate_row({"id": f"t{i}", "task": "add must add", "source": {"path": str(repo)},
-                                          "checks": [CHECK], "limits": {"max_turns": 2}}, "row", tmp)
-            assert row is not None, problems
-            settings = {"model": "openai/fake", "api_base": server.api_base, "sandbox": box}
-            jobs.append(job_for(row, 0, tmp / "out", settings, row.id, tmp / f"r{i}.json"))
+        jobs = runner_jobs(tmp, n + 1, 1, CHECK, server.api_base, box)
         pid = os.fork()
         if pid == 0:
             code = 1
