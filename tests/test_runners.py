@@ -220,3 +220,23 @@ def test_the_driver_kill_returns_once_the_rollout_is_gone(tmp_path):
         assert "stuck" not in server.pump()  # its end was read by the kill (and is not reported twice)
     finally:
         server.close()
+
+
+def test_a_runner_killed_while_idle_is_replaced_and_its_next_job_runs(tmp_path):
+    server = Server(tmp_path)
+    first_pid, code, _ = server.run("a")
+    assert code == 0
+    os.kill(server.proc.pid, signal.SIGSTOP)  # the server sees the death and the next job at once
+    try:
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{first_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the runner did not die"
+            time.sleep(0.01)
+        server.send(server.job("b"))
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    started, ended = server.read(), server.read()
+    assert started["name"] == ended["name"] == "b" and started["started"] != first_pid
+    assert ended["code"] == 0 and json.loads((tmp_path / "b.json").read_text())["pid"] == started["started"]
+    assert server.close() == 0

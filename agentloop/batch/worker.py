@@ -269,9 +269,15 @@ def serve() -> int:
             if runner is None:
                 runner = _fork_runner()
                 runners[runner.pid] = runner
-            runner.name, job = queue.pop(0)
-            os.write(runner.jobs, json.dumps({"job": job}).encode() + b"\n")  # (it is idle: it reads)
-            _say({"started": runner.pid, "name": runner.name})
+            name, job = queue[0]
+            try:
+                os.write(runner.jobs, json.dumps({"job": job}).encode() + b"\n")  # (it is idle: it reads)
+            except BrokenPipeError:  # it died idle (killed from outside): _reap takes it, another the job
+                runner.last = True
+                continue
+            queue.pop(0)
+            runner.name = name
+            _say({"started": runner.pid, "name": name})
         _reap(runners)
     return 0
 
