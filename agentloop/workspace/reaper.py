@@ -117,38 +117,64 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: reaper.py COMMAND [ARGS...]", file=sys.stderr)
         return 2
+    code = 137
+    try:
+        if not _become_reaper():
+            raise _Stop
+        pid = os.fork()
+        if pid == 0:
+            _exec(argv)
+        while True:
+            done, status = os.waitpid(-1, 0)
+            if done == pid:
+                code = _exit_code(status)
+                break
+    except _Stop:
+        pass
+    finally:
+        _end_all()
+    return code
+
+
+def _become_reaper() -> bool:
+    """Mark this process the reaper of all it starts, taking them down when the caller dies (its
+    death signal) or asks (SIGTERM); False if the caller died before the death signal was armed."""
     parent = os.getppid()
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # agentloop killed: take the checks down too
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    code = 137
+    return os.getppid() == parent
+
+
+def _end_all() -> None:
+    """The reaper's end: no more signals taken, every descendant killed and reaped."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    kill_all()
+
+
+def _exec(argv: list[str], env: dict[str, str] | None = None, redirect: tuple[str, int] | None = None) -> None:
+    """In the forked child: the command (in `redirect`'s (cwd, output) if given: serve's commands),
+    with the default signal handlers (Python ignores SIGPIPE and SIGXFSZ; the command must get the
+    defaults back); never returns."""
     try:
-        if os.getppid() != parent:  # agentloop died before the death signal was armed
-            raise _Stop
-        pid = os.fork()
-        if pid == 0:
-            try:
-                # Python ignores SIGPIPE and SIGXFSZ; the command must get the defaults back.
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
-                    signal.signal(sig, signal.SIG_DFL)
-                os.execvp(argv[0], argv)
-            except BaseException as exc:  # noqa: BLE001 - anything here must end the child
-                os.write(2, f"agentloop: cannot run {argv[0]}: {exc}\n".encode())
-            os._exit(127)
-        while True:
-            done, status = os.waitpid(-1, 0)
-            if done == pid:
-                code = os.waitstatus_to_exitcode(status)
-                code = 128 - code if code < 0 else code
-                break
-    except _Stop:
-        pass
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        kill_all()
-    return code
+        if redirect is not None:
+            _redirect(*redirect)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        if env is None:
+            os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, env)
+    except BaseException as exc:  # noqa: BLE001 - anything here must end the child
+        os.write(2, f"agentloop: cannot run {argv[0]}: {exc}\n".encode())
+    os._exit(127)
+
+
+def _exit_code(status: int) -> int:
+    """A wait status as a shell gives it: the exit code, or 128 + N for signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
 
 
 def serve(sock_fd: int) -> int:
@@ -166,14 +192,9 @@ def serve(sock_fd: int) -> int:
     import select
     import socket
 
-    parent = os.getppid()
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
     sock = socket.socket(fileno=sock_fd)
     try:
-        if os.getppid() != parent:
+        if not _become_reaper():
             raise _Stop
         while True:
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
@@ -186,7 +207,7 @@ def serve(sock_fd: int) -> int:
                 continue
             pid = os.fork()
             if pid == 0:
-                _exec(request, fds[0])
+                _exec(request["argv"], request["env"], (request["cwd"], fds[0]))
             os.close(fds[0])
             sock.send(json.dumps({"pid": pid}).encode())
             code = _wait_or_kill(sock, pid, select)
@@ -195,29 +216,21 @@ def serve(sock_fd: int) -> int:
     except (_Stop, OSError):
         pass
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        kill_all()
+        _end_all()
     return 0
 
 
-def _exec(request: dict, out: int) -> None:
-    """In the forked child: the command in a session of its own, its output to `out`."""
-    try:
-        os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        if out > 2:
-            os.close(out)  # (received inheritable: the command would hold a second copy of its output)
-        os.chdir(request["cwd"])
-        os.execvpe(request["argv"][0], request["argv"], request["env"])
-    except BaseException as exc:  # noqa: BLE001 - anything here must end the child
-        os.write(2, f"agentloop: cannot run {request['argv'][0]}: {exc}\n".encode())
-    os._exit(127)
+def _redirect(cwd: str, out: int) -> None:
+    """In serve's forked child, before the command: a session of its own, no input, its output to
+    `out`, working in `cwd` (what subprocess.Popen does for main's command)."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    if out > 2:
+        os.close(out)  # (received inheritable: the command would hold a second copy of its output)
+    os.chdir(cwd)
 
 
 def _wait_or_kill(sock, pid: int, select) -> int:
@@ -226,9 +239,7 @@ def _wait_or_kill(sock, pid: int, select) -> int:
     pidfd = os.pidfd_open(pid)
     try:
         if pidfd in select.select([sock, pidfd], [], [])[0]:
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            return 128 - code if code < 0 else code
+            return _exit_code(os.waitpid(pid, 0)[1])
         if not sock.recv(1 << 16):
             raise _Stop
         return 137  # (the only other message is a kill)
