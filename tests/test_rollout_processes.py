@@ -161,8 +161,12 @@ def test_a_one_turn_rollout_asks_git_nothing_it_already_knows(tmp_path: Path):
     assert started.count(listing) == 2  # the looks after the two checks, nothing more
     for made_in_process in ("clone", "init", "write-tree", "commit-tree", "config"):  # see rollout.materialise
         assert made_in_process not in git_calls, started
-    assert len(started) <= 14, started  # 34 before the cuts of issue 15, 28 before the long-lived git processes,
-    # 25 before the rollout's repository, starting state and commits were written without asking git
+    assert len(started) <= 11, started  # 34 before the cuts of issue 15, 28 before the long-lived git processes,
+    # 25 before the rollout's repository, starting state and commits were written without asking git, 14
+    # before its branch was
+    order = [" ".join(a[1:3]) for a in started if a[0] == "git"][:3]
+    assert order == ["cat-file --batch", "checkout -q", "ls-tree -r"], started  # (started side by side)
+    assert [a[1] for a in started if a[0] == "git"].count("ls-tree") == 1  # set-up takes the checkout's
     moved, with_setup = one_turn_rollout(tmp_path / "setup", setup=["git commit -q --allow-empty -m moved"])
     assert [a[1] for a in with_setup if a[0] == "git"].count("rev-parse") == 2  # setup may move HEAD: asked
     header = json.loads((Path(moved["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])
@@ -250,11 +254,11 @@ def _look_at(suite_after, workspace: Workspace, repo: Path) -> None:
 
 
 def test_later_turns_start_no_git_for_their_tree_their_blobs_or_their_branch(tmp_path: Path):
-    """A turn's blobs and tree are written in process in the rollout's own repository
-    (agentloop.workspace.objects), the trees read and the branch moved through the rollout's
-    long-lived git processes (agentloop.workspace.gitbatch): one of each per rollout, however many
-    turns; per turn only the diff and the look after the check start git. What was written is git's
-    own: fsck passes, and each turn's tree is the one git writes of the files."""
+    """A turn's blobs, tree, commit and branch move are written in process in the rollout's own
+    repository (agentloop.workspace.objects), the trees read through the rollout's long-lived
+    `git cat-file` (agentloop.workspace.gitbatch): one per rollout, however many turns; per turn only
+    the diff and the look after the check start git. What was written is git's own: fsck passes, and
+    each turn's tree is the one git writes of the files."""
     from fake_llm import FakeLLM
 
     from agentloop.batch.rollout import run_rollout
@@ -276,9 +280,8 @@ def test_later_turns_start_no_git_for_their_tree_their_blobs_or_their_branch(tmp
         result = run_rollout(task, 0, tmp_path / "out", model="openai/fake", api_base=server.api_base, sandbox="off")
     assert result["status"] == "passed" and result["turns"] == 3, result
     commands = [" ".join(a[1:3]) for a in started if a[0] == "git"]
-    for long_lived in ("cat-file --batch", "update-ref --stdin"):
-        assert commands.count(long_lived) == 1, (long_lived, commands)
-    assert not any(c.startswith(("hash-object", "mktree")) for c in commands), commands
+    assert commands.count("cat-file --batch") == 1, commands
+    assert not any(c.startswith(("hash-object", "mktree", "update-ref")) for c in commands), commands
     made = tmp_path / "out" / "rollouts" / "t" / "0" / "repo"
     assert subprocess.run(["git", "fsck", "--strict", "--no-dangling"], cwd=made, capture_output=True).returncode == 0
     index = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / "index")}
@@ -381,6 +384,35 @@ def test_commits_written_in_process_are_the_ones_git_writes(tmp_path: Path):
     assert subprocess.run(["git", "fsck", "--strict"], cwd=repo, capture_output=True).returncode == 0
     assert write_commit(objects, "ab" * 32, [], "sha256 ids", "agentloop", "agentloop@localhost") is None
     assert not list(objects.rglob("tmp_obj_*"))
+
+
+def test_a_runs_branch_moves_in_process_only_as_git_update_ref_would(tmp_path: Path):
+    """objects.write_ref: created only where the branch does not exist, moved only from the commit
+    named as its tip, refused (nothing written, no lock left) for a packed ref, a held lock, a name
+    agentloop does not make or an id that is not one; git reads what it wrote."""
+    from agentloop.workspace.objects import write_ref
+
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    git(repo, "commit", "-q", "--allow-empty", "-m", "second")
+    first, second = git(repo, "rev-parse", "HEAD~1", "HEAD").split()
+    git_dir, unborn, ref = repo / ".git", "0" * 40, "refs/heads/agentloop/run-1"
+    assert write_ref(git_dir, ref, first, unborn)
+    assert git(repo, "rev-parse", "agentloop/run-1").strip() == first
+    assert not write_ref(git_dir, ref, second, unborn)  # exists: not created again
+    assert not write_ref(git_dir, ref, second, second)  # not at the tip named
+    assert write_ref(git_dir, ref, second, first)
+    assert git(repo, "rev-parse", "agentloop/run-1").strip() == second
+    (git_dir / f"{ref}.lock").write_text("")  # another writer holds it
+    assert not write_ref(git_dir, ref, first, second)
+    (git_dir / f"{ref}.lock").unlink()
+    for name, new in (("refs/heads/../../x", first), ("refs/tags/v1", first), ("refs/heads/a.lock", first),
+                      ("refs/heads/agentloop/run-1", "HEAD"), ("refs/heads/-x/.y", first)):
+        assert not write_ref(git_dir, name, new, second if name == ref else unborn), name
+    git(repo, "pack-refs", "--all")
+    assert not write_ref(git_dir, "refs/heads/agentloop/run-2", first, unborn)  # packed refs: git decides
+    assert git(repo, "rev-parse", "agentloop/run-1").strip() == second
+    assert not list(git_dir.rglob("*.lock"))
+    assert subprocess.run(["git", "fsck", "--strict"], cwd=repo, capture_output=True).returncode == 0
 
 
 def test_trees_and_blobs_written_in_process_are_the_ones_git_writes(tmp_path: Path):

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from agentloop.batch.tasks import TaskRow, directory_tree
+from agentloop.workspace import gitbatch
 from agentloop.workspace.gitsafe import SAFE_CONFIG, git_env
-from agentloop.workspace.repo import FreshCheckout, commit_tree_id
+from agentloop.workspace.repo import LS_TREE, FreshCheckout, commit_tree_id, git_side_by_side, keep_listing
 
 PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR = "passed", "failed", "timeout", "agent_error", "infra_error"
 STATUSES = (PASSED, FAILED, TIMEOUT, AGENT_ERROR, INFRA_ERROR)
@@ -70,6 +71,7 @@ def materialise(row: TaskRow, repo: Path) -> FreshCheckout | None:
     source = row.source
     tree: str | None = None
     remote: str | None = None
+    listing: str | None = None
     if source.is_git:
         revision = source.revision or source.commit or "HEAD"
         objects = borrowable_objects(source.path) if source.revision and len(source.revision) == 40 else None
@@ -77,8 +79,8 @@ def materialise(row: TaskRow, repo: Path) -> FreshCheckout | None:
             init_repository(repo, objects)
         else:
             _git(["clone", "-q", "--shared", "--no-checkout", "--", str(source.path), str(repo)], repo.parent)
-        _git(["checkout", "-q", "-B", "agentloop-task", revision], repo)
         head, remote = source.revision, str(source.path)  # a commit id (tasks.resolve_commit), or None
+        listing = _checkout_and_list(repo, revision, listed=not row.setup)
     else:
         init_repository(repo)
         tree = directory_tree(source.path, git_dir=repo / ".git")
@@ -89,7 +91,25 @@ def materialise(row: TaskRow, repo: Path) -> FreshCheckout | None:
     if head is None:
         return None
     tree = tree or commit_tree_id(repo, head)
+    if tree and listing is not None:
+        keep_listing(repo.resolve(), tree, listing)  # (tree_listing's, asked at the run's set-up)
     return FreshCheckout(head, tree, remote) if tree else None
+
+
+def _checkout_and_list(repo: Path, revision: str, *, listed: bool) -> str | None:
+    """Check `revision` out on branch agentloop-task. `listed` (when the run starts from it, no setup
+    command in between): its files' listing (`repo.LS_TREE`) is made at the same time and returned,
+    and the long-lived `git cat-file` the run reads trees through starts meanwhile too: three git
+    processes getting ready side by side rather than one after another."""
+    checkout = ["checkout", "-q", "-B", "agentloop-task", revision]
+    if not listed:
+        _git(checkout, repo)
+        return None
+    gitbatch.batch(repo, gitbatch.CAT_FILE)
+    try:
+        return git_side_by_side([checkout, [*LS_TREE, revision]], repo, env={**os.environ, **_GIT_ID})[1]
+    except RuntimeError as exc:
+        raise InfraError(str(exc)) from None
 
 
 def borrowable_objects(source: Path) -> Path | None:

@@ -73,9 +73,9 @@ def alive(pid: int, ticks: str | None) -> bool:
     return ticks is None or process_ticks(pid) in (None, ticks)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Whole file or nothing, and on disk before we go on."""
-    atomic_write(path, json.dumps(data, indent=1), durable=True)
+def write_json(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
+    """Whole file or nothing, and (`durable`) on disk before we go on."""
+    atomic_write(path, json.dumps(data, indent=1), durable=durable)
 
 
 def remove_dead_temp_files(folder: Path) -> None:
@@ -232,6 +232,13 @@ class Isolation:
         return state_dir(self.user.root)
 
     @property
+    def durable(self) -> bool:
+        """Whether this run's records must survive a power cut before it goes on: not in a repository
+        agentloop made for a batch rollout (`Workspace.store`), which nothing needs after a crash (the
+        rollout is run again) and whose result the trajectory's footer holds."""
+        return self.user.store is None
+
+    @property
     def record_path(self) -> Path:
         return self.state / "runs" / f"{self.run_id}.json"
 
@@ -247,17 +254,15 @@ class Isolation:
         record = {"run_id": self.run_id, "pid": os.getpid(), "ticks": process_ticks(os.getpid()),
                   "mode": self.mode, "root": str(self.user.root), "worktree": None, "pooled": not self.in_place,
                   "run_dir": str(self.run_dir)}
-        write_json(self.record_path, record)  # before anything exists that would need cleaning up
+        write_json(self.record_path, record, durable=self.durable)  # before anything exists that would need cleaning up
         self.start_tree = start_tree
         head = head or self.user.head()
         self.start_commit = self.commit(self.start_tree, head, f"agentloop {self.run_id}: starting state")
-        unborn = "0" * len(self.start_commit)  # the branch must not exist yet
-        if not gitbatch.update_ref(self.user.root, f"refs/heads/{self.branch}", self.start_commit, unborn):
-            git(["update-ref", f"refs/heads/{self.branch}", self.start_commit, ""], self.user.root)
+        self.move_branch(self.start_commit, None)
         self.tip, self.tip_tree = self.start_commit, self.start_tree
         write_json(self.run_dir / WORKSPACE_FILE, {
             "run_id": self.run_id, "mode": self.mode, "root": str(self.user.root), "branch": self.branch,
-            "start_tree": self.start_tree, "start_commit": self.start_commit, "head": head})
+            "start_tree": self.start_tree, "start_commit": self.start_commit, "head": head}, durable=self.durable)
         if self.in_place:
             self.workspace = self.user
         else:  # a pooled worktree of this repository, reset to the start (see agentloop.workspace.pool)
@@ -289,9 +294,19 @@ class Isolation:
         """One commit per turn on the run's branch, so that every turn's tree stays restorable."""
         if self.tip is not None:
             commit = self.commit(tree, self.tip, f"agentloop {self.run_id}: turn {turn}")
-            if not gitbatch.update_ref(self.user.root, f"refs/heads/{self.branch}", commit, self.tip):
-                git(["update-ref", f"refs/heads/{self.branch}", commit, self.tip], self.user.root)
+            self.move_branch(commit, self.tip)
             self.tip, self.tip_tree = commit, tree
+
+    def move_branch(self, commit: str, tip: str | None) -> None:
+        """Point the run's branch at `commit`, refused unless it is at `tip` (None: the branch must not
+        exist yet). Written in process in a repository agentloop made (agentloop.workspace.objects),
+        else through the long-lived `git update-ref`, else by `git update-ref`."""
+        ref = f"refs/heads/{self.branch}"
+        old = tip or "0" * len(commit)
+        if self.user.store is not None and objects.write_ref(self.user.git_dir, ref, commit, old):
+            return
+        if not gitbatch.update_ref(self.user.root, ref, commit, old):
+            git(["update-ref", ref, commit, tip or ""], self.user.root)
 
     def commit(self, tree: str, parent: str | None, message: str) -> str:
         """A commit of `tree` on `parent`: written in process in a repository agentloop made (see
@@ -324,7 +339,7 @@ class Isolation:
             if changes or self.tip != self.start_commit:
                 if final_tree != self.tip_tree:  # else the last turn's commit, the branch's tip, is the result
                     result = self.commit(final_tree, self.tip, f"agentloop {self.run_id}: {outcome}")
-                    git(["update-ref", f"refs/heads/{self.branch}", result], self.user.root)
+                    self.move_branch(result, self.tip)
                 info["branch"] = self.branch
             else:  # no turn, no change (checks already passing, or stopped at once): no branch to clutter the repo
                 git(["update-ref", "-d", f"refs/heads/{self.branch}", self.start_commit], self.user.root, check=False)
@@ -371,7 +386,7 @@ class Isolation:
 
     def update_workspace_file(self, **fields: Any) -> None:
         path = self.run_dir / WORKSPACE_FILE
-        write_json(path, {**(read_json(path) or {}), **fields})
+        write_json(path, {**(read_json(path) or {}), **fields}, durable=self.durable)
 
 
 # -- undo --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Git objects written in process, in repositories agentloop has just made (a batch rollout's).
+"""Git objects (and a run's branch) written in process, in repositories agentloop has just made (a
+batch rollout's).
 
 A run stores each turn's files and trees, and commits its starting state and each turn on its
 branch: through git, each is a process (2-3 ms) or a long-lived one to start. In a repository
@@ -8,17 +9,25 @@ into a loose object file; it is written here as git writes one: to a temporary f
 folder, then linked into place, so a kill mid-write leaves no half-written object. In any other
 repository (a user's, where configuration may sign commits, share the object folder or change the
 hash) git writes it.
+
+A run's branch moves the same way: a loose ref file written under `<ref>.lock` and renamed into
+place, as git does (without a reflog entry: nothing reads the reflog of a rollout's repository).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import zlib
 from pathlib import Path
 
 _SHA1 = 40
+_UNBORN = "0" * _SHA1
+_ID = re.compile(r"[0-9a-f]{40}")
+# The branch names agentloop gives runs (agentloop/<run id>); git decides about any other.
+_OWN_REF = re.compile(r"refs/heads/[A-Za-z0-9_-]+(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 
 
 def commit_body(tree: str, parents: list[str], message: str, name: str, email: str,
@@ -75,3 +84,36 @@ def write_loose(objects: Path, kind: str, body: bytes) -> str:
     finally:
         temporary.unlink(missing_ok=True)
     return oid
+
+
+def write_ref(git_dir: Path, ref: str, new: str, old: str) -> bool:
+    """Move `ref` from commit `old` (all zeros: it must not exist yet) to `new`, as `git update-ref REF
+    NEW OLD` does in a repository of loose refs: the ref's `.lock` taken, the old value checked under
+    it, the new one renamed into place. False, with nothing written, where git should decide (a packed
+    ref, a ref that is not at `old`, a name not of agentloop's own making): the caller then asks git."""
+    if (not _OWN_REF.fullmatch(ref) or ref.endswith(".lock") or ".." in ref or not _ID.fullmatch(new)
+            or not _ID.fullmatch(old) or (git_dir / "packed-refs").exists()):
+        return False
+    target = git_dir / ref
+    lock = target.with_name(target.name + ".lock")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:  # (the lock held by another writer, a file where a folder goes)
+        return False
+    try:
+        try:
+            current: str | None = target.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            current = _UNBORN
+        if current == old:
+            os.write(fd, (new + "\n").encode())
+    except (OSError, UnicodeDecodeError):
+        current = None
+    finally:
+        os.close(fd)
+    if current != old:
+        lock.unlink()
+        return False
+    os.replace(lock, target)  # (a kill before this leaves the lock: Isolation.finish removes it)
+    return True

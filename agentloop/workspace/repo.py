@@ -58,9 +58,10 @@ def ignored_entries(root: Path) -> list[str]:
     return [p for p in out.split("\0") if p]
 
 
-def git_side_by_side(commands: list[list[str]], cwd: Path) -> list[str]:
-    """The outputs of several read-only git commands, run at the same time (each raising as `git` does)."""
-    procs = [subprocess.Popen(["git", *SAFE_CONFIG, *args], cwd=cwd, env=git_env(None), stdout=subprocess.PIPE,
+def git_side_by_side(commands: list[list[str]], cwd: Path, env: dict[str, str] | None = None) -> list[str]:
+    """The outputs of several git commands that do not depend on each other, run at the same time (each
+    raising as `git` does)."""
+    procs = [subprocess.Popen(["git", *SAFE_CONFIG, *args], cwd=cwd, env=git_env(env), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) for args in commands]
     outs = [proc.communicate() for proc in procs]
     for args, proc, (_, err) in zip(commands, procs, outs, strict=True):
@@ -449,13 +450,17 @@ _LISTINGS: dict[tuple[str, str], str] = {}
 def tree_listing(cwd: Path, tree: str) -> str:
     """`git ls-tree -r -z --full-tree` of `tree`: mode, type, blob and path of each file, NUL-separated.
     Asked at set-up and again at the first edit; a tree named by its id never changes, so it is kept."""
-    key = (str(cwd), tree)
-    out = _LISTINGS.get(key)
+    out = _LISTINGS.get((str(cwd), tree))
     if out is None:
-        out = git(["ls-tree", "-r", "-z", "--full-tree", tree], cwd)
-        if len(out) <= _MEMO_TEXT:
-            _remember(_LISTINGS, key, out)
+        out = git([*LS_TREE, tree], cwd)
+        keep_listing(cwd, tree, out)
     return out
+
+
+def keep_listing(cwd: Path, tree: str, listing: str) -> None:
+    """Keep `listing`, the `LS_TREE` output for `tree` (a tree or commit id) in `cwd`, for tree_listing."""
+    if len(listing) <= _MEMO_TEXT:
+        _remember(_LISTINGS, (str(cwd), tree), listing)
 
 
 def _remember(memo: dict, key: tuple[str, ...], value: object) -> None:
@@ -467,6 +472,7 @@ def _remember(memo: dict, key: tuple[str, ...], value: object) -> None:
         memo[key] = value
 
 
+LS_TREE = ("ls-tree", "-r", "-z", "--full-tree")
 _DIFF = ("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
 _RAW = ("--raw", "-z", "--no-abbrev")
 
