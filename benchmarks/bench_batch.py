@@ -200,7 +200,7 @@ def main() -> None:
                 print(f"{backend:8} {workers:>7} {m['passed']:>3}/{m['n']:<3} {m['wall']:>7.1f} {m['per_hour']:>10.0f} "
                       f"{m['steady_per_hour']:>8.0f} "
                       f"{m['steps_per_s']:>7.2f} {m['p50']:>6.2f} {m['p95']:>6.2f} {1000 * m['workspace']:>8.0f} "
-                      f"{1000 * m['framework_step']:>10.0f} {m['share']:>8.0%} {1000 * m['client_step']:>10.0f} "
+                      f"{1000 * m['framework_step']:>10.0f} {m['share']:>8.1%} {1000 * m['client_step']:>10.0f} "
                       f"{scaling:>7.0%} {ray_ms:>14}", flush=True)
             if backend == "ray":
                 ray.shutdown()

@@ -66,14 +66,20 @@ def _profile(jobs: list[dict], tmp: Path, delay: float) -> None:
     samples: collections.Counter = collections.Counter()
     active = False
 
+    names: dict = {}  # code object -> "file:function", so that a sample costs little beside what it measures
+
     def sample(signum, frame):
         if not active:
             return
         stack = []
         while frame is not None:
-            stack.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
+            code = frame.f_code
+            name = names.get(code)
+            if name is None:
+                name = names[code] = f"{os.path.basename(code.co_filename)}:{code.co_name}"
+            stack.append(name)
             frame = frame.f_back
-        samples[tuple(reversed(stack[1:]))] += 1  # (without this handler's own frame)
+        samples[tuple(reversed(stack))] += 1
 
     signal.signal(signal.SIGALRM, sample)
     signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)

@@ -164,8 +164,8 @@ def test_a_one_turn_rollout_asks_git_nothing_it_already_knows(tmp_path: Path):
     assert len(started) <= 11, started  # 34 before the cuts of issue 15, 28 before the long-lived git processes,
     # 25 before the rollout's repository, starting state and commits were written without asking git, 14
     # before its branch was
-    order = [" ".join(a[1:3]) for a in started if a[0] == "git"][:3]
-    assert order == ["cat-file --batch", "checkout -q", "ls-tree -r"], started  # (started side by side)
+    order = [" ".join(a[1:3]) for a in started if a[0] == "git"][:4]
+    assert order == ["cat-file --batch", "diff-tree --stdin", "checkout -q", "ls-tree -r"], started  # side by side
     assert [a[1] for a in started if a[0] == "git"].count("ls-tree") == 1  # set-up takes the checkout's
     moved, with_setup = one_turn_rollout(tmp_path / "setup", setup=["git commit -q --allow-empty -m moved"])
     assert [a[1] for a in with_setup if a[0] == "git"].count("rev-parse") == 2  # setup may move HEAD: asked
@@ -255,10 +255,10 @@ def _look_at(suite_after, workspace: Workspace, repo: Path) -> None:
 
 def test_later_turns_start_no_git_for_their_tree_their_blobs_or_their_branch(tmp_path: Path):
     """A turn's blobs, tree, commit and branch move are written in process in the rollout's own
-    repository (agentloop.workspace.objects), the trees read through the rollout's long-lived
-    `git cat-file` (agentloop.workspace.gitbatch): one per rollout, however many turns; per turn only
-    the diff and the look after the check start git. What was written is git's own: fsck passes, and
-    each turn's tree is the one git writes of the files."""
+    repository (agentloop.workspace.objects), the trees read and the patches made by the rollout's
+    long-lived `git cat-file` and `git diff-tree` (agentloop.workspace.gitbatch): one of each per
+    rollout, however many turns; per turn only the look after the check starts git. What was
+    written is git's own: fsck passes, and each turn's tree is the one git writes of the files."""
     from fake_llm import FakeLLM
 
     from agentloop.batch.rollout import run_rollout
@@ -292,8 +292,8 @@ def test_later_turns_start_no_git_for_their_tree_their_blobs_or_their_branch(tmp
     assert git(made, "rev-list", "--count", branch[0]).strip() == str(1 + 1 + 3)  # task, start, a commit a turn
     assert "update-index -z" not in commands and "write-tree" not in commands  # (the start: the checkout's tree)
     assert not any(c.startswith("commit-tree") for c in commands)  # written in process (workspace.objects)
-    assert sum(c.startswith("diff --no-color") for c in commands) == 3 + 1  # a turn's edit: one (and the end)
-    assert sum(c.startswith("diff --raw") for c in commands) == 0  # its listing comes with its patch
+    assert commands.count("diff-tree --stdin") == 1  # every turn's patch (and the end's), its listing with it
+    assert not any(c.startswith("diff ") for c in commands), commands
 
 
 def _files_under(folder: Path) -> dict[str, bytes]:
@@ -413,6 +413,44 @@ def test_a_runs_branch_moves_in_process_only_as_git_update_ref_would(tmp_path: P
     assert git(repo, "rev-parse", "agentloop/run-1").strip() == second
     assert not list(git_dir.rglob("*.lock"))
     assert subprocess.run(["git", "fsck", "--strict"], cwd=repo, capture_output=True).returncode == 0
+
+
+def test_patches_from_the_long_lived_diff_tree_are_byte_for_byte_git_diffs(tmp_path: Path):
+    """gitbatch.diff_trees answers, pair after pair, what `git diff --raw -z --no-abbrev -p --text`
+    writes (an edit, a file without a final newline, a mode change, a link become a file, bytes that
+    are not text, a name out of ASCII, an empty file, nothing at all); anything but two trees' ids is
+    refused, and Workspace.diff then asks git."""
+    import pytest
+
+    from agentloop.workspace import gitbatch
+    from agentloop.workspace.repo import Workspace
+
+    repo = make_repo(tmp_path / "repo", {"a.py": "x\n" * 50, "b.txt": "no newline", "sub/c.sh": "echo\n"})
+    os.symlink("a.py", repo / "link")
+    (repo / "bin").write_bytes(bytes(range(256)))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "links and bytes")
+    one, first = git(repo, "rev-parse", "HEAD^{tree}", "HEAD").split()
+    (repo / "a.py").write_text("x\n" * 20 + "y\n" + "x\n" * 29)
+    (repo / "b.txt").write_text("no newline either")
+    os.chmod(repo / "sub" / "c.sh", 0o755)
+    (repo / "link").unlink()
+    (repo / "link").write_text("now a file\n")
+    (repo / "bin").write_bytes(bytes(range(255, -1, -1)))
+    (repo / "new é.txt").write_text("n\n")
+    (repo / "sub" / "empty").write_text("")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "changed")
+    two = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    for old, new in ((one, two), (two, one), (one, one), (one, two)):
+        theirs = subprocess.run(["git", "diff", "--raw", "-z", "--no-abbrev", "-p", "--text", old, new], cwd=repo,
+                                capture_output=True, check=True).stdout
+        assert gitbatch.diff_trees(repo, old, new) == theirs
+    for old, new in (("HEAD~1", "HEAD"), (first, first), (one, "0" * 40)):
+        with pytest.raises(gitbatch.GitBatchError):
+            gitbatch.diff_trees(repo, old, new)
+    assert gitbatch.diff_trees(repo, one, two)  # (a new process, after one that was refused)
+    assert Workspace(repo).diff(first, two) == Workspace(repo).diff(one, two) != ""
 
 
 def test_trees_and_blobs_written_in_process_are_the_ones_git_writes(tmp_path: Path):

@@ -99,16 +99,19 @@ def materialise(row: TaskRow, repo: Path) -> FreshCheckout | None:
 def _checkout_and_list(repo: Path, revision: str, *, listed: bool) -> str | None:
     """Check `revision` out on branch agentloop-task. `listed` (when the run starts from it, no setup
     command in between): its files' listing (`repo.LS_TREE`) is made at the same time and returned,
-    and the long-lived `git cat-file` the run reads trees through starts meanwhile too: three git
-    processes getting ready side by side rather than one after another."""
+    and the long-lived git processes the run reads trees through and diffs its turns with
+    (agentloop.workspace.gitbatch) start meanwhile too: four git processes getting ready side by side
+    rather than one after another."""
     checkout = ["checkout", "-q", "-B", "agentloop-task", revision]
     if not listed:
         _git(checkout, repo)
         return None
     gitbatch.batch(repo, gitbatch.CAT_FILE)
+    gitbatch.batch(repo, gitbatch.DIFF_TREE)
     try:
         return git_side_by_side([checkout, [*LS_TREE, revision]], repo, env={**os.environ, **_GIT_ID})[1]
     except RuntimeError as exc:
+        gitbatch.close_all(repo)
         raise InfraError(str(exc)) from None
 
 

@@ -1,11 +1,12 @@
 """Long-lived git processes a run asks many times: `git cat-file --batch` (read objects) and
 `git hash-object -w --no-filters --stdin-paths` (store files), `git mktree -z --batch` (store
-trees) and `git update-ref --stdin` (move a run's branch, one transaction a turn), one of each per
-repository folder.
+trees), `git update-ref --stdin` (move a run's branch, one transaction a turn) and
+`git diff-tree --stdin` (a turn's patch), one of each per repository folder.
 
-Each turn of a run reads a few blobs and stores the files an edit wrote; a git process for each of
-those costs some 2-3 ms of CPU, as much as the work. These two commands answer one request per line
-and flush each answer (git-svn drives them the same way), so one process serves a whole run.
+Each turn of a run reads a few blobs, stores the files an edit wrote and diffs its tree; a git
+process for each of those costs some 2-3 ms, as much as the work. These commands answer one request
+per line and flush each answer (git-svn drives them the same way; diff-tree's answer ends where it
+echoes back a line that names no object), so one process serves a whole run.
 
 Nothing is left behind on any exit path: each process runs in a session of its own (a Ctrl-C at the
 terminal reaches agentloop, not it) and ends at end of input, which comes when `close` runs, when
@@ -20,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +34,11 @@ CAT_FILE = ("cat-file", "--batch")
 HASH_OBJECT = ("hash-object", "-w", "--no-filters", "--stdin-paths")
 MKTREE = ("mktree", "-z", "--batch")
 UPDATE_REF = ("update-ref", "--stdin")
+# `git diff --raw -z --no-abbrev -p --text OLD NEW` of two trees (see repo.Workspace.diff), one pair a line.
+DIFF_TREE = ("diff-tree", "--stdin", "-r", "--raw", "-z", "--no-abbrev", "-p", "--text", "--no-color",
+             "--no-ext-diff", "--no-textconv", "--no-renames")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_END = f"agentloop-end-{os.urandom(8).hex()}\n".encode()  # echoed back by diff-tree after each answer
 
 
 class GitBatchError(RuntimeError):
@@ -148,6 +155,25 @@ def read_object(cwd: Path, oid: str) -> tuple[str, bytes] | None:
         if len(header) != 3:  # "<oid> missing"
             return None
         return header[1].decode(), reader.read_exactly(int(header[2]) + 1)[:-1]  # (each object ends with a newline)
+
+
+def diff_trees(cwd: Path, old: str, new: str) -> bytes:
+    """What `git diff --raw -z --no-abbrev -p --text OLD NEW` writes for two trees (object ids) in the
+    repository at `cwd`: the listing, a NUL, the patch (nothing when they do not differ). GitBatchError
+    for anything but two trees' ids (a name, a commit, a missing object): the caller asks `git diff`."""
+    if not (_OBJECT_ID.fullmatch(old) and _OBJECT_ID.fullmatch(new)):
+        raise GitBatchError(f"not two object ids: {old!r} {new!r}")  # (diff-tree would echo the line back)
+    with batch(cwd, DIFF_TREE).exchange() as differ:
+        differ.send(f"{old} {new}\n".encode() + _END)
+        if differ.read_line() != f"{old} {new}".encode():  # (diff-tree's header: the pair, echoed)
+            raise differ.failure()
+        lines = []
+        while True:
+            line = differ.read_line() + b"\n"
+            if line == _END or line.endswith(b"\0" + _END):  # (after a listing with no patch: its NUL)
+                lines.append(line[:-len(_END)])
+                return b"".join(lines)
+            lines.append(line)
 
 
 _NO_TRANSACTIONS: set[str] = set()  # folders whose git's update-ref --stdin knows no `start` (before 2.27)

@@ -340,8 +340,12 @@ class Workspace:
 
     def _changes_and_patch(self, old_tree: str, new_tree: str) -> tuple[list[Change], str]:
         """`changes` and the `--text` patch of every changed file, from one git diff (`--raw -p`: the
-        listing, a NUL, then the patch). The listing is kept as `changes` keeps its own."""
-        out = git_bytes([*_DIFF, *_RAW, "-p", "--text", old_tree, new_tree], self.root)
+        listing, a NUL, then the patch), asked of the long-lived `git diff-tree`. The listing is kept as
+        `changes` keeps its own."""
+        try:
+            out = gitbatch.diff_trees(self.root, old_tree, new_tree)
+        except gitbatch.GitBatchError:  # (a name that is not a tree's id): git says why
+            out = git_bytes([*_DIFF, *_RAW, "-p", "--text", old_tree, new_tree], self.root)
         changes, pos = [], 0
         while out.startswith(b":", pos):
             meta_end = out.index(b"\0", pos)
