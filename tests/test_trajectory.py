@@ -436,3 +436,25 @@ def test_reading_runs_never_imports_litellm(runs):
     proc = subprocess.run([sys.executable, "-c", code, done["direct"][0]["run_id"]], cwd=repo, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_template_hashes_follow_each_templates_bytes(tmp_path: Path, monkeypatch):
+    """The header's template hashes are the files' own, read again once a file changed (a batch worker
+    runs many episodes; a template edited between two must not keep the first one's hash)."""
+    import hashlib
+    import os
+
+    from agentloop.run import feedback
+
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "a.j2").write_text("one {{ x }}\n")
+    (prompts / "b.j2").write_text("two\n")
+    monkeypatch.setattr(feedback, "data_dir", lambda name: tmp_path / name)
+    first = feedback.template_hashes()
+    assert first == {name: hashlib.sha256((prompts / name).read_bytes()).hexdigest()[:16] for name in ("a.j2", "b.j2")}
+    stat = os.stat(prompts / "a.j2")
+    (prompts / "a.j2").write_text("ONE {{ x }}\n")  # the same size
+    os.utime(prompts / "a.j2", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    second = feedback.template_hashes()
+    assert second["a.j2"] != first["a.j2"] and second["b.j2"] == first["b.j2"]

@@ -6,9 +6,10 @@ Wording lives in `prompts/*.j2`; this module only gathers the facts the template
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -64,8 +65,19 @@ def _tidy(text: str) -> str:
 
 def template_hashes() -> dict[str, str]:
     """Hash of every prompt template, so a trajectory says exactly which wording it used."""
-    folder = data_dir("prompts")
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(folder.iterdir()) if p.is_file()}
+    hashes = {}
+    for entry in sorted(os.scandir(data_dir("prompts")), key=lambda e: e.name):
+        if entry.is_file():
+            stat = entry.stat()
+            hashes[entry.name] = _file_hash(entry.path, stat.st_mtime_ns, stat.st_size)
+    return hashes
+
+
+@lru_cache(maxsize=256)
+def _file_hash(path: str, mtime_ns: int, size: int) -> str:
+    """A file's hash, read again only when it changed (many runs in one batch worker share it)."""
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:16]
 
 
 @dataclass

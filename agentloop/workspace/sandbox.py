@@ -82,6 +82,11 @@ class Sandbox:
     # compilers caching by absolute path (rustc's incremental cache, cargo) stay incremental.
     mount_at: Path | None = None
 
+    @property
+    def confines(self) -> bool:
+        """Whether checks run inside it (bubblewrap); without it, `wrapper` is empty."""
+        return self.mode == "bwrap" and self.root is not None
+
     def inside(self, path: str | Path) -> str:
         """Where a host path under the workspace appears inside the sandbox."""
         path = Path(path)
@@ -94,7 +99,7 @@ class Sandbox:
         """The argv prefix for `/bin/sh -c CMD`; `protected` paths are also made read-only, `binds`
         added (held-out files of an acceptance check), `hide` hidden (them, outside it) and `writable`
         folders outside the workspace (a graded check's report folder) bound writable."""
-        if self.mode != "bwrap" or self.root is None:
+        if not self.confines:
             return []
         args = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                 "--tmpfs", "/tmp"]

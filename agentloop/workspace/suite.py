@@ -172,7 +172,7 @@ class CheckSuite:
         self._listed = None
         log = self.trajectory.check_log()
         hidden = not check.feedback  # an acceptance-only check: held-out files laid in, its traces swept after
-        protected = list(self.protected.readonly_paths() if self.protected else ())
+        protected = list(self.protected.readonly_paths() if self.protected and self.sandbox.confines else ())
         env, changed_held_out = self.env, []
         skip = [d.name for d in self.environment.dirs]
         before = held_out.listing(self.workspace.root, skip) if hidden else set()
