@@ -214,3 +214,45 @@ def test_touched_needs_a_look_unless_every_written_path_is_unprotected(gaming_re
         suite.pristine = not expected
         suite.touched(paths, was_pristine=was)
         assert suite.pristine is expected, (paths, was)
+
+
+def test_the_users_diff_settings_change_no_patch_and_hide_no_test_edit(tmp_path, monkeypatch):
+    """A ~/.gitconfig with diff.noprefix (and other diff.* tastes: context, algorithm, relative paths,
+    an external diff, blank context lines) changed `git diff`'s patches, and the headers scan_diff
+    reads the paths from: a skip added to a test then went unflagged. Diffs are plumbing now."""
+    import subprocess
+
+    from agentloop.workspace import repo as repo_module
+    from agentloop.workspace.guard import text_diff
+
+    test = "def test_add():\n    x = 1\n\n    assert add(2, 3) == 5\n"
+    repo = make_repo(tmp_path / "repo", {"calc.py": "def add(a, b):\n    return a - b\n", "logo.bin": "\0\1\2\n",
+                                         "tests/test_calc.py": test})
+    (repo / "tests" / "test_calc.py").write_text("import pytest\n\n@pytest.mark.skip\ndef test_add():\n    x = 1\n\n")
+    (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    (repo / "logo.bin").write_bytes(b"\0\1\3\n")
+    workspace = Workspace(repo)
+    before = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=repo, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    after = workspace.snapshot()
+
+    def fresh_diffs() -> tuple[str, str]:
+        repo_module._DIFFS.clear()
+        repo_module._CHANGES.clear()
+        return workspace.diff(before, after), text_diff(repo, before, after)
+
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    patch, text = fresh_diffs()
+    assert "diff --git a/calc.py b/calc.py" in patch and "GIT binary patch" in patch
+    assert text == subprocess.run(["git", "diff", "--text", before, after], cwd=repo, capture_output=True,
+                                  text=True, check=True).stdout
+    tastes = tmp_path / "gitconfig"
+    tastes.write_text("[diff]\n\tnoprefix = true\n\tmnemonicPrefix = true\n\tcontext = 0\n\talgorithm = patience\n"
+                      "\trelative = true\n\texternal = false\n\tsuppressBlankEmpty = true\n\tsrcPrefix = X/\n"
+                      "\tdstPrefix = Y/\n[color]\n\tui = always\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tastes))
+    assert "diff --git calc.py" in subprocess.run(["git", "diff", "--no-ext-diff", before, after], cwd=repo,
+                                                   capture_output=True, text=True).stdout  # (git diff obeys them)
+    assert fresh_diffs() == (patch, text)
+    kinds = {(f["kind"], f["path"]) for f in scan_diff(text)}
+    assert ("skip_marker", "tests/test_calc.py") in kinds and ("deleted_assertion", "tests/test_calc.py") in kinds

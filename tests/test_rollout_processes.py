@@ -444,7 +444,8 @@ def test_patches_from_the_long_lived_diff_tree_are_byte_for_byte_git_diffs(tmp_p
     two = git(repo, "rev-parse", "HEAD^{tree}").strip()
     for old, new in ((one, two), (two, one), (one, one), (one, two)):
         theirs = subprocess.run(["git", "diff", "--raw", "-z", "--no-abbrev", "-p", "--text", old, new], cwd=repo,
-                                capture_output=True, check=True).stdout
+                                capture_output=True, check=True,
+                                env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull}).stdout  # (git's own defaults)
         assert gitbatch.diff_trees(repo, old, new) == theirs
     for old, new in (("HEAD~1", "HEAD"), (first, first), (one, "0" * 40)):
         with pytest.raises(gitbatch.GitBatchError):

@@ -34,7 +34,7 @@ CAT_FILE = ("cat-file", "--batch")
 HASH_OBJECT = ("hash-object", "-w", "--no-filters", "--stdin-paths")
 MKTREE = ("mktree", "-z", "--batch")
 UPDATE_REF = ("update-ref", "--stdin")
-# `git diff --raw -z --no-abbrev -p --text OLD NEW` of two trees (see repo.Workspace.diff), one pair a line.
+# `git diff-tree -r --raw -z --no-abbrev -p --text OLD NEW` (repo.DIFF_ARGS), one pair of trees a line.
 DIFF_TREE = ("diff-tree", "--stdin", "-r", "--raw", "-z", "--no-abbrev", "-p", "--text", "--no-color",
              "--no-ext-diff", "--no-textconv", "--no-renames")
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -158,9 +158,9 @@ def read_object(cwd: Path, oid: str) -> tuple[str, bytes] | None:
 
 
 def diff_trees(cwd: Path, old: str, new: str) -> bytes:
-    """What `git diff --raw -z --no-abbrev -p --text OLD NEW` writes for two trees (object ids) in the
+    """What `git diff-tree -r --raw -z --no-abbrev -p --text OLD NEW` writes for two trees (object ids) in the
     repository at `cwd`: the listing, a NUL, the patch (nothing when they do not differ). GitBatchError
-    for anything but two trees' ids (a name, a commit, a missing object): the caller asks `git diff`."""
+    for anything but two trees' ids (a name, a commit, a missing object): the caller asks git itself."""
     if not (_OBJECT_ID.fullmatch(old) and _OBJECT_ID.fullmatch(new)):
         raise GitBatchError(f"not two object ids: {old!r} {new!r}")  # (diff-tree would echo the line back)
     with batch(cwd, DIFF_TREE).exchange() as differ:

@@ -1,10 +1,12 @@
 """How agentloop runs git itself, so that nothing planted in a repository runs through it.
 
 Every git command of agentloop's gets SAFE_CONFIG (no fsmonitor hook, no hooks, no attributes file,
-no line-ending conversion, no automatic gc) and `git_env()` (no secret, no system config). In-tree
-attributes (filters, textconv, `-diff`) are kept out by never letting git convert what agentloop
-stores (hash-object --no-filters, cat-file blob) and by diffing with --no-ext-diff --no-textconv,
-text decided by content (see `workspace.Workspace.diff`). Cheap to import (the pre-commit pass path).
+no line-ending conversion, no automatic gc, patches in git's default form) and `git_env()` (no
+secret, no system config). In-tree attributes (filters, textconv, `-diff`) are kept out by never
+letting git convert what agentloop stores (hash-object --no-filters, cat-file blob) and by diffing
+with --no-ext-diff --no-textconv, text decided by content (see `workspace.Workspace.diff`); diffs go
+through plumbing (`diff-tree`), which ignores the user's diff settings. Cheap to import (the
+pre-commit pass path).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 SAFE_CONFIG = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.attributesFile=/dev/null",
                "-c", "core.autocrlf=false", "-c", "core.safecrlf=false", "-c", "gc.auto=0",
-               "-c", "core.untrackedCache=false", "-c", "core.splitIndex=false")
+               "-c", "core.untrackedCache=false", "-c", "core.splitIndex=false", "-c", "diff.suppressBlankEmpty=false")
 
 
 def git_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -333,9 +333,9 @@ class Workspace:
         env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
         out = ""
         if text_paths:
-            out += git([*_DIFF, "--text", old_tree, new_tree, "--", *text_paths], self.root, env=env)
+            out += git([*DIFF_ARGS, "-p", "--text", old_tree, new_tree, "--", *text_paths], self.root, env=env)
         if binary_paths:
-            out += git([*_DIFF, "--binary", old_tree, new_tree, "--", *binary_paths], self.root, env=env)
+            out += git([*DIFF_ARGS, "--binary", old_tree, new_tree, "--", *binary_paths], self.root, env=env)
         return out
 
     def _changes_and_patch(self, old_tree: str, new_tree: str) -> tuple[list[Change], str]:
@@ -345,7 +345,7 @@ class Workspace:
         try:
             out = gitbatch.diff_trees(self.root, old_tree, new_tree)
         except gitbatch.GitBatchError:  # (a name that is not a tree's id): git says why
-            out = git_bytes([*_DIFF, *_RAW, "-p", "--text", old_tree, new_tree], self.root)
+            out = git_bytes([*DIFF_ARGS, *_RAW, "-p", "--text", old_tree, new_tree], self.root)
         changes, pos = [], 0
         while out.startswith(b":", pos):
             meta_end = out.index(b"\0", pos)
@@ -477,13 +477,15 @@ def _remember(memo: dict, key: tuple[str, ...], value: object) -> None:
 
 
 LS_TREE = ("ls-tree", "-r", "-z", "--full-tree")
-_DIFF = ("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
+# Diffs of two trees go through plumbing (`diff-tree`), which, unlike `git diff`, ignores the user's
+# diff.* settings (noprefix, context, algorithm, relative, ...): a patch agentloop records and parses
+# has git's default form whatever ~/.gitconfig says. (Unlike `git diff`, it writes no patch unless asked: -p.)
+DIFF_ARGS = ("diff-tree", "-r", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
 _RAW = ("--raw", "-z", "--no-abbrev")
 
 
 def _tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
-    out = git(["diff", "--raw", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", "--no-textconv", old_tree,
-               new_tree], cwd)
+    out = git([*DIFF_ARGS, *_RAW, old_tree, new_tree], cwd)
     fields = out.split("\0")
     changes = []
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
