@@ -34,9 +34,12 @@ CAT_FILE = ("cat-file", "--batch")
 HASH_OBJECT = ("hash-object", "-w", "--no-filters", "--stdin-paths")
 MKTREE = ("mktree", "-z", "--batch")
 UPDATE_REF = ("update-ref", "--stdin")
-# `git diff-tree -r --raw -z --no-abbrev -p --text OLD NEW` (repo.DIFF_ARGS), one pair of trees a line.
-DIFF_TREE = ("diff-tree", "--stdin", "-r", "--raw", "-z", "--no-abbrev", "-p", "--text", "--no-color",
-             "--no-ext-diff", "--no-textconv", "--no-renames")
+# How agentloop diffs two trees: plumbing, which unlike `git diff` ignores the user's diff.* settings
+# (noprefix, context, algorithm, relative, ...), so a patch agentloop records and parses has git's
+# default form whatever ~/.gitconfig says. (Unlike `git diff`, it writes no patch unless asked: -p.)
+DIFF_ARGS = ("diff-tree", "-r", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
+# `git DIFF_ARGS --raw -z --no-abbrev -p --text OLD NEW` (see diff_trees), one pair of trees a line.
+DIFF_TREE = (DIFF_ARGS[0], "--stdin", *DIFF_ARGS[1:], "--raw", "-z", "--no-abbrev", "-p", "--text")
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _END = f"agentloop-end-{os.urandom(8).hex()}\n".encode()  # echoed back by diff-tree after each answer
 
@@ -158,7 +161,7 @@ def read_object(cwd: Path, oid: str) -> tuple[str, bytes] | None:
 
 
 def diff_trees(cwd: Path, old: str, new: str) -> bytes:
-    """What `git diff-tree -r --raw -z --no-abbrev -p --text OLD NEW` writes for two trees (object ids) in the
+    """What `git DIFF_ARGS --raw -z --no-abbrev -p --text OLD NEW` writes for two trees (object ids) in the
     repository at `cwd`: the listing, a NUL, the patch (nothing when they do not differ). GitBatchError
     for anything but two trees' ids (a name, a commit, a missing object): the caller asks git itself."""
     if not (_OBJECT_ID.fullmatch(old) and _OBJECT_ID.fullmatch(new)):

@@ -477,10 +477,7 @@ def _remember(memo: dict, key: tuple[str, ...], value: object) -> None:
 
 
 LS_TREE = ("ls-tree", "-r", "-z", "--full-tree")
-# Diffs of two trees go through plumbing (`diff-tree`), which, unlike `git diff`, ignores the user's
-# diff.* settings (noprefix, context, algorithm, relative, ...): a patch agentloop records and parses
-# has git's default form whatever ~/.gitconfig says. (Unlike `git diff`, it writes no patch unless asked: -p.)
-DIFF_ARGS = ("diff-tree", "-r", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
+DIFF_ARGS = gitbatch.DIFF_ARGS  # (plumbing: see there)
 _RAW = ("--raw", "-z", "--no-abbrev")
 
 
