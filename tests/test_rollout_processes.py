@@ -454,6 +454,30 @@ def test_patches_from_the_long_lived_diff_tree_are_byte_for_byte_git_diffs(tmp_p
     assert Workspace(repo).diff(first, two) == Workspace(repo).diff(one, two) != ""
 
 
+def test_a_file_cannot_end_diff_trees_answer_early_with_the_line_it_saw_before(tmp_path: Path, monkeypatch):
+    """diff-tree's answer ends at a line it echoes back; a patch line holds a file's bytes, so a file
+    written with the line of an earlier request (after a NUL, as a listing ends) must not cut the
+    next answer short: each request has a line of its own."""
+    from agentloop.workspace import gitbatch
+
+    seen: list[bytes] = []
+    real = os.urandom
+    monkeypatch.setattr(gitbatch.os, "urandom", lambda n: seen.append(real(n)) or seen[-1])
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n", "z.txt": "z\n"})
+    one = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    (repo / "a.txt").write_text("b\n")
+    git(repo, "commit", "-qam", "b")
+    gitbatch.diff_trees(repo, one, git(repo, "rev-parse", "HEAD^{tree}").strip())
+    (repo / "a.txt").write_bytes(b"x\0agentloop-end-" + seen[-1].hex().encode() + b"\nmore\n")
+    (repo / "z.txt").write_text("changed too\n")
+    git(repo, "commit", "-qam", "the line seen before")
+    two = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    theirs = subprocess.run(["git", "diff", "--raw", "-z", "--no-abbrev", "-p", "--text", one, two], cwd=repo,
+                            capture_output=True, check=True, env={**os.environ, "GIT_CONFIG_GLOBAL": os.devnull}).stdout
+    assert gitbatch.diff_trees(repo, one, two) == theirs
+    assert b"changed too" in theirs
+
+
 def test_trees_and_blobs_written_in_process_are_the_ones_git_writes(tmp_path: Path):
     """Names git sorts in its own way (a folder sorts as if it ended in a slash), every file mode,
     bytes that are not text: the in-process tree and blob ids are `git mktree`'s and

@@ -41,7 +41,6 @@ DIFF_ARGS = ("diff-tree", "-r", "--no-color", "--no-ext-diff", "--no-textconv", 
 # `git DIFF_ARGS --raw -z --no-abbrev -p --text OLD NEW` (see diff_trees), one pair of trees a line.
 DIFF_TREE = (DIFF_ARGS[0], "--stdin", *DIFF_ARGS[1:], "--raw", "-z", "--no-abbrev", "-p", "--text")
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-_END = f"agentloop-end-{os.urandom(8).hex()}\n".encode()  # echoed back by diff-tree after each answer
 
 
 class GitBatchError(RuntimeError):
@@ -166,15 +165,18 @@ def diff_trees(cwd: Path, old: str, new: str) -> bytes:
     for anything but two trees' ids (a name, a commit, a missing object): the caller asks git itself."""
     if not (_OBJECT_ID.fullmatch(old) and _OBJECT_ID.fullmatch(new)):
         raise GitBatchError(f"not two object ids: {old!r} {new!r}")  # (diff-tree would echo the line back)
+    # The line diff-tree echoes back after its answer: new for each request, so that no file written
+    # before it (a patch line holds a file's bytes) can hold it and end the answer early.
+    end = f"agentloop-end-{os.urandom(8).hex()}\n".encode()
     with batch(cwd, DIFF_TREE).exchange() as differ:
-        differ.send(f"{old} {new}\n".encode() + _END)
+        differ.send(f"{old} {new}\n".encode() + end)
         if differ.read_line() != f"{old} {new}".encode():  # (diff-tree's header: the pair, echoed)
             raise differ.failure()
         lines = []
         while True:
             line = differ.read_line() + b"\n"
-            if line == _END or line.endswith(b"\0" + _END):  # (after a listing with no patch: its NUL)
-                lines.append(line[:-len(_END)])
+            if line == end or line.endswith(b"\0" + end):  # (after a listing with no patch: its NUL)
+                lines.append(line[:-len(end)])
                 return b"".join(lines)
             lines.append(line)
 
