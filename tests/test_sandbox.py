@@ -217,7 +217,7 @@ def test_in_the_sandbox_every_process_of_a_check_dies_with_it_and_no_reaper_is_s
     monkeypatch.setattr(subprocess.Popen, "__init__", recording)
 
     def alive(name: str) -> list[str]:
-        found = subprocess.run(["pgrep", "-fa", name], capture_output=True, text=True).stdout
+        found = subprocess.run(["pgrep", "-fax", name], capture_output=True, text=True).stdout  # (`sleep 300`: not it)
         return [line for line in found.splitlines() if "pgrep" not in line]
 
     result = boxed(repo, "setsid sh -c 'sleep 1; touch survivor' & (setsid sleep 61 &) ; echo started")
