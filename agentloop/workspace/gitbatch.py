@@ -40,7 +40,7 @@ UPDATE_REF = ("update-ref", "--stdin")
 DIFF_ARGS = ("diff-tree", "-r", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames")
 # `git DIFF_ARGS --raw -z --no-abbrev -p --text OLD NEW` (see diff_trees), one pair of trees a line.
 DIFF_TREE = (DIFF_ARGS[0], "--stdin", *DIFF_ARGS[1:], "--raw", "-z", "--no-abbrev", "-p", "--text")
-_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+OBJECT_ID = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})$")  # a SHA-1 or SHA-256 object id
 
 
 class GitBatchError(RuntimeError):
@@ -163,7 +163,7 @@ def diff_trees(cwd: Path, old: str, new: str) -> bytes:
     """What `git DIFF_ARGS --raw -z --no-abbrev -p --text OLD NEW` writes for two trees (object ids) in the
     repository at `cwd`: the listing, a NUL, the patch (nothing when they do not differ). GitBatchError
     for anything but two trees' ids (a name, a commit, a missing object): the caller asks git itself."""
-    if not (_OBJECT_ID.fullmatch(old) and _OBJECT_ID.fullmatch(new)):
+    if not (OBJECT_ID.fullmatch(old) and OBJECT_ID.fullmatch(new)):
         raise GitBatchError(f"not two object ids: {old!r} {new!r}")  # (diff-tree would echo the line back)
     # The line diff-tree echoes back after its answer: new for each request, so that no file written
     # before it (a patch line holds a file's bytes) can hold it and end the answer early.

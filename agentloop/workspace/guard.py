@@ -23,7 +23,8 @@ from pathlib import Path
 
 from agentloop.edits.paths import PathRefused, is_protected, safe_path
 from agentloop.files import atomic_write
-from agentloop.workspace.repo import DIFF_ARGS, file_blobs, git, ignored_entries, link_blob, read_blob, tree_listing
+from agentloop.workspace import gitbatch
+from agentloop.workspace.repo import file_blobs, git, ignored_entries, link_blob, read_blob, tree_listing
 
 SYMLINK_MODE = "120000"
 # What checks write on their own (bytecode, pytest's cache): never counted as a protected file appearing.
@@ -291,7 +292,7 @@ def harness_file(path: str, harness: Sequence[str]) -> bool:
 
 def text_diff(root: Path, old_tree: str, new_tree: str) -> str:
     """A diff between two trees that no `.gitattributes` can make binary or filter (for scan_diff)."""
-    return git([*DIFF_ARGS, "-p", "--text", old_tree, new_tree], root)
+    return git([*gitbatch.DIFF_ARGS, "-p", "--text", old_tree, new_tree], root)
 
 
 def _files(diff: str) -> list[tuple[str, list[str], list[str]]]:

@@ -7,7 +7,6 @@ branches and stash are never touched.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -243,7 +242,7 @@ class Workspace:
         a private index. A run asks this once per turn with the tree it got the turn before, so that
         index is kept (in a temporary folder, removed with this object) and not read again then."""
         new = self._file_entries(paths)
-        if base is None or base == "" or _OBJECT_ID.match(base):
+        if base is None or base == "" or gitbatch.OBJECT_ID.match(base):
             tree = trees.edit_tree(self.root, base or None, new, self.store)
             if tree is not None:
                 return tree
@@ -333,9 +332,9 @@ class Workspace:
         env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}
         out = ""
         if text_paths:
-            out += git([*DIFF_ARGS, "-p", "--text", old_tree, new_tree, "--", *text_paths], self.root, env=env)
+            out += git([*gitbatch.DIFF_ARGS, "-p", "--text", old_tree, new_tree, "--", *text_paths], self.root, env=env)
         if binary_paths:
-            out += git([*DIFF_ARGS, "--binary", old_tree, new_tree, "--", *binary_paths], self.root, env=env)
+            out += git([*gitbatch.DIFF_ARGS, "--binary", old_tree, new_tree, "--", *binary_paths], self.root, env=env)
         return out
 
     def _changes_and_patch(self, old_tree: str, new_tree: str) -> tuple[list[Change], str]:
@@ -345,7 +344,7 @@ class Workspace:
         try:
             out = gitbatch.diff_trees(self.root, old_tree, new_tree)
         except gitbatch.GitBatchError:  # (a name that is not a tree's id): git says why
-            out = git_bytes([*DIFF_ARGS, *_RAW, "-p", "--text", old_tree, new_tree], self.root)
+            out = git_bytes([*gitbatch.DIFF_ARGS, *_RAW, "-p", "--text", old_tree, new_tree], self.root)
         changes, pos = [], 0
         while out.startswith(b":", pos):
             meta_end = out.index(b"\0", pos)
@@ -393,7 +392,7 @@ def blobs_binary(cwd: Path, shas: list[str]) -> dict[str, bool]:
     without attributes), or not UTF-8 (its diff would not be text a patch file can hold)."""
     result: dict[str, bool] = {}
     for sha in dict.fromkeys(shas):
-        body = _cat_blob(cwd, sha) if _OBJECT_ID.match(sha) else None
+        body = _cat_blob(cwd, sha) if gitbatch.OBJECT_ID.match(sha) else None
         if body is None:  # (not a blob's id: asked as before, a missing object read as empty)
             out = git_bytes(["cat-file", "--batch"], cwd, input_bytes=sha.encode() + b"\n")
             header, _, rest = out.partition(b"\n")
@@ -428,7 +427,6 @@ class Change:
 
 # Two object ids name the same content for good, so what differs between them never changes: a
 # turn asks for the same pair several times (the applied edit, the guard, the record, the end).
-_OBJECT_ID = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})$")
 _MEMO_SIZE = 256
 _MEMO_TEXT = 1 << 20  # a bigger patch is diffed again rather than held
 _DIFFS: dict[tuple[str, str, str], str] = {}
@@ -438,7 +436,7 @@ _CHANGES: dict[tuple[str, str, str], tuple[Change, ...]] = {}
 def tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
     """The files that differ between two trees (see `Workspace.changes`). None between a tree and
     itself (the first edit of a run asks what the start and the result, still the same, differ by)."""
-    if old_tree == new_tree and _OBJECT_ID.match(old_tree):
+    if old_tree == new_tree and gitbatch.OBJECT_ID.match(old_tree):
         return []
     key = (str(cwd), old_tree, new_tree)
     if key in _CHANGES:
@@ -470,19 +468,18 @@ def keep_listing(cwd: Path, tree: str, listing: str) -> None:
 def _remember(memo: dict, key: tuple[str, ...], value: object) -> None:
     """Keep `value` when the key (a folder, then objects) names objects by id (a ref or "HEAD" may move);
     a full memo starts over."""
-    if all(_OBJECT_ID.match(name) for name in key[1:]):
+    if all(gitbatch.OBJECT_ID.match(name) for name in key[1:]):
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
         memo[key] = value
 
 
 LS_TREE = ("ls-tree", "-r", "-z", "--full-tree")
-DIFF_ARGS = gitbatch.DIFF_ARGS  # (plumbing: see there)
 _RAW = ("--raw", "-z", "--no-abbrev")
 
 
 def _tree_changes(cwd: Path, old_tree: str, new_tree: str) -> list[Change]:
-    out = git([*DIFF_ARGS, *_RAW, old_tree, new_tree], cwd)
+    out = git([*gitbatch.DIFF_ARGS, *_RAW, old_tree, new_tree], cwd)
     fields = out.split("\0")
     changes = []
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
@@ -526,7 +523,7 @@ def read_blob(cwd: Path, sha: str, path: str | None = None) -> bytes:
     """A blob's content exactly as stored: agentloop stores files unconverted (see `tree_with`), so
     writing it back gives the bytes the file had, whatever filters or attributes say. (`path` is
     accepted for older callers and ignored.)"""
-    body = _cat_blob(cwd, sha) if _OBJECT_ID.match(sha) else None
+    body = _cat_blob(cwd, sha) if gitbatch.OBJECT_ID.match(sha) else None
     if body is not None:
         return body
     try:
