@@ -71,7 +71,6 @@ def materialise(row: TaskRow, repo: Path) -> FreshCheckout | None:
     source = row.source
     tree: str | None = None
     remote: str | None = None
-    listing: str | None = None
     if source.is_git:
         revision = source.revision or source.commit or "HEAD"
         objects = borrowable_objects(source.path) if source.revision and len(source.revision) == 40 else None
@@ -80,12 +79,11 @@ def materialise(row: TaskRow, repo: Path) -> FreshCheckout | None:
         else:
             _git(["clone", "-q", "--shared", "--no-checkout", "--", str(source.path), str(repo)], repo.parent)
         head, remote = source.revision, str(source.path)  # a commit id (tasks.resolve_commit), or None
-        listing = _checkout_and_list(repo, revision, listed=not row.setup)
     else:
         init_repository(repo)
         tree = directory_tree(source.path, git_dir=repo / ".git")
-        head = _git(["commit-tree", tree, "-m", f"task {row.id}: snapshot of {source.path}"], repo)
-        _git(["checkout", "-q", "-B", "agentloop-task", head], repo)
+        head = revision = _git(["commit-tree", tree, "-m", f"task {row.id}: snapshot of {source.path}"], repo)
+    listing = _checkout_and_list(repo, revision, listed=not row.setup)
     with open(repo / ".git" / "config", "a", encoding="utf-8") as config:  # commits in the rollout need an author
         config.write(f"[user]\n\tname = {_GIT_ID['GIT_AUTHOR_NAME']}\n\temail = {_GIT_ID['GIT_AUTHOR_EMAIL']}\n")
     if head is None:
